@@ -1,0 +1,78 @@
+//! Decoding errors, each naming the close code that answers it.
+
+use crate::close_code::{ChannelCode, CloseCode};
+
+/// A mux frame (or control message) that cannot be accepted. Every variant is a
+/// connection-level violation except [`FrameError::InvalidDocId`], which only refuses the
+/// channel being opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("empty frame")]
+    Empty,
+    #[error("frame ends early")]
+    Truncated,
+    #[error("varint longer than 64 bits")]
+    VarintOverflow,
+    #[error("unknown message kind {0:#04x}")]
+    UnknownKind(u8),
+    #[error("message kind {kind:#04x} is not allowed on channel {channel}")]
+    WrongChannel { kind: u8, channel: u32 },
+    #[error("frame of {len} bytes exceeds the limit of {max}")]
+    FrameTooLarge { len: usize, max: u32 },
+    #[error("reassembled message of {len} bytes exceeds the limit of {max}")]
+    MessageTooLarge { len: usize, max: u32 },
+    #[error("string is not valid UTF-8")]
+    InvalidUtf8,
+    #[error("bytes after the end of a message")]
+    TrailingBytes,
+    #[error("invalid access byte {0}")]
+    InvalidAccess(u8),
+    #[error("invalid document ID")]
+    InvalidDocId,
+    #[error("a fragmented message must end with a sync or awareness frame")]
+    FragmentInterrupted,
+}
+
+impl FrameError {
+    /// The WebSocket close code that answers this error at the connection level.
+    pub fn close_code(&self) -> CloseCode {
+        match self {
+            FrameError::FrameTooLarge { .. } | FrameError::MessageTooLarge { .. } => {
+                CloseCode::MessageTooBig
+            }
+            FrameError::InvalidUtf8 => CloseCode::InvalidPayload,
+            _ => CloseCode::ProtocolError,
+        }
+    }
+
+    /// Whether only the channel being opened is refused (with [`ChannelCode::BadRequest`])
+    /// while the connection carries on.
+    pub fn channel_code(&self) -> Option<ChannelCode> {
+        match self {
+            FrameError::InvalidDocId | FrameError::InvalidAccess(_) => {
+                Some(ChannelCode::BadRequest)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A y-protocols payload inside a document channel that cannot be used. Always answered by
+/// closing that channel with [`ChannelCode::InvalidUpdate`]; nothing of it is applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    #[error("malformed y-protocols message: {0}")]
+    Malformed(String),
+    #[error("update claims {claimed} entries in {available} bytes")]
+    ImplausibleCount { claimed: u64, available: usize },
+    #[error("client ID {0} does not fit in 53 bits")]
+    ClientIdTooLarge(u64),
+    #[error("the CRDT library panicked while decoding")]
+    DecoderPanicked,
+}
+
+impl PayloadError {
+    pub fn channel_code(&self) -> ChannelCode {
+        ChannelCode::InvalidUpdate
+    }
+}

@@ -1,0 +1,185 @@
+//! Fragmentation: a sync or awareness message larger than one frame travels as `Fragment`
+//! frames followed by one frame of the message's real kind holding the last piece. Keeping
+//! every frame small lets heartbeats and other channels' frames pass between the pieces, so a
+//! large transfer never starves the connection or trips a heartbeat.
+
+use crate::error::FrameError;
+use crate::frame::{kind, write_frame_header, Message, MAX_HEADER_LEN};
+use crate::id::ChannelId;
+
+/// Encodes `message` (sync or awareness) on `channel` as one or more frames no larger than
+/// `max_frame_size`, calling `emit` for each in order.
+pub fn encode_fragmented(
+    channel: ChannelId,
+    message: &Message,
+    max_frame_size: u32,
+    mut emit: impl FnMut(Vec<u8>),
+) {
+    let (last_kind, body) = match message {
+        Message::Sync(body) => (kind::SYNC, body),
+        Message::Awareness(body) => (kind::AWARENESS, body),
+        other => {
+            let mut out = Vec::new();
+            crate::frame::Frame::new(channel, other.clone()).encode_into(&mut out);
+            emit(out);
+            return;
+        }
+    };
+    let piece_len = (max_frame_size as usize)
+        .saturating_sub(MAX_HEADER_LEN)
+        .max(1);
+    let mut pieces = body.chunks(piece_len).peekable();
+    if pieces.peek().is_none() {
+        let mut out = Vec::with_capacity(MAX_HEADER_LEN);
+        write_frame_header(&mut out, channel, last_kind);
+        emit(out);
+        return;
+    }
+    while let Some(piece) = pieces.next() {
+        let frame_kind = if pieces.peek().is_some() {
+            kind::FRAGMENT
+        } else {
+            last_kind
+        };
+        let mut out = Vec::with_capacity(MAX_HEADER_LEN + piece.len());
+        write_frame_header(&mut out, channel, frame_kind);
+        out.extend_from_slice(piece);
+        emit(out);
+    }
+}
+
+/// Per-channel reassembly of fragmented messages.
+#[derive(Debug, Default)]
+pub struct Reassembler {
+    pending: Vec<u8>,
+    in_progress: bool,
+}
+
+impl Reassembler {
+    /// Feeds the next message received on this channel. Returns the message to act on, or
+    /// `None` while a fragmented message is still incomplete.
+    pub fn push(
+        &mut self,
+        message: Message,
+        max_message_size: u32,
+    ) -> Result<Option<Message>, FrameError> {
+        let max = max_message_size as usize;
+        match message {
+            Message::Fragment(piece) => {
+                self.grow(&piece, max)?;
+                self.in_progress = true;
+                Ok(None)
+            }
+            Message::Sync(last) if self.in_progress => {
+                Ok(Some(Message::Sync(self.finish(&last, max)?)))
+            }
+            Message::Awareness(last) if self.in_progress => {
+                Ok(Some(Message::Awareness(self.finish(&last, max)?)))
+            }
+            _ if self.in_progress => Err(FrameError::FragmentInterrupted),
+            Message::Sync(body) | Message::Awareness(body) if body.len() > max => {
+                Err(FrameError::MessageTooLarge {
+                    len: body.len(),
+                    max: max_message_size,
+                })
+            }
+            other => Ok(Some(other)),
+        }
+    }
+
+    /// Bytes buffered for an incomplete message.
+    pub fn buffered(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn grow(&mut self, piece: &[u8], max: usize) -> Result<(), FrameError> {
+        let len = self.pending.len() + piece.len();
+        if len > max {
+            return Err(FrameError::MessageTooLarge {
+                len,
+                max: max as u32,
+            });
+        }
+        self.pending.extend_from_slice(piece);
+        Ok(())
+    }
+
+    fn finish(&mut self, last: &[u8], max: usize) -> Result<Vec<u8>, FrameError> {
+        self.grow(last, max)?;
+        self.in_progress = false;
+        Ok(std::mem::take(&mut self.pending))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Frame;
+    use crate::limits::Limits;
+
+    fn split(message: &Message, max_frame: u32) -> Vec<Vec<u8>> {
+        let mut frames = Vec::new();
+        encode_fragmented(ChannelId(3), message, max_frame, |f| frames.push(f));
+        frames
+    }
+
+    fn rejoin(frames: &[Vec<u8>], limits: &Limits) -> Result<Vec<Message>, FrameError> {
+        let mut reassembler = Reassembler::default();
+        let mut out = Vec::new();
+        for bytes in frames {
+            let frame = Frame::decode(bytes, limits)?;
+            if let Some(message) = reassembler.push(frame.message, limits.max_message_size)? {
+                out.push(message);
+            }
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn large_message_splits_and_rejoins() {
+        let limits = Limits {
+            max_frame_size: 1024,
+            ..Limits::default()
+        };
+        let body: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        let message = Message::Sync(body);
+        let frames = split(&message, 1024);
+        assert!(frames.len() > 9);
+        assert!(frames.iter().all(|f| f.len() <= 1024));
+        assert_eq!(rejoin(&frames, &limits).unwrap(), vec![message]);
+    }
+
+    #[test]
+    fn small_and_empty_messages_are_one_frame() {
+        for body in [vec![], vec![1, 2, 3]] {
+            let message = Message::Awareness(body);
+            let frames = split(&message, 1024);
+            assert_eq!(frames.len(), 1);
+            assert_eq!(rejoin(&frames, &Limits::default()).unwrap(), vec![message]);
+        }
+    }
+
+    #[test]
+    fn reassembly_is_bounded() {
+        let limits = Limits {
+            max_frame_size: 1024,
+            max_message_size: 4096,
+            ..Limits::default()
+        };
+        let frames = split(&Message::Sync(vec![0; 5000]), 1024);
+        assert!(matches!(
+            rejoin(&frames, &limits),
+            Err(FrameError::MessageTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn interrupted_fragments_are_errors() {
+        let mut reassembler = Reassembler::default();
+        reassembler.push(Message::Fragment(vec![1]), 100).unwrap();
+        assert_eq!(
+            reassembler.push(Message::Ack(1), 100),
+            Err(FrameError::FragmentInterrupted)
+        );
+    }
+}

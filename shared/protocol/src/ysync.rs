@@ -1,0 +1,178 @@
+//! The y-protocols payloads inside document channels: decoding with yrs behind guards, and
+//! encoding the messages a peer sends. yrs trusts its input more than a server can: it
+//! reserves memory from attacker-chosen counts and debug-asserts on out-of-range client IDs.
+//! Every decode here checks counts against the bytes present first and contains a panic, so a
+//! hostile payload costs one channel (closed with 4422), never the process.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use yrs::sync::awareness::AwarenessUpdate;
+use yrs::sync::SyncMessage;
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{StateVector, Update};
+
+use crate::error::PayloadError;
+use crate::varint::Reader;
+
+/// y-protocols sync message tags (the first varint of a SYNC payload).
+pub const SYNC_STEP_1: u64 = 0;
+pub const SYNC_STEP_2: u64 = 1;
+pub const SYNC_UPDATE: u64 = 2;
+
+/// A decoded and validated SYNC payload.
+#[derive(Debug)]
+pub enum SyncPayload {
+    /// "Here is what I have; send me what I lack."
+    Step1(StateVector),
+    /// The answer to step 1: everything the asker lacked.
+    Step2(Update),
+    /// A live incremental update.
+    Update(Update),
+}
+
+impl SyncPayload {
+    /// Writes carry document changes and count towards durable acknowledgements.
+    pub fn is_write(&self) -> bool {
+        !matches!(self, SyncPayload::Step1(_))
+    }
+}
+
+/// Whether a SYNC payload is a write (step 2 or update), judged from its tag alone.
+/// Writes are numbered for `Ack` (docs/PROTOCOL.md §6), including those that fail to decode.
+pub fn is_write(payload: &[u8]) -> bool {
+    matches!(
+        Reader::new(payload).read_varint(),
+        Ok(SYNC_STEP_2 | SYNC_UPDATE)
+    )
+}
+
+/// Decodes a SYNC payload, validating any update it carries.
+pub fn decode_sync(payload: &[u8]) -> Result<SyncPayload, PayloadError> {
+    let mut reader = Reader::new(payload);
+    let tag = reader.read_varint().map_err(malformed)?;
+    let len = usize::try_from(reader.read_varint().map_err(malformed)?).map_err(|_| too_short())?;
+    let body = reader.read_bytes(len).map_err(malformed)?;
+    reader.finish().map_err(malformed)?;
+    match tag {
+        SYNC_STEP_1 => Ok(SyncPayload::Step1(decode_state_vector(body)?)),
+        SYNC_STEP_2 => Ok(SyncPayload::Step2(decode_update(body)?)),
+        SYNC_UPDATE => Ok(SyncPayload::Update(decode_update(body)?)),
+        other => Err(PayloadError::Malformed(format!(
+            "unknown sync message tag {other}"
+        ))),
+    }
+}
+
+/// Decodes a v1 update after checking that its outer count is possible.
+pub fn decode_update(bytes: &[u8]) -> Result<Update, PayloadError> {
+    check_leading_count(bytes, 3)?;
+    guarded(|| Update::decode_v1(bytes))
+}
+
+/// Decodes a v1 state vector after checking that its count is possible.
+pub fn decode_state_vector(bytes: &[u8]) -> Result<StateVector, PayloadError> {
+    check_leading_count(bytes, 2)?;
+    guarded(|| StateVector::decode_v1(bytes))
+}
+
+/// Decodes a y-protocols awareness update after checking that its count is possible.
+pub fn decode_awareness(bytes: &[u8]) -> Result<AwarenessUpdate, PayloadError> {
+    check_leading_count(bytes, 3)?;
+    guarded(|| AwarenessUpdate::decode_v1(bytes))
+}
+
+/// Each entry of the list a payload starts with takes at least `min_entry_len` bytes, so a
+/// count larger than the bytes present is a lie told to make the decoder reserve memory.
+fn check_leading_count(bytes: &[u8], min_entry_len: usize) -> Result<(), PayloadError> {
+    let mut reader = Reader::new(bytes);
+    let claimed = reader.read_varint().map_err(malformed)?;
+    let available = reader.remaining();
+    if claimed > (available / min_entry_len) as u64 {
+        return Err(PayloadError::ImplausibleCount { claimed, available });
+    }
+    Ok(())
+}
+
+/// Runs a yrs decode, turning its error or panic into a [`PayloadError`].
+fn guarded<T>(
+    decode: impl FnOnce() -> Result<T, yrs::encoding::read::Error>,
+) -> Result<T, PayloadError> {
+    match catch_unwind(AssertUnwindSafe(decode)) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(PayloadError::Malformed(err.to_string())),
+        Err(_) => Err(PayloadError::DecoderPanicked),
+    }
+}
+
+fn malformed(err: crate::error::FrameError) -> PayloadError {
+    PayloadError::Malformed(err.to_string())
+}
+
+fn too_short() -> PayloadError {
+    PayloadError::Malformed("length does not fit in memory".into())
+}
+
+/// `SYNC` payload: sync step 1 carrying `state_vector`.
+pub fn encode_step1(state_vector: &StateVector) -> Vec<u8> {
+    SyncMessage::SyncStep1(state_vector.clone()).encode_v1()
+}
+
+/// `SYNC` payload: sync step 2 carrying a v1 `update`.
+pub fn encode_step2(update: Vec<u8>) -> Vec<u8> {
+    SyncMessage::SyncStep2(update).encode_v1()
+}
+
+/// `SYNC` payload: an incremental v1 `update`.
+pub fn encode_update(update: Vec<u8>) -> Vec<u8> {
+    SyncMessage::Update(update).encode_v1()
+}
+
+/// Parses the y-protocols awareness update into its entries without applying it:
+/// `(client_id, clock, json)` for each client. Used to learn which awareness client IDs a
+/// connection owns, so they can be removed when it drops.
+pub fn awareness_entries(update: &AwarenessUpdate) -> Vec<(u64, u32, String)> {
+    update
+        .clients
+        .iter()
+        .map(|(id, entry)| (id.get(), entry.clock, entry.json.to_string()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_four_bytes_are_refused_without_reserving() {
+        // Claims ~47.6M client groups in 3 bytes (MACHINE-NOTES).
+        let err = decode_update(&[0xbd, 0x95, 0xa7, 0x16]).unwrap_err();
+        assert!(
+            matches!(err, PayloadError::ImplausibleCount { .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn oversized_client_id_does_not_panic() {
+        // One group of one struct from client 2^60 (above 53 bits).
+        let mut bytes = vec![0x01, 0x01];
+        crate::varint::write_varint(&mut bytes, 1 << 60);
+        bytes.extend_from_slice(&[0x00, 0x04, 0x00, 0x01, 0x41, 0x00]);
+        // Either a typed error or (release builds) a decoded update; never a panic.
+        let _ = decode_update(&bytes);
+    }
+
+    #[test]
+    fn sync_tags_and_writes() {
+        let step1 = encode_step1(&StateVector::default());
+        assert_eq!(step1, vec![0x00, 0x01, 0x00]);
+        assert!(!is_write(&step1));
+        assert!(matches!(decode_sync(&step1), Ok(SyncPayload::Step1(_))));
+        let update = encode_update(Update::new().encode_v1());
+        assert!(is_write(&update));
+        assert!(decode_sync(&update).unwrap().is_write());
+        assert!(decode_sync(&[0x05, 0x00]).is_err());
+        assert!(decode_sync(&[0x02, 0x09, 0x00]).is_err());
+    }
+}
