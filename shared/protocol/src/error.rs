@@ -31,6 +31,12 @@ pub enum FrameError {
     InvalidDocId,
     #[error("a fragmented message must end with a sync or awareness frame")]
     FragmentInterrupted,
+    /// A `WELCOME` announcing frames smaller than [`Limits::MIN_FRAME_SIZE`]: a client cannot
+    /// honour it (not every control message fits), so it must not trust the server.
+    ///
+    /// [`Limits::MIN_FRAME_SIZE`]: crate::limits::Limits::MIN_FRAME_SIZE
+    #[error("WELCOME announces a frame size of {0} bytes, below the minimum of {min}", min = crate::limits::Limits::MIN_FRAME_SIZE)]
+    FrameSizeBelowMinimum(u32),
 }
 
 impl FrameError {
@@ -69,6 +75,16 @@ pub enum PayloadError {
     ClientIdTooLarge(u64),
     #[error("the CRDT library panicked while decoding")]
     DecoderPanicked,
+    #[error("struct or delete range of length {len} at clock {clock} of client {client} ends past the largest clock (2^32 - 1)")]
+    ClockOverflow { client: u64, clock: u32, len: u32 },
+    #[error("{0} of length 0")]
+    EmptyRange(&'static str),
+    #[error("unknown {what} tag {tag}")]
+    UnknownTag { what: &'static str, tag: u8 },
+    #[error("values nested more than {0} levels deep")]
+    TooDeep(usize),
+    #[error("{0} bytes after the end of the update")]
+    TrailingBytes(usize),
 }
 
 impl PayloadError {

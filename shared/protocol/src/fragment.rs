@@ -7,27 +7,49 @@ use crate::error::FrameError;
 use crate::frame::{kind, write_frame_header, Message, MAX_HEADER_LEN};
 use crate::id::ChannelId;
 
+/// The smallest frame size the encoder can honour: the longest header and one byte of body.
+/// Smaller values of `max_frame_size` are raised to this.
+pub const MIN_ENCODABLE_FRAME_SIZE: u32 = MAX_HEADER_LEN as u32 + 1;
+
 /// Encodes `message` (sync or awareness) on `channel` as one or more frames no larger than
-/// `max_frame_size`, calling `emit` for each in order.
+/// `max_frame_size`, calling `emit` for each in order. Other kinds are always one frame.
+///
+/// `max_frame_size` must be at least [`Limits::MIN_FRAME_SIZE`], the least a server may
+/// announce (`Frame::decode` refuses a `WELCOME` announcing less), so a value taken from a
+/// `WELCOME` or a valid server configuration always qualifies. Smaller values are honoured
+/// down to [`MIN_ENCODABLE_FRAME_SIZE`] (tests and the spec's fragmentation example use them);
+/// below that the size is clamped up to it, as no smaller frame can carry any body.
+///
+/// [`Limits::MIN_FRAME_SIZE`]: crate::limits::Limits::MIN_FRAME_SIZE
 pub fn encode_fragmented(
     channel: ChannelId,
     message: &Message,
     max_frame_size: u32,
     mut emit: impl FnMut(Vec<u8>),
 ) {
-    let (last_kind, body) = match message {
-        Message::Sync(body) => (kind::SYNC, body),
-        Message::Awareness(body) => (kind::AWARENESS, body),
-        other => {
-            let mut out = Vec::new();
-            crate::frame::Frame::new(channel, other.clone()).encode_into(&mut out);
-            emit(out);
-            return;
+    match message {
+        Message::Sync(body) => {
+            encode_body_fragmented(channel, kind::SYNC, body, max_frame_size, emit)
         }
-    };
-    let piece_len = (max_frame_size as usize)
-        .saturating_sub(MAX_HEADER_LEN)
-        .max(1);
+        Message::Awareness(body) => {
+            encode_body_fragmented(channel, kind::AWARENESS, body, max_frame_size, emit)
+        }
+        other => emit(crate::frame::Frame::new(channel, other.clone()).encode()),
+    }
+}
+
+/// Like [`encode_fragmented`], from a borrowed body of the given kind (`SYNC` or
+/// `AWARENESS`), so a sender relaying one body to many channels copies it once per frame.
+/// The same contract on `max_frame_size` applies.
+pub fn encode_body_fragmented(
+    channel: ChannelId,
+    last_kind: u8,
+    body: &[u8],
+    max_frame_size: u32,
+    mut emit: impl FnMut(Vec<u8>),
+) {
+    let max_frame_size = max_frame_size.max(MIN_ENCODABLE_FRAME_SIZE) as usize;
+    let piece_len = max_frame_size - MAX_HEADER_LEN;
     let mut pieces = body.chunks(piece_len).peekable();
     if pieces.peek().is_none() {
         let mut out = Vec::with_capacity(MAX_HEADER_LEN);
@@ -171,6 +193,22 @@ mod tests {
             rejoin(&frames, &limits),
             Err(FrameError::MessageTooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn frame_sizes_below_a_header_are_clamped() {
+        let message = Message::Sync((0..20).collect());
+        for max_frame in 0..=MIN_ENCODABLE_FRAME_SIZE {
+            let frames = split(&message, max_frame);
+            assert_eq!(frames.len(), 20, "max_frame_size {max_frame}");
+            assert!(frames
+                .iter()
+                .all(|f| f.len() <= MIN_ENCODABLE_FRAME_SIZE as usize));
+            assert_eq!(
+                rejoin(&frames, &Limits::default()).unwrap(),
+                vec![message.clone()]
+            );
+        }
     }
 
     #[test]

@@ -159,17 +159,25 @@ impl Message {
                 revision: reader.read_varint_u32()?,
                 client: reader.read_string()?.to_owned(),
             }),
-            kind::WELCOME => Message::Welcome(Welcome {
-                conn_id: reader.read_varint()?,
-                heartbeat_interval_ms: reader.read_varint_u32()?,
-                heartbeat_timeout_ms: reader.read_varint_u32()?,
-                limits: Limits {
-                    max_frame_size: reader.read_varint_u32()?,
-                    max_message_size: reader.read_varint_u32()?,
-                    max_channels: reader.read_varint_u32()?,
-                    max_doc_id_len: reader.read_varint_u32()?,
-                },
-            }),
+            kind::WELCOME => {
+                let welcome = Welcome {
+                    conn_id: reader.read_varint()?,
+                    heartbeat_interval_ms: reader.read_varint_u32()?,
+                    heartbeat_timeout_ms: reader.read_varint_u32()?,
+                    limits: Limits {
+                        max_frame_size: reader.read_varint_u32()?,
+                        max_message_size: reader.read_varint_u32()?,
+                        max_channels: reader.read_varint_u32()?,
+                        max_doc_id_len: reader.read_varint_u32()?,
+                    },
+                };
+                // A server never announces less (§9); a client could not fit its frames in it.
+                let max_frame_size = welcome.limits.max_frame_size;
+                if max_frame_size < Limits::MIN_FRAME_SIZE {
+                    return Err(FrameError::FrameSizeBelowMinimum(max_frame_size));
+                }
+                Message::Welcome(welcome)
+            }
             kind::PING => Message::Ping(reader.read_varint()?),
             kind::PONG => Message::Pong(reader.read_varint()?),
             kind::ACK => Message::Ack(reader.read_varint()?),
@@ -364,6 +372,32 @@ mod tests {
                 max: 1024
             })
         );
+    }
+
+    #[test]
+    fn welcome_below_the_minimum_frame_size_is_refused() {
+        let welcome = |max_frame_size| {
+            Frame::control(Message::Welcome(Welcome {
+                conn_id: 1,
+                heartbeat_interval_ms: 10_000,
+                heartbeat_timeout_ms: 30_000,
+                limits: Limits {
+                    max_frame_size,
+                    ..Limits::default()
+                },
+            }))
+            .encode()
+        };
+        let at_minimum = welcome(Limits::MIN_FRAME_SIZE);
+        assert!(Frame::decode(&at_minimum, &Limits::default()).is_ok());
+        for too_small in [0, 6, Limits::MIN_FRAME_SIZE - 1] {
+            let err = Frame::decode(&welcome(too_small), &Limits::default()).unwrap_err();
+            assert_eq!(err, FrameError::FrameSizeBelowMinimum(too_small));
+            assert_eq!(
+                err.close_code(),
+                crate::close_code::CloseCode::ProtocolError
+            );
+        }
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! The y-protocols payloads inside document channels: decoding with yrs behind guards, and
 //! encoding the messages a peer sends. yrs trusts its input more than a server can: it
-//! reserves memory from attacker-chosen counts and debug-asserts on out-of-range client IDs.
-//! Every decode here checks counts against the bytes present first and contains a panic, so a
-//! hostile payload costs one channel (closed with 4422), never the process.
+//! reserves memory from attacker-chosen counts, overflows clocks and debug-asserts on
+//! out-of-range client IDs. Every decode here first walks the whole payload ([`validate`] for
+//! updates) and checks each count against the bytes present, then runs yrs with any panic
+//! contained, so a hostile payload costs one channel (closed with 4422), never the process.
+//!
+//! - [`validate`]: the structural walk of a v1 update that runs before yrs sees it.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -14,6 +17,10 @@ use yrs::{StateVector, Update};
 
 use crate::error::PayloadError;
 use crate::varint::Reader;
+
+pub mod validate;
+
+pub use validate::{validate_update_v1, MAX_ANY_DEPTH};
 
 /// y-protocols sync message tags (the first varint of a SYNC payload).
 pub const SYNC_STEP_1: u64 = 0;
@@ -64,22 +71,57 @@ pub fn decode_sync(payload: &[u8]) -> Result<SyncPayload, PayloadError> {
     }
 }
 
-/// Decodes a v1 update after checking that its outer count is possible.
+/// Decodes a v1 update (a step 2 or update payload) after [`validate_update_v1`] has walked
+/// all of it. The panic guard stays as a second line of defence.
 pub fn decode_update(bytes: &[u8]) -> Result<Update, PayloadError> {
-    check_leading_count(bytes, 3)?;
+    validate_update_v1(bytes)?;
     guarded(|| Update::decode_v1(bytes))
 }
 
-/// Decodes a v1 state vector after checking that its count is possible.
+/// Decodes a v1 state vector after checking that its count is possible and that every client
+/// ID fits in 53 bits (yrs debug-asserts on a larger one and truncates it in release builds).
 pub fn decode_state_vector(bytes: &[u8]) -> Result<StateVector, PayloadError> {
     check_leading_count(bytes, 2)?;
+    check_state_vector_client_ids(bytes)?;
     guarded(|| StateVector::decode_v1(bytes))
 }
 
-/// Decodes a y-protocols awareness update after checking that its count is possible.
+/// Walks the state vector entries (`client`, `clock`) and refuses client IDs ≥ 2^53.
+fn check_state_vector_client_ids(bytes: &[u8]) -> Result<(), PayloadError> {
+    let mut reader = Reader::new(bytes);
+    let count = reader.read_varint().map_err(malformed)?;
+    for _ in 0..count {
+        let client = reader.read_varint().map_err(malformed)?;
+        if client >= 1 << 53 {
+            return Err(PayloadError::ClientIdTooLarge(client));
+        }
+        reader.read_varint().map_err(malformed)?;
+    }
+    Ok(())
+}
+
+/// Decodes a y-protocols awareness update after checking that its count is possible and that
+/// every client ID fits in 53 bits. yrs would silently truncate a larger ID in release builds,
+/// and JavaScript peers (lib0's `readVarUint`) throw on one, so it must not be relayed.
 pub fn decode_awareness(bytes: &[u8]) -> Result<AwarenessUpdate, PayloadError> {
     check_leading_count(bytes, 3)?;
+    check_awareness_client_ids(bytes)?;
     guarded(|| AwarenessUpdate::decode_v1(bytes))
+}
+
+/// Walks the awareness entries (`client`, `clock`, `json`) and refuses client IDs ≥ 2^53.
+fn check_awareness_client_ids(bytes: &[u8]) -> Result<(), PayloadError> {
+    let mut reader = Reader::new(bytes);
+    let count = reader.read_varint().map_err(malformed)?;
+    for _ in 0..count {
+        let client = reader.read_varint().map_err(malformed)?;
+        if client >= 1 << 53 {
+            return Err(PayloadError::ClientIdTooLarge(client));
+        }
+        reader.read_varint().map_err(malformed)?;
+        reader.read_string().map_err(malformed)?;
+    }
+    Ok(())
 }
 
 /// Each entry of the list a payload starts with takes at least `min_entry_len` bytes, so a
@@ -154,13 +196,26 @@ mod tests {
     }
 
     #[test]
-    fn oversized_client_id_does_not_panic() {
+    fn oversized_client_id_is_refused_before_yrs_sees_it() {
         // One group of one struct from client 2^60 (above 53 bits).
         let mut bytes = vec![0x01, 0x01];
         crate::varint::write_varint(&mut bytes, 1 << 60);
-        bytes.extend_from_slice(&[0x00, 0x04, 0x00, 0x01, 0x41, 0x00]);
-        // Either a typed error or (release builds) a decoded update; never a panic.
-        let _ = decode_update(&bytes);
+        bytes.extend_from_slice(&[0x00, 0x04, 0x01, 0x01, 0x41, 0x01, 0x41, 0x00]);
+        assert_eq!(
+            decode_update(&bytes).unwrap_err(),
+            PayloadError::ClientIdTooLarge(1 << 60)
+        );
+    }
+
+    #[test]
+    fn awareness_client_id_above_53_bits_is_refused() {
+        let mut bytes = vec![0x01];
+        crate::varint::write_varint(&mut bytes, 1 << 53);
+        bytes.extend_from_slice(&[0x00, 0x04, b'n', b'u', b'l', b'l']);
+        assert_eq!(
+            decode_awareness(&bytes).unwrap_err(),
+            PayloadError::ClientIdTooLarge(1 << 53)
+        );
     }
 
     #[test]

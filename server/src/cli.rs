@@ -1,0 +1,348 @@
+//! The command line: `serve`, `token`, `export`, `import`, `compact`, `backup`, `list`.
+// The command line answers on standard output by design; logs go to stderr through tracing.
+#![allow(clippy::print_stdout)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use quire_protocol::yrs::{self, GetString, ReadTxn, Text, Transact};
+use tokio::net::TcpListener;
+
+use crate::auth::{unix_now, Claims, Grant, Secret};
+use crate::config::{default_data_dir, ServeArgs, Transport};
+use crate::room::{apply_stored, merge_stored};
+use crate::store::{Append, SqliteStore, Store};
+use crate::tls;
+
+/// The shared text every Quire editor binds to.
+pub const CONTENT: &str = "content";
+
+#[derive(Debug, Parser)]
+#[command(name = "quire-server", version, about = "Quire's self-hosted sync server", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+        /// TOML file with settings (the flag names, `-` written `_`); flags and QUIRE_* win.
+        #[arg(long, env = "QUIRE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Mint an access token signed with the server's secret.
+    Token {
+        /// User ID.
+        #[arg(long)]
+        user: String,
+        /// Display name (default: the user ID).
+        #[arg(long)]
+        name: Option<String>,
+        /// Document ID patterns the token grants (`*` matches anything); repeatable.
+        #[arg(long = "docs", required = true)]
+        docs: Vec<String>,
+        /// Grant read-write access (default: read-only).
+        #[arg(long)]
+        write: bool,
+        /// Lifetime: a number with s, m, h or d (e.g. 90m, 30d).
+        #[arg(long, default_value = "30d", value_parser = parse_duration)]
+        ttl: Duration,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Signing secret (base64url); default: the data directory's secret.key.
+        #[arg(long, env = "QUIRE_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+    },
+    /// Print a document's text, or a JSON description of it.
+    Export {
+        doc: String,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Create a document from a UTF-8 text file (refused if the document has content).
+    Import {
+        doc: String,
+        file: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Merge update logs into snapshots now (one document, or all).
+    Compact {
+        doc: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Write a consistent copy of the database to FILE; safe while the server runs.
+    Backup {
+        file: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List stored documents.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct StoreArgs {
+    /// Data directory of the server.
+    #[arg(long, env = "QUIRE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    fn dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(default_data_dir)
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 90m or 30d"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("unknown unit in `{text}`: use s, m, h or d")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// Entry point of the binary.
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(cli.command))
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { args, config } => serve(args.with_file(config.as_deref())?).await,
+        Command::Token {
+            user,
+            name,
+            docs,
+            write,
+            ttl,
+            store,
+            secret,
+        } => {
+            let secret = load_secret(secret.as_deref(), &store.dir())?;
+            let claims = Claims {
+                name: name.unwrap_or_else(|| user.clone()),
+                sub: user,
+                exp: unix_now() + ttl.as_secs(),
+                docs: docs
+                    .into_iter()
+                    .map(|pattern| Grant { pattern, write })
+                    .collect(),
+            };
+            println!("{}", secret.sign(&claims));
+            Ok(())
+        }
+        Command::Export { doc, format, store } => {
+            export(&open_store(&store.dir()).await?, &doc, format).await
+        }
+        Command::Import { doc, file, store } => {
+            import(&open_store(&store.dir()).await?, &doc, &file).await
+        }
+        Command::Compact { doc, store } => {
+            let store = open_store(&store.dir()).await?;
+            let docs = match doc {
+                Some(doc) => vec![doc],
+                None => store.list().await?,
+            };
+            for doc in &docs {
+                store.compact(doc, merge_stored).await?;
+            }
+            println!("compacted {} document(s)", docs.len());
+            Ok(())
+        }
+        Command::Backup { file, store } => {
+            if file.exists() {
+                bail!("{} exists; choose a new file", file.display());
+            }
+            open_store(&store.dir()).await?.backup(&file).await?;
+            println!("backup written to {}", file.display());
+            Ok(())
+        }
+        Command::List { store } => {
+            for doc in open_store(&store.dir()).await?.list().await? {
+                println!("{doc}");
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn open_store(dir: &Path) -> anyhow::Result<SqliteStore> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    SqliteStore::open(dir)
+        .await
+        .with_context(|| format!("opening the database in {}", dir.display()))
+}
+
+fn load_secret(flag: Option<&str>, dir: &Path) -> anyhow::Result<Secret> {
+    use base64::Engine;
+    if let Some(text) = flag {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text.trim())
+            .context("--secret / QUIRE_SECRET must be base64url")?;
+        if bytes.len() < 16 {
+            bail!("the secret must be at least 16 bytes");
+        }
+        return Ok(Secret::new(bytes));
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    Secret::load_or_create(dir).with_context(|| format!("reading the secret in {}", dir.display()))
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.resolve()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "quire-server {}", env!("CARGO_PKG_VERSION"))?;
+    writeln!(out, "data directory: {}", config.data_dir.display())?;
+    let secret = if config.no_auth {
+        tracing::warn!(
+            "--no-auth: EVERY client that reaches this port can read and write EVERY document"
+        );
+        writeln!(
+            out,
+            "WARNING: authentication is off (--no-auth); anyone who can connect has full access"
+        )?;
+        None
+    } else {
+        Some(load_secret(config.secret.as_deref(), &config.data_dir)?)
+    };
+    let (tls, scheme) = match &config.transport {
+        Transport::Dev => {
+            let (identity, path) = tls::dev_identity(&config.data_dir)?;
+            writeln!(
+                out,
+                "dev certificate: {} (self-signed, for development only)",
+                path.display()
+            )?;
+            writeln!(out, "dev certificate SHA-256: {}", identity.fingerprint())?;
+            (Some(identity.server_config()?), "wss")
+        }
+        Transport::Tls { cert, key } => (
+            Some(tls::Identity::load(cert, key)?.server_config()?),
+            "wss",
+        ),
+        Transport::Plain => {
+            tracing::warn!("plain ws:// without TLS: only run this behind a TLS-terminating proxy");
+            (None, "ws")
+        }
+    };
+    let store = Arc::new(open_store(&config.data_dir).await?);
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let local = listener.local_addr()?;
+    writeln!(
+        out,
+        "listening on {scheme}://{local}{}",
+        quire_protocol::handshake::WS_PATH
+    )?;
+    out.flush()?;
+    drop(out);
+    tracing::info!(%local, "serving");
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    crate::server::run(
+        config,
+        secret,
+        store.clone(),
+        listener,
+        acceptor,
+        crate::shutdown::signal(),
+    )
+    .await;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn load_doc(store: &SqliteStore, doc: &str) -> anyhow::Result<yrs::Doc> {
+    let stored = store.load(doc).await?;
+    if stored.is_empty() {
+        bail!("no document `{doc}`");
+    }
+    let ydoc = yrs::Doc::new();
+    apply_stored(&ydoc, &stored)
+        .map_err(|e| anyhow::anyhow!("document `{doc}` is corrupt: {e}"))?;
+    Ok(ydoc)
+}
+
+async fn export(store: &SqliteStore, doc: &str, format: Format) -> anyhow::Result<()> {
+    let ydoc = load_doc(store, doc).await?;
+    let text = ydoc.get_or_insert_text(CONTENT);
+    let txn = ydoc.transact();
+    let content = text.get_string(&txn);
+    match format {
+        Format::Text => print!("{content}"),
+        Format::Json => {
+            let state_vector: serde_json::Map<String, serde_json::Value> = txn
+                .state_vector()
+                .iter()
+                .map(|(client, clock)| (client.get().to_string(), (*clock).into()))
+                .collect();
+            let json =
+                serde_json::json!({ "id": doc, "content": content, "state_vector": state_vector });
+            println!("{}", serde_json::to_string_pretty(&json)?);
+        }
+    }
+    Ok(())
+}
+
+async fn import(store: &SqliteStore, doc: &str, file: &Path) -> anyhow::Result<()> {
+    quire_protocol::DocId::parse(doc, quire_protocol::Limits::DEFAULT_MAX_DOC_ID_LEN)
+        .map_err(|_| anyhow::anyhow!("`{doc}` is not a valid document ID"))?;
+    if !store.load(doc).await?.is_empty() {
+        bail!("document `{doc}` already has content; import only creates new documents");
+    }
+    let content =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let ydoc = yrs::Doc::new();
+    let text = ydoc.get_or_insert_text(CONTENT);
+    text.insert(&mut ydoc.transact_mut(), 0, &content);
+    let update = ydoc
+        .transact()
+        .encode_state_as_update_v1(&yrs::StateVector::default());
+    store.append_batch(&[Append { doc, data: &update }]).await?;
+    println!("imported {} bytes of text into `{doc}`", content.len());
+    Ok(())
+}

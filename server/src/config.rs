@@ -1,0 +1,287 @@
+//! Serve configuration: every setting comes from a flag, else a `QUIRE_*` environment variable,
+//! else the optional TOML file (`--config`, same names with `_` for `-`), else its default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use quire_protocol::{HeartbeatConfig, Limits};
+use serde::Deserialize;
+
+/// How clients reach the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// TLS with a self-signed certificate kept in the data directory.
+    Dev,
+    /// TLS with the operator's certificate chain and key (PEM).
+    Tls { cert: PathBuf, key: PathBuf },
+    /// Plain ws://, only behind a TLS-terminating proxy.
+    Plain,
+}
+
+/// Flags of `quire-server serve`. Every field is optional so that the TOML file and the
+/// defaults can fill what the command line leaves out.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub struct ServeArgs {
+    /// Address and port to listen on (port 0 picks a free port and prints it).
+    #[arg(long, env = "QUIRE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the database, the token secret and the dev certificate.
+    #[arg(long, env = "QUIRE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Development mode: TLS with a self-signed certificate for localhost, made once and kept
+    /// in the data directory; its path and SHA-256 fingerprint are printed at start.
+    #[arg(long, env = "QUIRE_DEV", num_args = 0..=1, default_missing_value = "true")]
+    pub dev: Option<bool>,
+    /// PEM certificate chain for TLS (with --tls-key).
+    #[arg(long, env = "QUIRE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS (with --tls-cert).
+    #[arg(long, env = "QUIRE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain ws:// without TLS. Only for running behind a TLS-terminating proxy.
+    #[arg(long, env = "QUIRE_INSECURE_PLAIN_WS", num_args = 0..=1, default_missing_value = "true")]
+    pub insecure_plain_ws: Option<bool>,
+    /// Accept connections without a token, as one local user with every right. Never use this
+    /// on a server others can reach.
+    #[arg(long, env = "QUIRE_NO_AUTH", num_args = 0..=1, default_missing_value = "true")]
+    pub no_auth: Option<bool>,
+    /// Token signing secret (base64url). Default: the data directory's secret.key, created on
+    /// first start.
+    #[arg(long, env = "QUIRE_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// Milliseconds between the server's pings.
+    #[arg(long, env = "QUIRE_HEARTBEAT_INTERVAL_MS")]
+    pub heartbeat_interval_ms: Option<u32>,
+    /// Milliseconds of silence after which a client is dropped (close 4008).
+    #[arg(long, env = "QUIRE_HEARTBEAT_TIMEOUT_MS")]
+    pub heartbeat_timeout_ms: Option<u32>,
+    /// Largest WebSocket message (one mux frame), bytes; larger closes the connection with 1009.
+    #[arg(long, env = "QUIRE_MAX_FRAME_SIZE")]
+    pub max_frame_size: Option<u32>,
+    /// Largest reassembled message (a document's full state), bytes.
+    #[arg(long, env = "QUIRE_MAX_MESSAGE_SIZE")]
+    pub max_message_size: Option<u32>,
+    /// Most document channels open at once on one connection.
+    #[arg(long, env = "QUIRE_MAX_CHANNELS")]
+    pub max_channels: Option<u32>,
+    /// Longest document ID, bytes.
+    #[arg(long, env = "QUIRE_MAX_DOC_ID_LEN")]
+    pub max_doc_id_len: Option<u32>,
+    /// Most simultaneous connections from one IP address (429 beyond).
+    #[arg(long, env = "QUIRE_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<u32>,
+    /// Outbound queue depth per connection, in messages; a client that lets it fill is closed
+    /// with 4009 (slow consumer).
+    #[arg(long, env = "QUIRE_QUEUE_DEPTH")]
+    pub queue_depth: Option<usize>,
+    /// Outbound bytes queued per connection before it counts as a slow consumer.
+    #[arg(long, env = "QUIRE_MAX_QUEUED_BYTES")]
+    pub max_queued_bytes: Option<usize>,
+    /// Milliseconds a document stays in memory after its last subscriber leaves.
+    #[arg(long, env = "QUIRE_IDLE_UNLOAD_MS")]
+    pub idle_unload_ms: Option<u64>,
+    /// Compact a document's update log into a snapshot after this many updates.
+    #[arg(long, env = "QUIRE_COMPACT_AFTER_UPDATES")]
+    pub compact_after_updates: Option<u64>,
+    /// Seconds allowed for a graceful shutdown before the process exits anyway.
+    #[arg(long, env = "QUIRE_SHUTDOWN_TIMEOUT_SECS")]
+    pub shutdown_timeout_secs: Option<u64>,
+    /// Test only: serve a WebSocket echo endpoint on /echo (for the conformance suite).
+    #[arg(long, env = "QUIRE_ECHO_ENDPOINT", hide = true, num_args = 0..=1, default_missing_value = "true")]
+    pub echo_endpoint: Option<bool>,
+}
+
+/// The resolved configuration of a running server.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub transport: Transport,
+    pub no_auth: bool,
+    pub secret: Option<String>,
+    pub heartbeat: HeartbeatConfig,
+    pub limits: Limits,
+    pub max_connections_per_ip: u32,
+    pub queue_depth: usize,
+    pub max_queued_bytes: usize,
+    pub idle_unload: Duration,
+    pub compact_after_updates: u64,
+    pub shutdown_timeout: Duration,
+    pub echo_endpoint: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Default data directory: `$XDG_DATA_HOME/quire` or `~/.local/share/quire`, else `./quire-data`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(dir).join("quire");
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        return PathBuf::from(home).join(".local/share/quire");
+    }
+    PathBuf::from("quire-data")
+}
+
+impl ServeArgs {
+    /// Fills unset fields from `file`.
+    pub fn with_file(self, file: Option<&Path>) -> Result<Self, ConfigError> {
+        let Some(path) = file else { return Ok(self) };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let from_file: ServeArgs = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source,
+        })?;
+        macro_rules! merge {
+            ($($field:ident),*) => { ServeArgs { $($field: self.$field.or(from_file.$field),)* } };
+        }
+        Ok(merge!(
+            listen,
+            data_dir,
+            dev,
+            tls_cert,
+            tls_key,
+            insecure_plain_ws,
+            no_auth,
+            secret,
+            heartbeat_interval_ms,
+            heartbeat_timeout_ms,
+            max_frame_size,
+            max_message_size,
+            max_channels,
+            max_doc_id_len,
+            max_connections_per_ip,
+            queue_depth,
+            max_queued_bytes,
+            idle_unload_ms,
+            compact_after_updates,
+            shutdown_timeout_secs,
+            echo_endpoint
+        ))
+    }
+
+    /// Applies defaults and checks the combination.
+    pub fn resolve(self) -> Result<ServeConfig, ConfigError> {
+        let transport = match (self.dev.unwrap_or(false), self.tls_cert, self.tls_key, self.insecure_plain_ws.unwrap_or(false)) {
+            (true, None, None, false) => Transport::Dev,
+            (false, Some(cert), Some(key), false) => Transport::Tls { cert, key },
+            (false, None, None, true) => Transport::Plain,
+            (false, None, None, false) => {
+                return Err(ConfigError::Invalid(
+                    "choose a transport: --dev (self-signed TLS), --tls-cert/--tls-key, or --insecure-plain-ws behind a TLS proxy".into(),
+                ))
+            }
+            _ => return Err(ConfigError::Invalid("--dev, --tls-cert/--tls-key and --insecure-plain-ws exclude each other".into())),
+        };
+        let defaults = Limits::default();
+        let limits = Limits {
+            max_frame_size: self.max_frame_size.unwrap_or(defaults.max_frame_size),
+            max_message_size: self.max_message_size.unwrap_or(defaults.max_message_size),
+            max_channels: self.max_channels.unwrap_or(defaults.max_channels),
+            max_doc_id_len: self.max_doc_id_len.unwrap_or(defaults.max_doc_id_len),
+        };
+        if limits.max_frame_size < Limits::MIN_FRAME_SIZE
+            || limits.max_message_size < limits.max_frame_size
+        {
+            return Err(ConfigError::Invalid(format!(
+                "--max-frame-size must be at least {} and at most --max-message-size",
+                Limits::MIN_FRAME_SIZE
+            )));
+        }
+        let heartbeat = HeartbeatConfig {
+            interval: self
+                .heartbeat_interval_ms
+                .map_or(HeartbeatConfig::PING_INTERVAL, |ms| {
+                    Duration::from_millis(ms.into())
+                }),
+            timeout: self
+                .heartbeat_timeout_ms
+                .map_or(HeartbeatConfig::HEARTBEAT_TIMEOUT, |ms| {
+                    Duration::from_millis(ms.into())
+                }),
+        };
+        if heartbeat.timeout <= heartbeat.interval {
+            return Err(ConfigError::Invalid(
+                "--heartbeat-timeout-ms must exceed --heartbeat-interval-ms".into(),
+            ));
+        }
+        Ok(ServeConfig {
+            listen: self
+                .listen
+                .unwrap_or_else(|| "127.0.0.1:7700".parse().expect("valid address")),
+            data_dir: self.data_dir.unwrap_or_else(default_data_dir),
+            transport,
+            no_auth: self.no_auth.unwrap_or(false),
+            secret: self.secret,
+            heartbeat,
+            limits,
+            max_connections_per_ip: self.max_connections_per_ip.unwrap_or(256),
+            queue_depth: self.queue_depth.unwrap_or(4096),
+            max_queued_bytes: self.max_queued_bytes.unwrap_or(64 * 1024 * 1024),
+            idle_unload: Duration::from_millis(self.idle_unload_ms.unwrap_or(30_000)),
+            compact_after_updates: self.compact_after_updates.unwrap_or(1000),
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs.unwrap_or(10)),
+            echo_endpoint: self.echo_endpoint.unwrap_or(false),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_defaults_fill_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("quire.toml");
+        std::fs::write(&file, "dev = true\nmax_channels = 7\nqueue_depth = 10\n").unwrap();
+        let args = ServeArgs {
+            queue_depth: Some(99),
+            ..ServeArgs::default()
+        };
+        let config = args.with_file(Some(&file)).unwrap().resolve().unwrap();
+        assert_eq!(config.transport, Transport::Dev);
+        assert_eq!(config.limits.max_channels, 7);
+        assert_eq!(config.queue_depth, 99);
+        assert_eq!(config.limits.max_frame_size, Limits::DEFAULT_MAX_FRAME_SIZE);
+    }
+
+    #[test]
+    fn a_transport_must_be_chosen_once() {
+        assert!(ServeArgs::default().resolve().is_err());
+        let both = ServeArgs {
+            dev: Some(true),
+            insecure_plain_ws: Some(true),
+            ..ServeArgs::default()
+        };
+        assert!(both.resolve().is_err());
+    }
+
+    #[test]
+    fn unknown_file_keys_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("quire.toml");
+        std::fs::write(&file, "dve = true\n").unwrap();
+        assert!(ServeArgs::default().with_file(Some(&file)).is_err());
+    }
+}

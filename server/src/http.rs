@@ -1,0 +1,250 @@
+//! The HTTP side: the accept loop (TCP_NODELAY, optional TLS), `/healthz`, `/metrics`, and the
+//! WebSocket upgrade on `/ws`, checked in full before answering 101 so that every refused
+//! upgrade gets the status the spec names rather than a dropped socket.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use quire_protocol::handshake::{self, check_upgrade, Refusal};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::auth::{unix_now, Claims};
+use crate::connection;
+use crate::echo;
+use crate::server::Server;
+use crate::store::Store;
+
+/// Time allowed for a TLS handshake before the socket is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Body = Full<Bytes>;
+
+/// Accepts connections until `shutdown` resolves.
+pub async fn accept_loop<S: Store>(
+    server: Arc<Server<S>>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Usually EMFILE: back off briefly instead of spinning.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        tracing::trace!(%peer, "accepted");
+        let _ = stream.set_nodelay(true);
+        let server = server.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(stream)) => serve_http(server, stream, peer).await,
+                        Ok(Err(err)) => {
+                            tracing::debug!(%peer, error = %err, "TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+                None => serve_http::<S, TcpStream>(server, stream, peer).await,
+            }
+        });
+    }
+}
+
+async fn serve_http<S, IO>(server: Arc<Server<S>>, stream: IO, peer: SocketAddr)
+where
+    S: Store,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let server = server.clone();
+        async move { Ok::<_, Infallible>(route(server, req, peer)) }
+    });
+    let result = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades()
+        .await;
+    if let Err(err) = result {
+        tracing::debug!(%peer, error = %err, "HTTP connection ended with an error");
+    }
+}
+
+fn route<S: Store>(
+    server: Arc<Server<S>>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    match (req.method().as_str(), req.uri().path()) {
+        ("GET", "/healthz") => text(StatusCode::OK, "ok\n"),
+        ("GET", "/metrics") => {
+            let mut response = text(StatusCode::OK, server.metrics.render());
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
+        (_, handshake::WS_PATH) => upgrade(server, req, peer),
+        (_, echo::PATH) if server.config.echo_endpoint => echo::upgrade(req, &server.config.limits),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body.into())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+pub(crate) fn refuse(refusal: &Refusal) -> Response<Body> {
+    let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut response = text(status, format!("{}\n", refusal.reason));
+    if let Some((name, value)) = refusal.header {
+        response
+            .headers_mut()
+            .insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// Header lines as (name, value) pairs; values that are not visible ASCII are skipped.
+pub(crate) fn header_pairs(req: &Request<Incoming>) -> Vec<(&str, &str)> {
+    req.headers()
+        .iter()
+        .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
+        .collect()
+}
+
+/// The 101 response completing a WebSocket handshake.
+pub(crate) fn switching_protocols(key: &str, protocol: Option<&'static str>) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(
+        hyper::header::UPGRADE,
+        HeaderValue::from_static("websocket"),
+    );
+    headers.insert(
+        hyper::header::CONNECTION,
+        HeaderValue::from_static("Upgrade"),
+    );
+    let accept = derive_accept_key(key.as_bytes());
+    headers.insert(
+        hyper::header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).expect("base64 is ASCII"),
+    );
+    if let Some(protocol) = protocol {
+        headers.insert(
+            hyper::header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(protocol),
+        );
+    }
+    response
+}
+
+/// The WebSocket configuration: one WebSocket message is one mux frame, so both limits are
+/// the frame limit; anything larger fails with a capacity error and closes with 1009.
+pub(crate) fn websocket_config(max_frame_size: u32) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(max_frame_size as usize))
+        .max_frame_size(Some(max_frame_size as usize))
+}
+
+fn upgrade<S: Store>(
+    server: Arc<Server<S>>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let refused = |refusal: &Refusal| {
+        server
+            .metrics
+            .refused_upgrades
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%peer, status = refusal.status, reason = refusal.reason, "upgrade refused");
+        refuse(refusal)
+    };
+    let checked = check_upgrade(
+        req.method().as_str(),
+        req.uri().query(),
+        &header_pairs(&req),
+    );
+    let upgrade = match checked {
+        Ok(upgrade) => upgrade,
+        Err(refusal) => return refused(&refusal),
+    };
+    if server.is_shutting_down() {
+        return refused(&handshake::SHUTTING_DOWN);
+    }
+    let claims = match authenticate(&server, upgrade.token.as_deref()) {
+        Ok(claims) => claims,
+        Err(refusal) => return refused(refusal),
+    };
+    let Some(slot) = server.connection_slot(peer.ip()) else {
+        return refused(&handshake::TOO_MANY_CONNECTIONS);
+    };
+    let config = websocket_config(server.config.limits.max_frame_size);
+    let response = switching_protocols(&upgrade.key, Some(handshake::SUBPROTOCOL));
+    tokio::spawn(async move {
+        match hyper::upgrade::on(req).await {
+            Ok(upgraded) => {
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
+                connection::serve(server, ws, peer, claims, slot).await;
+            }
+            Err(err) => tracing::debug!(%peer, error = %err, "upgrade failed"),
+        }
+    });
+    response
+}
+
+fn authenticate<S: Store>(
+    server: &Server<S>,
+    token: Option<&str>,
+) -> Result<Claims, &'static Refusal> {
+    let Some(secret) = &server.secret else {
+        return Ok(Claims::local_user());
+    };
+    let token = token.ok_or(&handshake::UNAUTHORIZED)?;
+    let claims = secret.verify(token, unix_now()).map_err(|err| {
+        tracing::debug!(error = %err, "token refused");
+        &handshake::UNAUTHORIZED
+    })?;
+    if claims.docs.is_empty() {
+        return Err(&handshake::FORBIDDEN);
+    }
+    Ok(claims)
+}

@@ -1,0 +1,34 @@
+//! `quire-server`: Quire's self-hosted sync server.
+//!
+//! # Layout
+//! - [`cli`]: the command line (`serve`, `token`, `export`, `import`, `compact`, `backup`, `list`).
+//! - [`config`]: serve settings from flags, `QUIRE_*` variables and a TOML file.
+//! - [`server`]: wires storage, rooms, persister and metrics; `run` serves until shutdown.
+//! - [`http`]: accept loop, TLS, `/healthz`, `/metrics`, and the checked WebSocket upgrade.
+//! - [`connection`]: one task pair per client: reader (frames → channels) and writer (queue →
+//!   socket), heartbeat, token expiry, close codes.
+//! - [`rooms`] / [`room`]: documents in memory, shared by all their subscribers; fan-out.
+//! - [`awareness`]: presence per room, cleared for subscribers that leave.
+//! - [`persist`]: group commit to storage, durable acks after commit, compaction.
+//! - [`store`]: the storage trait and its SQLite implementation.
+//! - [`auth`]: HS256 tokens with per-document rights.
+//! - [`tls`]: certificates, including the `--dev` self-signed one.
+//! - [`metrics`]: Prometheus figures.
+//! - [`echo`]: a test-only echo endpoint for WebSocket conformance runs.
+//! - [`shutdown`]: SIGTERM / SIGINT.
+
+pub mod auth;
+pub mod awareness;
+pub mod cli;
+pub mod config;
+pub mod connection;
+pub mod echo;
+pub mod http;
+pub mod metrics;
+pub mod persist;
+pub mod room;
+pub mod rooms;
+pub mod server;
+pub mod shutdown;
+pub mod store;
+pub mod tls;

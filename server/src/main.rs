@@ -1,0 +1,3 @@
+fn main() -> anyhow::Result<()> {
+    quire_server::cli::main()
+}

@@ -1,0 +1,213 @@
+//! Server figures, kept in atomics and rendered in the Prometheus text format on `/metrics`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+/// Upper bounds of the durable-ack latency histogram, in seconds.
+const ACK_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0,
+];
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub connections: AtomicI64,
+    pub connections_total: AtomicU64,
+    pub channels: AtomicI64,
+    pub documents_loaded: AtomicI64,
+    pub frames_in: AtomicU64,
+    pub frames_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub updates_applied: AtomicU64,
+    pub updates_persisted: AtomicU64,
+    pub commits: AtomicU64,
+    pub storage_errors: AtomicU64,
+    pub refused_upgrades: AtomicU64,
+    ack_buckets: [AtomicU64; ACK_BUCKETS.len()],
+    ack_count: AtomicU64,
+    ack_sum_micros: AtomicU64,
+    closes: Mutex<BTreeMap<u16, u64>>,
+    channel_closes: Mutex<BTreeMap<u16, u64>>,
+}
+
+impl Metrics {
+    pub fn observe_ack_latency(&self, latency: Duration) {
+        let secs = latency.as_secs_f64();
+        for (bucket, bound) in self.ack_buckets.iter().zip(ACK_BUCKETS) {
+            if secs <= bound {
+                bucket.fetch_add(1, Relaxed);
+            }
+        }
+        self.ack_count.fetch_add(1, Relaxed);
+        self.ack_sum_micros
+            .fetch_add(latency.as_micros() as u64, Relaxed);
+    }
+
+    /// A connection ended with `code` (sent or received).
+    pub fn count_close(&self, code: u16) {
+        *self.closes.lock().entry(code).or_default() += 1;
+    }
+
+    /// A channel ended with `code`.
+    pub fn count_channel_close(&self, code: u16) {
+        *self.channel_closes.lock().entry(code).or_default() += 1;
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let gauge = |out: &mut String, name: &str, help: &str, value: i64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        };
+        let counter = |out: &mut String, name: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        };
+        gauge(
+            &mut out,
+            "quire_connections",
+            "Open WebSocket connections.",
+            self.connections.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "quire_connections_total",
+            "Connections accepted.",
+            self.connections_total.load(Relaxed),
+        );
+        gauge(
+            &mut out,
+            "quire_channels",
+            "Open document channels.",
+            self.channels.load(Relaxed),
+        );
+        gauge(
+            &mut out,
+            "quire_documents_loaded",
+            "Documents in memory.",
+            self.documents_loaded.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "quire_frames_in_total",
+            "Mux frames received.",
+            self.frames_in.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "quire_frames_out_total",
+            "Mux frames sent.",
+            self.frames_out.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "quire_bytes_in_total",
+            "Bytes of mux frames received.",
+            self.bytes_in.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "quire_bytes_out_total",
+            "Bytes of mux frames sent.",
+            self.bytes_out.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "quire_updates_applied_total",
+            "Updates that changed a document.",
+            self.updates_applied.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "quire_updates_persisted_total",
+            "Updates committed to storage.",
+            self.updates_persisted.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "quire_commits_total",
+            "Storage commits (each one fsync).",
+            self.commits.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "quire_storage_errors_total",
+            "Failed storage commits.",
+            self.storage_errors.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "quire_refused_upgrades_total",
+            "WebSocket upgrades refused.",
+            self.refused_upgrades.load(Relaxed),
+        );
+
+        let name = "quire_durable_ack_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time from receiving a write to acknowledging it durable."
+        );
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        for (bucket, bound) in self.ack_buckets.iter().zip(ACK_BUCKETS) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{bound}\"}} {}",
+                bucket.load(Relaxed)
+            );
+        }
+        let count = self.ack_count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.ack_sum_micros.load(Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count {count}");
+
+        for (name, help, map) in [
+            (
+                "quire_closes_total",
+                "Connections ended, by close code.",
+                &self.closes,
+            ),
+            (
+                "quire_channel_closes_total",
+                "Channels ended, by channel code.",
+                &self.channel_closes,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (code, n) in map.lock().iter() {
+                let _ = writeln!(out, "{name}{{code=\"{code}\"}} {n}");
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.connections.fetch_add(2, Relaxed);
+        m.observe_ack_latency(Duration::from_millis(3));
+        m.count_close(1001);
+        let text = m.render();
+        assert!(text.contains("quire_connections 2\n"));
+        assert!(text.contains("quire_durable_ack_seconds_bucket{le=\"0.002\"} 0\n"));
+        assert!(text.contains("quire_durable_ack_seconds_bucket{le=\"0.005\"} 1\n"));
+        assert!(text.contains("quire_durable_ack_seconds_count 1\n"));
+        assert!(text.contains("quire_closes_total{code=\"1001\"} 1\n"));
+    }
+}

@@ -1,0 +1,233 @@
+//! The persister: one task that makes writes durable with group commit. Connections hand it
+//! jobs in arrival order; it takes everything waiting, stores it in one SQLite transaction
+//! (one fsync for many updates of many documents), and only after the commit acknowledges
+//! each channel's writes with ACK. A failed commit acknowledges nothing and closes the
+//! affected channels with 4500. It also triggers background compaction.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use quire_protocol::{ChannelCode, ChannelId, ConnId, Message};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::connection::{ConnEvent, ConnHandle};
+use crate::metrics::Metrics;
+use crate::room::{merge_stored, Room};
+use crate::store::{Append, Store};
+
+/// Most jobs in one commit.
+const MAX_BATCH: usize = 4096;
+
+/// Where an acknowledgement goes.
+#[derive(Debug)]
+pub struct AckTarget {
+    pub conn: ConnHandle,
+    pub channel: ChannelId,
+    pub seq: u64,
+}
+
+#[derive(Debug)]
+pub enum Job {
+    /// A write: `data` to store (None when it brought nothing new), and whom to acknowledge.
+    Write {
+        room: Arc<Room>,
+        data: Option<Vec<u8>>,
+        ack: AckTarget,
+        received: Instant,
+    },
+    /// Resolves once every job queued before it is committed (or failed).
+    Barrier(oneshot::Sender<()>),
+}
+
+/// When to compact a document's log into a snapshot.
+#[derive(Debug, Clone, Copy)]
+pub struct CompactionPolicy {
+    pub after_updates: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Persister {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Persister {
+    /// Starts the writer task. It ends when every `Persister` clone is dropped and the queue
+    /// is drained.
+    pub fn start<S: Store>(
+        store: Arc<S>,
+        metrics: Arc<Metrics>,
+        policy: CompactionPolicy,
+        depth: usize,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(depth);
+        let task = tokio::spawn(run(store, metrics, policy, rx));
+        (Self { tx }, task)
+    }
+
+    /// Queues a write; waits when the writer is behind (backpressure on the sender).
+    pub async fn submit(&self, job: Job) {
+        if let Job::Write { room, .. } = &job {
+            room.pending_writes.fetch_add(1, Ordering::AcqRel);
+        }
+        if let Err(mpsc::error::SendError(Job::Write { room, .. })) = self.tx.send(job).await {
+            room.pending_writes.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Waits until everything queued so far is committed or failed.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Job::Barrier(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+async fn run<S: Store>(
+    store: Arc<S>,
+    metrics: Arc<Metrics>,
+    policy: CompactionPolicy,
+    mut rx: mpsc::Receiver<Job>,
+) {
+    let mut batch = Vec::with_capacity(64);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_batch(&store, &metrics, policy, &mut batch).await;
+    }
+}
+
+async fn commit_batch<S: Store>(
+    store: &Arc<S>,
+    metrics: &Metrics,
+    policy: CompactionPolicy,
+    batch: &mut Vec<Job>,
+) {
+    // Rooms whose earlier commit failed store their full state once instead of a delta.
+    let mut snapshots: HashMap<usize, Vec<u8>> = HashMap::new();
+    for job in batch.iter() {
+        if let Job::Write { room, .. } = job {
+            if room.needs_snapshot.load(Ordering::Acquire) {
+                snapshots
+                    .entry(Arc::as_ptr(room) as usize)
+                    .or_insert_with(|| room.encode_state());
+            }
+        }
+    }
+    let mut appends = Vec::new();
+    let mut snapshot_done: Vec<usize> = Vec::new();
+    for job in batch.iter() {
+        let Job::Write { room, data, .. } = job else {
+            continue;
+        };
+        let key = Arc::as_ptr(room) as usize;
+        if let Some(full) = snapshots.get(&key) {
+            if !snapshot_done.contains(&key) {
+                snapshot_done.push(key);
+                appends.push(Append {
+                    doc: room.id.as_str(),
+                    data: full,
+                });
+            }
+        } else if let Some(data) = data {
+            appends.push(Append {
+                doc: room.id.as_str(),
+                data,
+            });
+        }
+    }
+    let result = store.append_batch(&appends).await;
+    let stored = appends.len() as u64;
+    drop(appends);
+    let now = Instant::now();
+    match &result {
+        Ok(()) => {
+            metrics.commits.fetch_add(1, Ordering::Relaxed);
+            metrics
+                .updates_persisted
+                .fetch_add(stored, Ordering::Relaxed);
+        }
+        Err(err) => {
+            metrics.storage_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %err, jobs = batch.len(), "storage commit failed; writes not acknowledged");
+        }
+    }
+    // Cumulative acks: one per (connection, channel), the highest sequence number.
+    let mut acks: HashMap<(ConnId, ChannelId), (ConnHandle, u64)> = HashMap::new();
+    let mut failed: HashMap<(ConnId, ChannelId), ConnHandle> = HashMap::new();
+    let mut touched: Vec<Arc<Room>> = Vec::new();
+    for job in batch.drain(..) {
+        match job {
+            Job::Write {
+                room,
+                data,
+                ack,
+                received,
+            } => {
+                room.pending_writes.fetch_sub(1, Ordering::AcqRel);
+                let key = (ack.conn.id(), ack.channel);
+                if result.is_ok() {
+                    metrics.observe_ack_latency(now - received);
+                    let entry = acks.entry(key).or_insert((ack.conn, 0));
+                    entry.1 = entry.1.max(ack.seq);
+                    if data.is_some() {
+                        room.log_updates.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if snapshots.contains_key(&(Arc::as_ptr(&room) as usize)) {
+                        room.needs_snapshot.store(false, Ordering::Release);
+                    }
+                } else {
+                    room.needs_snapshot.store(true, Ordering::Release);
+                    failed.insert(key, ack.conn);
+                }
+                if !touched.iter().any(|r| Arc::ptr_eq(r, &room)) {
+                    touched.push(room);
+                }
+            }
+            Job::Barrier(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+    for ((_, channel), (conn, seq)) in acks {
+        conn.send(channel, &Message::Ack(seq));
+    }
+    for ((_, channel), conn) in failed {
+        conn.event(ConnEvent::CloseChannel {
+            channel,
+            code: ChannelCode::StorageFailure,
+        });
+    }
+    for room in touched {
+        maybe_compact(store, policy, room);
+    }
+}
+
+/// Compacts a room's log in the background once it is long enough.
+fn maybe_compact<S: Store>(store: &Arc<S>, policy: CompactionPolicy, room: Arc<Room>) {
+    if room.log_updates.load(Ordering::Relaxed) < policy.after_updates {
+        return;
+    }
+    if room.compacting.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let store = store.clone();
+    tokio::spawn(async move {
+        let before = room.log_updates.load(Ordering::Relaxed);
+        match store.compact(room.id.as_str(), merge_stored).await {
+            Ok(()) => {
+                room.log_updates.fetch_sub(before, Ordering::Relaxed);
+                tracing::debug!(doc = %room.id, updates = before, "compacted");
+            }
+            Err(err) => tracing::warn!(doc = %room.id, error = %err, "compaction failed; log kept"),
+        }
+        room.compacting.store(false, Ordering::Release);
+    });
+}

@@ -1,0 +1,225 @@
+//! A room: one open document in memory (a yrs Doc plus awareness) shared by every channel, on
+//! any connection, that has it open. An update is applied once here and relayed to every
+//! other subscriber; making it durable is the persister's job.
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
+use quire_protocol::frame::kind;
+use quire_protocol::ysync::{encode_step1, encode_step2, encode_update, SYNC_UPDATE};
+use quire_protocol::{Access, ChannelId, ConnId, DocId};
+use yrs::sync::awareness::AwarenessUpdate;
+use yrs::updates::decoder::Decode;
+use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
+
+use crate::awareness::RoomAwareness;
+use crate::connection::ConnHandle;
+use crate::store::StoredDoc;
+
+/// One subscription: a channel on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SubKey {
+    pub conn: ConnId,
+    pub channel: ChannelId,
+}
+
+#[derive(Debug)]
+struct Subscriber {
+    conn: ConnHandle,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("the CRDT library panicked applying the update")]
+    Panicked,
+    #[error("the CRDT library refused the update: {0}")]
+    Refused(String),
+}
+
+struct State {
+    doc: Doc,
+    awareness: RoomAwareness,
+    subscribers: HashMap<SubKey, Subscriber>,
+}
+
+pub struct Room {
+    pub id: DocId,
+    state: Mutex<State>,
+    /// Loaded from storage once, by the first opener.
+    pub(crate) loaded: tokio::sync::OnceCell<()>,
+    /// Channels holding the room (guarded by the registry's lock for unloading decisions).
+    pub(crate) refs: AtomicUsize,
+    /// Writes handed to the persister and not yet committed.
+    pub(crate) pending_writes: AtomicU64,
+    /// A commit of this room's updates failed: the next write stores the full state instead of
+    /// a delta, so that storage never holds an update whose dependencies were lost.
+    pub(crate) needs_snapshot: AtomicBool,
+    /// Updates stored since the last compaction, to decide when to compact.
+    pub(crate) log_updates: AtomicU64,
+    pub(crate) compacting: AtomicBool,
+}
+
+impl std::fmt::Debug for Room {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Room")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Room {
+    pub fn new(id: DocId) -> Self {
+        Self {
+            id,
+            state: Mutex::new(State {
+                doc: Doc::new(),
+                awareness: RoomAwareness::default(),
+                subscribers: HashMap::new(),
+            }),
+            loaded: tokio::sync::OnceCell::new(),
+            refs: AtomicUsize::new(0),
+            pending_writes: AtomicU64::new(0),
+            needs_snapshot: AtomicBool::new(false),
+            log_updates: AtomicU64::new(0),
+            compacting: AtomicBool::new(false),
+        }
+    }
+
+    /// Fills the room from storage: the snapshot, then each logged update in its own
+    /// transaction (one big transaction is quadratic in yrs).
+    pub fn load_stored(&self, stored: &StoredDoc) -> Result<(), String> {
+        let state = self.state.lock();
+        apply_stored(&state.doc, stored)?;
+        self.log_updates
+            .store(stored.updates.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Adds a subscriber. Returns the payloads to send it first: the server's sync step 1
+    /// (for writers; readers need not send their state) and the current awareness.
+    pub fn subscribe(
+        &self,
+        key: SubKey,
+        conn: ConnHandle,
+        access: Access,
+    ) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+        let mut state = self.state.lock();
+        state.subscribers.insert(key, Subscriber { conn });
+        let step1 = access
+            .can_write()
+            .then(|| encode_step1(&state.doc.transact().state_vector()));
+        (step1, state.awareness.snapshot())
+    }
+
+    /// Removes a subscriber and announces its awareness states as gone.
+    pub fn unsubscribe(&self, key: SubKey) {
+        let mut state = self.state.lock();
+        state.subscribers.remove(&key);
+        if let Some(removal) = state.awareness.remove_owned_by(key) {
+            broadcast(&state.subscribers, key, kind::AWARENESS, &removal);
+        }
+    }
+
+    /// Sync step 2 answering a peer's step 1: everything the peer lacks.
+    pub fn answer_step1(&self, remote: &StateVector) -> Vec<u8> {
+        let state = self.state.lock();
+        let diff = state.doc.transact().encode_state_as_update_v1(remote);
+        encode_step2(diff)
+    }
+
+    /// Applies an update from `from` and relays it to the other subscribers. `payload` is the
+    /// SYNC payload it came in (relayed as-is when it already is an update message).
+    /// Returns whether the update brought anything new; only new updates need storing.
+    pub fn apply(
+        &self,
+        from: SubKey,
+        update: Update,
+        raw_update: &[u8],
+        payload: &[u8],
+    ) -> Result<bool, ApplyError> {
+        let state = self.state.lock();
+        let changed = {
+            let mut txn = state.doc.transact_mut();
+            match catch_unwind(AssertUnwindSafe(|| txn.apply_update(update))) {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => return Err(ApplyError::Refused(err.to_string())),
+                Err(_) => return Err(ApplyError::Panicked),
+            }
+            // Pending parts (waiting for missing dependencies) count as new: they must be
+            // stored too, or an acknowledged update could be lost on restart.
+            txn.before_state() != txn.after_state()
+                || !txn.delete_set().is_empty()
+                || txn.has_missing_updates()
+        };
+        if !changed {
+            return Ok(false);
+        }
+        if is_update_message(payload) {
+            broadcast(&state.subscribers, from, kind::SYNC, payload);
+        } else {
+            broadcast(
+                &state.subscribers,
+                from,
+                kind::SYNC,
+                &encode_update(raw_update.to_vec()),
+            );
+        }
+        Ok(true)
+    }
+
+    /// Applies an awareness update from `from` and relays the raw payload to the others.
+    pub fn relay_awareness(&self, from: SubKey, update: &AwarenessUpdate, payload: &[u8]) {
+        let mut state = self.state.lock();
+        if state.awareness.apply(from, update) {
+            broadcast(&state.subscribers, from, kind::AWARENESS, payload);
+        }
+    }
+
+    /// The whole document as one v1 update (for snapshots and export).
+    pub fn encode_state(&self) -> Vec<u8> {
+        self.state
+            .lock()
+            .doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default())
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        self.state.lock().subscribers.len()
+    }
+}
+
+fn is_update_message(payload: &[u8]) -> bool {
+    payload.first() == Some(&(SYNC_UPDATE as u8))
+}
+
+fn broadcast(subscribers: &HashMap<SubKey, Subscriber>, from: SubKey, body_kind: u8, body: &[u8]) {
+    for (key, subscriber) in subscribers {
+        if *key != from {
+            subscriber.conn.send_body(key.channel, body_kind, body);
+        }
+    }
+}
+
+/// Applies stored content to `doc`, one transaction per update.
+pub fn apply_stored(doc: &Doc, stored: &StoredDoc) -> Result<(), String> {
+    for bytes in stored.snapshot.iter().chain(stored.updates.iter()) {
+        let update = Update::decode_v1(bytes).map_err(|e| e.to_string())?;
+        doc.transact_mut()
+            .apply_update(update)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Merges stored content into one update (compaction).
+pub fn merge_stored(stored: &StoredDoc) -> Result<Vec<u8>, String> {
+    let doc = Doc::new();
+    apply_stored(&doc, stored)?;
+    let merged = doc
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    Ok(merged)
+}

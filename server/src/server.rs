@@ -1,0 +1,149 @@
+//! The server as a value: configuration, storage, rooms, persister and metrics wired together,
+//! and `run`, which serves a listener until a shutdown future resolves, then shuts down
+//! gracefully: stop accepting, flush every pending write, close every client with 1001.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+
+use crate::auth::Secret;
+use crate::config::ServeConfig;
+use crate::http;
+use crate::metrics::Metrics;
+use crate::persist::{CompactionPolicy, Persister};
+use crate::rooms::Rooms;
+use crate::store::Store;
+
+/// Everything a connection needs, shared.
+#[derive(Debug)]
+pub struct Server<S> {
+    pub config: ServeConfig,
+    /// `None` in `--no-auth` mode.
+    pub secret: Option<Secret>,
+    pub rooms: Arc<Rooms<S>>,
+    pub persister: Persister,
+    pub metrics: Arc<Metrics>,
+    pub(crate) next_conn_id: AtomicU64,
+    per_ip: Mutex<HashMap<IpAddr, u32>>,
+    live: AtomicUsize,
+    all_closed: Notify,
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+/// Counts one connection from an address for as long as it lives.
+#[derive(Debug)]
+pub struct ConnectionSlot<S: Store> {
+    server: Arc<Server<S>>,
+    ip: IpAddr,
+}
+
+impl<S: Store> Drop for ConnectionSlot<S> {
+    fn drop(&mut self) {
+        let mut per_ip = self.server.per_ip.lock();
+        if let Some(count) = per_ip.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+        drop(per_ip);
+        if self.server.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.server.all_closed.notify_waiters();
+        }
+    }
+}
+
+impl<S: Store> Server<S> {
+    /// Takes a connection slot for `ip`, or `None` when the address is at its limit.
+    pub fn connection_slot(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot<S>> {
+        let mut per_ip = self.per_ip.lock();
+        let count = per_ip.entry(ip).or_default();
+        if *count >= self.config.max_connections_per_ip {
+            return None;
+        }
+        *count += 1;
+        self.live.fetch_add(1, Ordering::AcqRel);
+        Some(ConnectionSlot {
+            server: self.clone(),
+            ip,
+        })
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}
+
+/// Serves `listener` until `shutdown` resolves, then shuts down gracefully.
+pub async fn run<S: Store>(
+    config: ServeConfig,
+    secret: Option<Secret>,
+    store: Arc<S>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let metrics = Arc::new(Metrics::default());
+    let (persister, persister_task) = Persister::start(
+        store.clone(),
+        metrics.clone(),
+        CompactionPolicy {
+            after_updates: config.compact_after_updates,
+        },
+        config.queue_depth.max(1024),
+    );
+    let rooms = Arc::new(Rooms::new(store, config.idle_unload, metrics.clone()));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shutdown_timeout = config.shutdown_timeout;
+    let server = Arc::new(Server {
+        config,
+        secret,
+        rooms,
+        persister,
+        metrics,
+        next_conn_id: AtomicU64::new(1),
+        per_ip: Mutex::new(HashMap::new()),
+        live: AtomicUsize::new(0),
+        all_closed: Notify::new(),
+        shutdown: shutdown_rx,
+    });
+
+    http::accept_loop(server.clone(), listener, tls, shutdown).await;
+    tracing::info!("shutting down: flushing pending writes and closing connections with 1001");
+    let _ = shutdown_tx.send(true);
+    // Each connection flushes its own writes, waits for their acks to go out, then closes
+    // with 1001. Wait for all of them, within the bound.
+    let drained = tokio::time::timeout(shutdown_timeout, async {
+        loop {
+            let notified = server.all_closed.notified();
+            if server.live.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            notified.await;
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            open = server.live.load(Ordering::Acquire),
+            "shutdown timeout: closing remaining connections"
+        );
+    }
+    server.persister.flush().await;
+    let Server { persister, .. } = match Arc::try_unwrap(server) {
+        Ok(server) => server,
+        Err(server) => {
+            // Connections still hold the server: everything they queued is flushed above.
+            server.persister.flush().await;
+            return;
+        }
+    };
+    drop(persister);
+    let _ = persister_task.await;
+}

@@ -1,0 +1,76 @@
+//! Document storage behind a trait, so the rooms never see which database holds the bytes.
+//! SQLite is the embedded default; a shared PostgreSQL backend can implement the same trait.
+
+mod sqlite;
+
+use std::future::Future;
+use std::path::Path;
+
+pub use sqlite::{SqliteStore, DB_FILE};
+
+/// A storage failure. Its text goes to logs only; clients see channel code 4500.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("stored document {doc} is corrupt: {detail}")]
+    Corrupt { doc: String, detail: String },
+}
+
+/// What is stored for one document: an optional snapshot and the log after it, oldest first.
+#[derive(Debug, Default)]
+pub struct StoredDoc {
+    pub snapshot: Option<Vec<u8>>,
+    pub updates: Vec<Vec<u8>>,
+}
+
+impl StoredDoc {
+    pub fn is_empty(&self) -> bool {
+        self.snapshot.is_none() && self.updates.is_empty()
+    }
+}
+
+/// One update to append, for `doc`.
+#[derive(Debug, Clone)]
+pub struct Append<'a> {
+    pub doc: &'a str,
+    pub data: &'a [u8],
+}
+
+/// Figures about a document's log, for deciding when to compact.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogSize {
+    pub updates: u64,
+    pub bytes: u64,
+}
+
+/// Storage for documents. Every method is atomic: it happens completely or not at all.
+pub trait Store: Send + Sync + 'static {
+    /// Loads a document; an unknown document is empty.
+    fn load(&self, doc: &str) -> impl Future<Output = Result<StoredDoc, StoreError>> + Send;
+
+    /// Appends many updates, of any documents, in one durable commit (group commit).
+    fn append_batch(
+        &self,
+        batch: &[Append<'_>],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The size of a document's log since its snapshot.
+    fn log_size(&self, doc: &str) -> impl Future<Output = Result<LogSize, StoreError>> + Send;
+
+    /// Replaces a document's snapshot and log with one snapshot built by `merge` from what is
+    /// stored, atomically. Updates appended meanwhile are kept.
+    fn compact(
+        &self,
+        doc: &str,
+        merge: fn(&StoredDoc) -> Result<Vec<u8>, String>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Every stored document ID, sorted.
+    fn list(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
+    /// Writes a consistent copy of the whole store to `path`, safe while serving.
+    fn backup(&self, path: &Path) -> impl Future<Output = Result<(), StoreError>> + Send;
+}

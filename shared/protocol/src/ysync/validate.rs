@@ -1,0 +1,461 @@
+//! A structural walk of a Yjs v1 update that reads exactly the fields yrs 0.28.1's
+//! `Update::decode_v1` reads, in the same order and with the same widths, and refuses every
+//! input on which yrs would reserve memory the bytes cannot justify, overflow a clock, trip a
+//! debug assertion or recurse without bound. It allocates nothing: strings are borrowed from
+//! the input and every count is checked against the bytes left before its elements are
+//! walked, so validating costs one pass over the bytes whatever they claim.
+//!
+//! The layout (yrs `update.rs` `impl Decode for Update`, `block.rs` `ItemContent::decode`,
+//! `any.rs` `Any::decode`, `id_set.rs`, `types/mod.rs` `TypeRef::decode`, `doc.rs`
+//! `Options::decode`); `u32`, `u64` are LEB128 varints, `string` and `buf` a `u32` byte length
+//! and the bytes:
+//!
+//! ```text
+//! update      = u32 groups, group*, delete_set
+//! group       = u32 structs, u64 client, u32 clock, struct*
+//! struct      = info u8: 0 → GC u32 len | 10 → Skip u32 len | else item
+//! item        = [id origin if info & 0x80] [id right_origin if info & 0x40]
+//!               if neither origin: u32 parent_info (1 → string root name, else id parent),
+//!                                  [string parent_sub if info & 0x20]
+//!               content by info & 0x0f
+//! content     = 1 Deleted u32 len | 2 JSON u32 n, (n + 1) strings | 3 Binary buf
+//!             | 4 String string | 5 Embed string (JSON) | 6 Format string key, string (JSON)
+//!             | 7 Type type_ref | 8 Any u32 n, n any | 9 Doc string guid, any options
+//! type_ref    = u8: 0 Array | 1 Map | 2 Text | 3 XmlElement string name | 4 XmlFragment
+//!             | 5 XmlHook | 6 XmlText | 9 SubDoc | 15 Undefined
+//! any         = u8 tag: 127 undefined | 126 null | 125 signed varint | 124 f32 (4 bytes)
+//!             | 123 f64 (8) | 122 i64 (8) | 121 false | 120 true | 119 string
+//!             | 118 u64 n, n (string key, any) | 117 u64 n, n any | 116 buf
+//! id          = u64 client, u32 clock
+//! delete_set  = u32 clients, (u64 client, u32 ranges, (u32 clock, u32 len)*)*
+//! ```
+//!
+//! Where yrs differs from Yjs the walk follows yrs, since yrs is what reads the bytes next:
+//! it reads `n + 1` strings for JSON content, no name for an XmlHook, one byte (not a varint)
+//! for a type ref, and nothing after the delete set (this walk refuses trailing bytes).
+//!
+//! Lengths are in yrs's units: a string's clock length is its UTF-16 length, JSON content
+//! counts `n + 1`, Any content `n`, Deleted its `len`, every other content 1. An item of
+//! length 0 is dropped by yrs without advancing the clock; that is accepted here too.
+
+use crate::error::{FrameError, PayloadError};
+use crate::varint::Reader;
+
+/// The deepest nesting of arrays and maps allowed in one `Any` value or embedded JSON text.
+pub const MAX_ANY_DEPTH: usize = 64;
+
+/// Client IDs are JavaScript safe integers; yrs debug-asserts on larger ones.
+const CLIENT_ID_LIMIT: u64 = 1 << 53;
+
+/// Struct info bytes and flags (yrs `block.rs`).
+const INFO_GC: u8 = 0;
+const INFO_SKIP: u8 = 10;
+const HAS_ORIGIN: u8 = 0b1000_0000;
+const HAS_RIGHT_ORIGIN: u8 = 0b0100_0000;
+const HAS_PARENT_SUB: u8 = 0b0010_0000;
+/// yrs takes an item's content ref from the low four bits (Yjs masks five).
+const CONTENT_REF_MASK: u8 = 0b1111;
+
+/// Item content refs.
+mod content {
+    pub(super) const DELETED: u8 = 1;
+    pub(super) const JSON: u8 = 2;
+    pub(super) const BINARY: u8 = 3;
+    pub(super) const STRING: u8 = 4;
+    pub(super) const EMBED: u8 = 5;
+    pub(super) const FORMAT: u8 = 6;
+    pub(super) const TYPE: u8 = 7;
+    pub(super) const ANY: u8 = 8;
+    pub(super) const DOC: u8 = 9;
+}
+
+/// Shared type refs. 7 (weak link) exists only with yrs's `weak` feature, which Quire does not
+/// enable, so yrs refuses it and so does this walk.
+mod type_ref {
+    pub(super) const ARRAY: u8 = 0;
+    pub(super) const MAP: u8 = 1;
+    pub(super) const TEXT: u8 = 2;
+    pub(super) const XML_ELEMENT: u8 = 3;
+    pub(super) const XML_FRAGMENT: u8 = 4;
+    pub(super) const XML_HOOK: u8 = 5;
+    pub(super) const XML_TEXT: u8 = 6;
+    pub(super) const SUB_DOC: u8 = 9;
+    pub(super) const UNDEFINED: u8 = 15;
+}
+
+/// lib0 `Any` tags.
+mod any_tag {
+    pub(super) const UNDEFINED: u8 = 127;
+    pub(super) const NULL: u8 = 126;
+    pub(super) const INTEGER: u8 = 125;
+    pub(super) const FLOAT32: u8 = 124;
+    pub(super) const FLOAT64: u8 = 123;
+    pub(super) const BIGINT: u8 = 122;
+    pub(super) const FALSE: u8 = 121;
+    pub(super) const TRUE: u8 = 120;
+    pub(super) const STRING: u8 = 119;
+    pub(super) const MAP: u8 = 118;
+    pub(super) const ARRAY: u8 = 117;
+    pub(super) const BUFFER: u8 = 116;
+}
+
+/// The fewest bytes each counted element can take, used to refuse a count before walking it.
+mod min_len {
+    /// `u32 structs`, `u64 client`, `u32 clock`.
+    pub(super) const GROUP: usize = 3;
+    /// An info byte and a length (GC, Skip); every item takes at least 4.
+    pub(super) const STRUCT: usize = 2;
+    /// A length varint.
+    pub(super) const STRING: usize = 1;
+    /// A tag byte.
+    pub(super) const ANY: usize = 1;
+    /// A key string and a value.
+    pub(super) const ANY_MAP_ENTRY: usize = 2;
+    /// `u64 client`, `u32 ranges`.
+    pub(super) const DELETE_SET_CLIENT: usize = 2;
+    /// `u32 clock`, `u32 len`.
+    pub(super) const DELETE_RANGE: usize = 2;
+}
+
+/// Walks `bytes` as a Yjs v1 update the way yrs 0.28.1 decodes one and returns the first
+/// reason yrs must not be given them. Passing means yrs can decode the update without an
+/// allocation larger than its content, an arithmetic overflow, a debug assertion or deep
+/// recursion; it does not mean the update applies to a given document.
+pub fn validate_update_v1(bytes: &[u8]) -> Result<(), PayloadError> {
+    let mut walk = Walk {
+        reader: Reader::new(bytes),
+    };
+    walk.client_groups()?;
+    walk.delete_set()?;
+    match walk.reader.remaining() {
+        0 => Ok(()),
+        trailing => Err(PayloadError::TrailingBytes(trailing)),
+    }
+}
+
+struct Walk<'a> {
+    reader: Reader<'a>,
+}
+
+impl<'a> Walk<'a> {
+    fn client_groups(&mut self) -> Result<(), PayloadError> {
+        let groups = self.count("client group count", min_len::GROUP)?;
+        for _ in 0..groups {
+            let structs = self.count("struct count", min_len::STRUCT)?;
+            let client = self.client_id("client")?;
+            let mut clock = self.u32("clock")?;
+            for _ in 0..structs {
+                let len = self.struct_len()?;
+                clock = clock.checked_add(len).ok_or(PayloadError::ClockOverflow {
+                    client,
+                    clock,
+                    len,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Walks one struct and returns the clock length yrs gives it.
+    fn struct_len(&mut self) -> Result<u32, PayloadError> {
+        match self.u8("struct info")? {
+            INFO_GC | INFO_SKIP => {
+                let len = self.u32("struct length")?;
+                if len == 0 {
+                    return Err(PayloadError::EmptyRange("GC or skip struct"));
+                }
+                Ok(len)
+            }
+            info => self.item(info),
+        }
+    }
+
+    fn item(&mut self, info: u8) -> Result<u32, PayloadError> {
+        if info & HAS_ORIGIN != 0 {
+            self.id("origin")?;
+        }
+        if info & HAS_RIGHT_ORIGIN != 0 {
+            self.id("right origin")?;
+        }
+        if info & (HAS_ORIGIN | HAS_RIGHT_ORIGIN) == 0 {
+            // yrs reads the parent info as a u32 varint and names a root type only when it is 1.
+            if self.u32("parent info")? == 1 {
+                self.string("root type name")?;
+            } else {
+                self.id("parent")?;
+            }
+            if info & HAS_PARENT_SUB != 0 {
+                self.string("map key")?;
+            }
+        }
+        self.content(info & CONTENT_REF_MASK)
+    }
+
+    /// Walks an item's content and returns its length in clock units.
+    fn content(&mut self, content_ref: u8) -> Result<u32, PayloadError> {
+        match content_ref {
+            content::DELETED => self.u32("deleted length"),
+            content::JSON => {
+                // yrs loops `while remaining >= 0` over `n as i32`: it reads n + 1 strings.
+                let n = self.u32("JSON count")?;
+                let strings = n.checked_add(1).filter(|&s| s <= i32::MAX as u32);
+                let strings = strings.ok_or(PayloadError::ImplausibleCount {
+                    claimed: u64::from(n) + 1,
+                    available: self.reader.remaining(),
+                })?;
+                self.check_count(u64::from(strings), min_len::STRING)?;
+                for _ in 0..strings {
+                    self.string("JSON value")?;
+                }
+                Ok(strings)
+            }
+            content::BINARY => self.buf("binary content").map(|_| 1),
+            content::STRING => {
+                let text = self.string("string content")?;
+                // Fits: a string's UTF-16 length never exceeds its UTF-8 length, a u32.
+                Ok(text.encode_utf16().count() as u32)
+            }
+            content::EMBED => self.json("embed").map(|()| 1),
+            content::FORMAT => {
+                self.string("format key")?;
+                self.json("format value").map(|()| 1)
+            }
+            content::TYPE => self.type_ref().map(|()| 1),
+            content::ANY => {
+                let n = self.u32("Any count")?;
+                self.check_count(u64::from(n), min_len::ANY)?;
+                for _ in 0..n {
+                    self.any(0)?;
+                }
+                Ok(n)
+            }
+            content::DOC => {
+                self.string("subdocument guid")?;
+                self.any(0).map(|()| 1)
+            }
+            tag => Err(PayloadError::UnknownTag {
+                what: "content",
+                tag,
+            }),
+        }
+    }
+
+    fn type_ref(&mut self) -> Result<(), PayloadError> {
+        // One byte: yrs reads the type ref with `read_u8`, not as a varint.
+        match self.u8("type ref")? {
+            type_ref::XML_ELEMENT => self.string("XML element name").map(|_| ()),
+            type_ref::ARRAY
+            | type_ref::MAP
+            | type_ref::TEXT
+            | type_ref::XML_FRAGMENT
+            | type_ref::XML_HOOK
+            | type_ref::XML_TEXT
+            | type_ref::SUB_DOC
+            | type_ref::UNDEFINED => Ok(()),
+            tag => Err(PayloadError::UnknownTag {
+                what: "type ref",
+                tag,
+            }),
+        }
+    }
+
+    /// Walks one `Any` value enclosed in `depth` arrays or maps.
+    fn any(&mut self, depth: usize) -> Result<(), PayloadError> {
+        match self.u8("Any tag")? {
+            any_tag::UNDEFINED | any_tag::NULL | any_tag::FALSE | any_tag::TRUE => Ok(()),
+            any_tag::INTEGER => self.signed_varint(),
+            any_tag::FLOAT32 => self.fixed(4, "float32"),
+            any_tag::FLOAT64 => self.fixed(8, "float64"),
+            any_tag::BIGINT => self.fixed(8, "bigint"),
+            any_tag::STRING => self.string("Any string").map(|_| ()),
+            any_tag::BUFFER => self.buf("Any buffer").map(|_| ()),
+            any_tag::MAP => {
+                let entries = self.container(depth, "Any map size", min_len::ANY_MAP_ENTRY)?;
+                for _ in 0..entries {
+                    self.string("Any map key")?;
+                    self.any(depth + 1)?;
+                }
+                Ok(())
+            }
+            any_tag::ARRAY => {
+                let items = self.container(depth, "Any array length", min_len::ANY)?;
+                for _ in 0..items {
+                    self.any(depth + 1)?;
+                }
+                Ok(())
+            }
+            tag => Err(PayloadError::UnknownTag { what: "Any", tag }),
+        }
+    }
+
+    /// Reads the size of an `Any` array or map (a u64 in yrs) at `depth`, refusing it if it
+    /// nests too deep or claims more elements than the bytes left can hold.
+    fn container(
+        &mut self,
+        depth: usize,
+        what: &'static str,
+        min_element_len: usize,
+    ) -> Result<u64, PayloadError> {
+        if depth >= MAX_ANY_DEPTH {
+            return Err(PayloadError::TooDeep(MAX_ANY_DEPTH));
+        }
+        let n = self.u64(what)?;
+        self.check_count(n, min_element_len)?;
+        Ok(n)
+    }
+
+    /// A lib0 signed varint (yrs `read_var::<i64>`): 6 bits, then 7 per byte. yrs shifts by
+    /// 69 on an eleventh byte and negates `i64::MIN` (both panic in debug builds), so the
+    /// magnitude must fit in 63 bits, which also bounds it to 10 bytes.
+    fn signed_varint(&mut self) -> Result<(), PayloadError> {
+        let first = self.u8("integer")?;
+        let mut more = first & 0x80 != 0;
+        let mut shift = 6u32;
+        while more {
+            let byte = self.u8("integer")?;
+            let bits = u64::from(byte & 0x7f);
+            if shift >= 63 || bits >> (63 - shift) != 0 {
+                return Err(PayloadError::Malformed(
+                    "Any integer does not fit in 64 bits".into(),
+                ));
+            }
+            more = byte & 0x80 != 0;
+            shift += 7;
+        }
+        Ok(())
+    }
+
+    /// A JSON text (yrs parses it with serde_json, which allocates no more than the text):
+    /// its arrays and objects may nest at most [`MAX_ANY_DEPTH`] deep. Syntax is left to yrs.
+    fn json(&mut self, what: &'static str) -> Result<(), PayloadError> {
+        let text = self.string(what)?;
+        let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+        for byte in text.bytes() {
+            if in_string {
+                match byte {
+                    _ if escaped => escaped = false,
+                    b'\\' => escaped = true,
+                    b'"' => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match byte {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > MAX_ANY_DEPTH {
+                        return Err(PayloadError::TooDeep(MAX_ANY_DEPTH));
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn delete_set(&mut self) -> Result<(), PayloadError> {
+        let clients = self.count("delete set client count", min_len::DELETE_SET_CLIENT)?;
+        for _ in 0..clients {
+            let client = self.client_id("delete set client")?;
+            let ranges = self.count("delete range count", min_len::DELETE_RANGE)?;
+            for _ in 0..ranges {
+                let clock = self.u32("delete range clock")?;
+                let len = self.u32("delete range length")?;
+                if len == 0 {
+                    return Err(PayloadError::EmptyRange("delete range"));
+                }
+                if clock.checked_add(len).is_none() {
+                    return Err(PayloadError::ClockOverflow { client, clock, len });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ---- Primitives -----------------------------------------------------------------------
+
+    /// An ID (`client`, `clock`) as yrs's `read_id` reads it.
+    fn id(&mut self, what: &'static str) -> Result<(), PayloadError> {
+        self.client_id(what)?;
+        self.u32(what).map(|_| ())
+    }
+
+    fn client_id(&mut self, what: &'static str) -> Result<u64, PayloadError> {
+        let client = self.u64(what)?;
+        if client >= CLIENT_ID_LIMIT {
+            return Err(PayloadError::ClientIdTooLarge(client));
+        }
+        Ok(client)
+    }
+
+    /// A u32 count whose elements take at least `min_element_len` bytes each.
+    fn count(&mut self, what: &'static str, min_element_len: usize) -> Result<u32, PayloadError> {
+        let n = self.u32(what)?;
+        self.check_count(u64::from(n), min_element_len)?;
+        Ok(n)
+    }
+
+    /// Refuses a count of elements that the bytes left cannot hold.
+    fn check_count(&self, claimed: u64, min_element_len: usize) -> Result<(), PayloadError> {
+        let available = self.reader.remaining();
+        if claimed > (available / min_element_len) as u64 {
+            return Err(PayloadError::ImplausibleCount { claimed, available });
+        }
+        Ok(())
+    }
+
+    fn u8(&mut self, what: &'static str) -> Result<u8, PayloadError> {
+        self.reader.read_u8().map_err(|err| malformed(what, err))
+    }
+
+    fn u64(&mut self, what: &'static str) -> Result<u64, PayloadError> {
+        self.reader
+            .read_varint()
+            .map_err(|err| malformed(what, err))
+    }
+
+    /// A varint yrs reads as `u32`. yrs wraps a larger value silently; it is refused here.
+    fn u32(&mut self, what: &'static str) -> Result<u32, PayloadError> {
+        let value = self.u64(what)?;
+        u32::try_from(value)
+            .map_err(|_| PayloadError::Malformed(format!("{what} {value} does not fit in 32 bits")))
+    }
+
+    /// A `u32` length and that many bytes (lib0 `readVarUint8Array`, yrs `read_buf`).
+    fn buf(&mut self, what: &'static str) -> Result<&'a [u8], PayloadError> {
+        let len = self.u32(what)?;
+        let len = usize::try_from(len).map_err(|_| truncated(what))?;
+        self.reader
+            .read_bytes(len)
+            .map_err(|err| malformed(what, err))
+    }
+
+    fn string(&mut self, what: &'static str) -> Result<&'a str, PayloadError> {
+        let bytes = self.buf(what)?;
+        std::str::from_utf8(bytes).map_err(|_| malformed(what, FrameError::InvalidUtf8))
+    }
+
+    fn fixed(&mut self, len: usize, what: &'static str) -> Result<(), PayloadError> {
+        self.reader
+            .read_bytes(len)
+            .map(|_| ())
+            .map_err(|err| malformed(what, err))
+    }
+}
+
+fn malformed(what: &'static str, err: FrameError) -> PayloadError {
+    match err {
+        FrameError::Truncated => truncated(what),
+        FrameError::InvalidUtf8 => PayloadError::Malformed(format!("{what} is not valid UTF-8")),
+        other => PayloadError::Malformed(format!("{what}: {other}")),
+    }
+}
+
+fn truncated(what: &'static str) -> PayloadError {
+    PayloadError::Malformed(format!("the update ends inside {what}"))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,132 @@
+//! Inputs found by the property tests (tests/roundtrip.rs) and the fuzz targets (fuzz/),
+//! reduced and kept so they stay fixed. Each test names where its input came from.
+
+use quire_protocol::varint::write_varint;
+use quire_protocol::yrs::ClientID;
+use quire_protocol::ysync::{self, SyncPayload};
+use quire_protocol::PayloadError;
+
+/// The largest client ID a Yjs peer can hold (2^53 - 1).
+const MAX_CLIENT_ID: u64 = (1 << 53) - 1;
+
+/// Found by `update_and_awareness_decode_never_panic` (proptest, default seed): a state
+/// vector of "3 entries" whose first client ID is 2^53. yrs's `ClientID::new` debug-asserts
+/// on it (a panic that `ysync` had to catch) and truncates it to 0 in release builds.
+const STATE_VECTOR_CLIENT_2_POW_53: [u8; 10] =
+    [3, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10, 0];
+
+#[test]
+fn state_vector_client_id_above_53_bits_is_refused() {
+    assert_eq!(
+        ysync::decode_state_vector(&STATE_VECTOR_CLIENT_2_POW_53).unwrap_err(),
+        PayloadError::ClientIdTooLarge(1 << 53)
+    );
+
+    // The same state vector inside a sync step 1.
+    let mut step1 = vec![0];
+    write_varint(&mut step1, STATE_VECTOR_CLIENT_2_POW_53.len() as u64);
+    step1.extend_from_slice(&STATE_VECTOR_CLIENT_2_POW_53);
+    assert_eq!(
+        ysync::decode_sync(&step1).unwrap_err(),
+        PayloadError::ClientIdTooLarge(1 << 53)
+    );
+}
+
+#[test]
+fn state_vector_client_id_of_53_bits_is_accepted() {
+    let mut bytes = vec![1];
+    write_varint(&mut bytes, MAX_CLIENT_ID);
+    bytes.push(5);
+    let sv = ysync::decode_state_vector(&bytes).unwrap();
+    assert_eq!(sv.get(&ClientID::new(MAX_CLIENT_ID)), 5);
+    assert!(matches!(
+        ysync::decode_sync(&ysync::encode_step1(&sv)),
+        Ok(SyncPayload::Step1(back)) if back == sv
+    ));
+}
+
+#[test]
+fn awareness_client_ids_are_checked_at_the_53_bit_boundary() {
+    let awareness = |client: u64| {
+        let mut bytes = vec![1];
+        write_varint(&mut bytes, client);
+        bytes.extend_from_slice(&[0x01, 0x02, b'{', b'}']);
+        bytes
+    };
+    let update = ysync::decode_awareness(&awareness(MAX_CLIENT_ID)).unwrap();
+    assert_eq!(
+        ysync::awareness_entries(&update),
+        vec![(MAX_CLIENT_ID, 1, "{}".to_owned())]
+    );
+    assert_eq!(
+        ysync::decode_awareness(&awareness(MAX_CLIENT_ID + 1)).unwrap_err(),
+        PayloadError::ClientIdTooLarge(MAX_CLIENT_ID + 1)
+    );
+}
+
+// ---- Known, not fixed: yrs's `Update::decode` ---------------------------------------------
+//
+// `decode_update` checks only an update's outer count before handing it to yrs; the counts,
+// clocks and client IDs inside it are reachable only by parsing every block, which yrs does
+// unchecked. Each input below was found by the `frame_decode` and `payload_decode` fuzz
+// targets (fuzz/) and reduced by hand to the field that triggers it. Today each still
+// ends in a typed error in debug and test builds; the comments say what release builds do
+// (read from yrs 0.28.1's source, not run). Turn each into a precise assertion once
+// `decode_update` validates the whole update.
+
+/// update.rs:855: one group claiming ~203M blocks in 7 bytes. yrs `try_reserve`s 24 bytes per
+/// block (4.9 GB of address space, untouched) before finding the input truncated.
+const UPDATE_BLOCK_COUNT_BOMB: [u8; 7] = [0x01, 0xfc, 0xfc, 0xfc, 0x60, 0x08, 0x54];
+
+/// block.rs:2062: one `ContentAny` block under root type "a" claiming 2^28 - 1 values; yrs
+/// reserves 6.4 GB for them before reading the first.
+const UPDATE_ANY_COUNT_BOMB: [u8; 12] = [
+    0x01, 0x01, 0x01, 0x00, 0x08, 0x01, 0x01, b'a', 0xff, 0xff, 0xff, 0x7f,
+];
+
+/// update.rs:862: a GC block of length 2 at clock u32::MAX; `clock += len` overflows (a
+/// panic in debug builds, a silent wrap in release builds, where the update is accepted).
+const UPDATE_CLOCK_OVERFLOW: [u8; 11] = [
+    0x01, 0x01, 0x01, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x00, 0x02, 0x00,
+];
+
+/// id_set.rs:30: no blocks, and a delete-set range of length 1 at clock u32::MAX; its end
+/// overflows (a panic in debug builds, an inverted range accepted in release builds).
+const UPDATE_DELETE_RANGE_OVERFLOW: [u8; 10] =
+    [0x00, 0x01, 0x01, 0x01, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01];
+
+/// block.rs:93 (MACHINE-NOTES, "Hostile CRDT bytes"): one group of one string struct ("A")
+/// from client 2^53. yrs debug-asserts; release builds accept it with the ID truncated to 0.
+const UPDATE_CLIENT_ID_2_POW_53: [u8; 16] = [
+    0x01, 0x01, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10, 0x00, 0x04, 0x00, 0x01, 0x41, 0x00,
+];
+
+#[test]
+fn update_count_bombs_end_in_a_typed_error() {
+    for input in [&UPDATE_BLOCK_COUNT_BOMB[..], &UPDATE_ANY_COUNT_BOMB[..]] {
+        let err = ysync::decode_update(input).unwrap_err();
+        assert!(
+            matches!(err, PayloadError::Malformed(_)),
+            "{input:02x?}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn update_overflows_and_oversized_client_ids_are_contained() {
+    for input in [
+        &UPDATE_CLOCK_OVERFLOW[..],
+        &UPDATE_DELETE_RANGE_OVERFLOW[..],
+        &UPDATE_CLIENT_ID_2_POW_53[..],
+    ] {
+        // The panic is caught inside `ysync`; it must never unwind into the caller.
+        let result = ysync::decode_update(input);
+        if cfg!(debug_assertions) {
+            assert_eq!(
+                result.unwrap_err(),
+                PayloadError::DecoderPanicked,
+                "{input:02x?}"
+            );
+        }
+    }
+}

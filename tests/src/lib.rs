@@ -1,0 +1,21 @@
+//! `quire-tests`: the harness for end-to-end scenarios. Every scenario runs the real
+//! `quire-server` binary (on port 0, in a temporary data directory, over TLS with its `--dev`
+//! certificate) and drives it with real WebSocket clients.
+//!
+//! # Layout
+//! - [`server_process`]: start, kill -9, restart and stop the server binary; mint tokens.
+//! - [`tls`]: a rustls client configuration trusting one server's dev certificate.
+//! - [`http_probe`]: raw HTTP/1.1 requests (health, metrics, hand-made handshakes).
+//! - [`raw_client`]: a protocol-level client that sends and receives mux frames exactly.
+//! - [`doc_peer`]: a yrs replica bound to one channel of a raw client.
+//! - [`wait`]: polling with a deadline (tests never sleep to wait).
+
+pub mod doc_peer;
+pub mod http_probe;
+pub mod raw_client;
+pub mod server_process;
+pub mod tls;
+pub mod wait;
+
+/// The shared text every Quire editor binds to.
+pub const CONTENT: &str = "content";

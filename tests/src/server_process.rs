@@ -1,0 +1,245 @@
+//! The real server binary as a child process: started on port 0 in a temporary data directory
+//! with `--dev` TLS, restarted on the same port and directory, killed with SIGKILL or stopped
+//! with SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::ClientConfig;
+
+/// Where the `quire-server` binary is: `QUIRE_SERVER_BIN`, else beside the test executable's
+/// `deps/` directory (cargo builds it there with `cargo build --bins`).
+pub fn server_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("QUIRE_SERVER_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile directory");
+    let path = dir.join("quire-server");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// A running (or stopped) server with its data directory.
+#[derive(Debug)]
+pub struct ServerProcess {
+    child: Option<Child>,
+    data: Arc<tempfile::TempDir>,
+    pub addr: SocketAddr,
+    pub fingerprint: String,
+    extra: Vec<String>,
+}
+
+impl ServerProcess {
+    /// Starts a server with `--dev` on 127.0.0.1:0 and the given extra flags.
+    pub fn start(extra: &[&str]) -> Self {
+        let data = Arc::new(tempfile::tempdir().expect("temporary data directory"));
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (child, addr, fingerprint) = spawn(data.path(), "127.0.0.1:0".parse().unwrap(), &extra);
+        Self {
+            child: Some(child),
+            data,
+            addr,
+            fingerprint,
+            extra,
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+
+    /// `wss://127.0.0.1:PORT/ws`
+    pub fn url(&self) -> String {
+        format!("wss://{}/ws", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
+    /// A TLS client configuration trusting this server's dev certificate.
+    pub fn tls(&self) -> Arc<ClientConfig> {
+        crate::tls::client_config(&self.data.path().join("dev-cert.pem"))
+    }
+
+    /// SIGKILL: no flush, no goodbye.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for the process to exit; returns its exit status and how long it took.
+    pub fn terminate(&mut self) -> (std::process::ExitStatus, Duration) {
+        let mut child = self.child.take().expect("server running");
+        let started = Instant::now();
+        signal(child.id(), "TERM");
+        let status = child.wait().expect("waiting for the server");
+        (status, started.elapsed())
+    }
+
+    /// Starts the server again on the same address and data directory.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the server before restarting it");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            // The old socket may linger briefly; retry the bind until the deadline.
+            match try_spawn(self.data.path(), self.addr, &self.extra) {
+                Ok((child, addr, fingerprint)) => {
+                    self.child = Some(child);
+                    self.addr = addr;
+                    self.fingerprint = fingerprint;
+                    return;
+                }
+                Err(err) if Instant::now() < deadline => {
+                    eprintln!("restart failed, retrying: {err}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(err) => panic!("could not restart the server: {err}"),
+            }
+        }
+    }
+
+    /// Mints a token with the server's secret.
+    pub fn token(&self, docs: &[&str], write: bool, ttl: &str) -> String {
+        let mut command = Command::new(server_binary());
+        command.args([
+            "token",
+            "--user",
+            "tester",
+            "--name",
+            "Tester",
+            "--ttl",
+            ttl,
+            "--data-dir",
+        ]);
+        command.arg(self.data.path());
+        for pattern in docs {
+            command.args(["--docs", pattern]);
+        }
+        if write {
+            command.arg("--write");
+        }
+        let output = command.output().expect("running quire-server token");
+        assert!(
+            output.status.success(),
+            "token failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout)
+            .expect("utf-8 token")
+            .trim()
+            .to_owned()
+    }
+
+    /// Runs another subcommand against this server's data directory; returns stdout.
+    pub fn command(&self, args: &[&str]) -> std::process::Output {
+        Command::new(server_binary())
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.data.path())
+            .output()
+            .expect("running quire-server")
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status();
+    assert!(
+        status.is_ok_and(|s| s.success()),
+        "kill -{name} {pid} failed"
+    );
+}
+
+fn spawn(data: &Path, listen: SocketAddr, extra: &[String]) -> (Child, SocketAddr, String) {
+    try_spawn(data, listen, extra).unwrap_or_else(|err| panic!("starting the server: {err}"))
+}
+
+fn try_spawn(
+    data: &Path,
+    listen: SocketAddr,
+    extra: &[String],
+) -> Result<(Child, SocketAddr, String), String> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data.join("server.log"))
+        .map_err(|e| e.to_string())?;
+    let mut child = Command::new(server_binary())
+        .args([
+            "serve",
+            "--dev",
+            "--listen",
+            &listen.to_string(),
+            "--data-dir",
+        ])
+        .arg(data)
+        .args(extra)
+        .env(
+            "RUST_LOG",
+            std::env::var("QUIRE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut fingerprint = None;
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(value) = line.strip_prefix("dev certificate SHA-256: ") {
+                fingerprint = Some(value.to_owned());
+            }
+            if let Some(url) = line.strip_prefix("listening on ") {
+                let addr = url
+                    .trim_start_matches("wss://")
+                    .trim_start_matches("ws://")
+                    .trim_end_matches("/ws");
+                let _ = tx.send((addr.to_owned(), fingerprint.clone().unwrap_or_default()));
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok((addr, fingerprint)) => Ok((
+            child,
+            addr.parse().map_err(|e| format!("{e}: {addr}"))?,
+            fingerprint,
+        )),
+        Err(_) => {
+            let _ = child.kill();
+            let status = child.wait().ok();
+            let log = std::fs::read_to_string(data.join("server.log")).unwrap_or_default();
+            let tail: String = log.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
+            Err(format!("server did not start ({status:?}): {tail}"))
+        }
+    }
+}
