@@ -1,0 +1,31 @@
+//! `quire-client`: one resilient WebSocket connection to a Quire server for many documents.
+//! No UI framework in here: the desktop app, the tests and the load tool all use it.
+//!
+//! # Layout
+//! - [`client`]: the public `Client` — open documents, watch the connection, close.
+//! - [`document`]: `DocHandle` — the local yrs replica, its sync state, its awareness.
+//! - `driver`: the task that owns the connection: reconnect loop with backoff and jitter
+//!   (`driver/mod.rs`) and one connection's life (`driver/session.rs`).
+//! - [`transport`]: TCP + TLS + WebSocket upgrade, with read activity for the watchdog.
+//! - [`tls`]: trust modes (web PKI, CA file, pinned fingerprint).
+//! - [`store`]: the local store trait, SQLite (default) and in-memory implementations.
+//! - [`state`]: the connection and document states a UI shows.
+//! - [`config`], [`error`].
+
+pub mod client;
+pub mod config;
+pub mod document;
+mod driver;
+pub mod error;
+pub mod state;
+pub mod store;
+pub mod tls;
+pub mod transport;
+
+pub use client::Client;
+pub use config::{ClientConfig, Trust};
+pub use document::{DocHandle, CONTENT};
+pub use error::ClientError;
+pub use quire_protocol::Access;
+pub use state::{ConnectionState, DocState};
+pub use store::{LocalStore, MemoryStore, SqliteLocalStore};
