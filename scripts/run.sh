@@ -1,20 +1,52 @@
 #!/usr/bin/env bash
-# Sets up and runs Quire locally: the sync server in --dev mode (self-signed TLS, embedded
-# SQLite in ./quire-data), with a read-write token for every document printed at start.
-# Usage: scripts/run.sh [extra quire-server serve flags]
+# Sets up and runs Quire on this machine: the sync server in --dev mode (self-signed TLS,
+# embedded SQLite in ./quire-data) and the desktop app connected to it. The first start
+# writes the app's settings (server URL, a token for every document, the dev certificate's
+# fingerprint); later starts keep what you changed in the app.
+# Usage: scripts/run.sh            (QUIRE_LISTEN=127.0.0.1:7700 by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib/setup.sh
 source scripts/lib/setup.sh
 
 ensure_rust
-cargo build --release -p quire-server
+ensure_node
+ensure_apt "${DESKTOP_PACKAGES[@]}"
+build_ui
+cargo build --release -p quire-server -p quire-desktop
 
 DATA_DIR="${QUIRE_DATA_DIR:-$PWD/quire-data}"
+LISTEN="${QUIRE_LISTEN:-127.0.0.1:7700}"
 mkdir -p "$DATA_DIR"
 SERVER=target/release/quire-server
-TOKEN=$("$SERVER" token --data-dir "$DATA_DIR" --user me --name "Me" --docs '*' --write --ttl 30d)
-echo "==> token for every document (read-write, 30 days):"
-echo "$TOKEN"
-echo "$TOKEN" > "$DATA_DIR/local-token.txt"
-exec "$SERVER" serve --dev --data-dir "$DATA_DIR" --listen "${QUIRE_LISTEN:-127.0.0.1:7700}" "$@"
+
+"$SERVER" serve --dev --data-dir "$DATA_DIR" --listen "$LISTEN" > "$DATA_DIR/server.out" 2> "$DATA_DIR/server.log" &
+SERVER_PID=$!
+trap 'kill "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null' EXIT
+for _ in $(seq 1 100); do
+    grep -q "^listening on" "$DATA_DIR/server.out" 2>/dev/null && break
+    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$DATA_DIR/server.log" >&2; exit 1; }
+    sleep 0.1
+done
+cat "$DATA_DIR/server.out"
+URL=$(sed -n 's/^listening on //p' "$DATA_DIR/server.out")
+FINGERPRINT=$(sed -n 's/^dev certificate SHA-256: //p' "$DATA_DIR/server.out")
+
+CONFIG_DIR="${QUIRE_DESKTOP_CONFIG_DIR:-${XDG_CONFIG_HOME:-$HOME/.config}/org.quire.desktop}"
+if [ ! -f "$CONFIG_DIR/settings.json" ]; then
+    TOKEN=$("$SERVER" token --data-dir "$DATA_DIR" --user me --name "${USER:-me}" --docs '*' --write --ttl 365d)
+    mkdir -p "$CONFIG_DIR"
+    cat > "$CONFIG_DIR/settings.json" <<JSON
+{"serverUrl":"$URL","token":"$TOKEN","localOnly":false,"displayName":"${USER:-me}","color":"#3b82f6","trustedFingerprint":"$FINGERPRINT"}
+JSON
+    echo "==> wrote the app's settings to $CONFIG_DIR/settings.json"
+fi
+
+if [ -z "${DISPLAY:-}" ]; then
+    ensure_apt xvfb
+    echo "==> no display: running the app on a virtual one (:99)"
+    Xvfb :99 -screen 0 1280x800x24 -nolisten tcp &
+    export DISPLAY=:99
+fi
+echo "==> starting the Quire desktop app (quit it to stop the server)"
+target/release/quire-desktop

@@ -31,3 +31,28 @@ ensure_rust() {
         fi
     fi
 }
+
+# ensure_node: Node.js 20 or newer with npm (the UI's build tools need it).
+ensure_node() {
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        ensure_apt nodejs npm
+    fi
+    local major
+    major=$(node -p 'process.versions.node.split(".")[0]')
+    if [ "$major" -lt 20 ]; then
+        echo "Node.js $(node --version) is too old for the UI build (needs 20 or newer)." >&2
+        echo "Install a current Node.js (for example from your distribution's backports) and run again." >&2
+        exit 1
+    fi
+}
+
+# The system libraries the Tauri desktop app builds and runs with, and what its end-to-end
+# tests drive it with (a virtual display and WebKit's WebDriver).
+DESKTOP_PACKAGES=(libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev libssl-dev
+    libsoup-3.0-dev libjavascriptcoregtk-4.1-dev libxdo-dev)
+E2E_PACKAGES=(xvfb webkit2gtk-driver imagemagick)
+
+# build_ui: installs the UI's packages and bundles it into ui/dist (the app embeds it).
+build_ui() {
+    (cd ui && { [ -d node_modules ] && [ node_modules -nt package-lock.json ] || npm ci --no-audit --no-fund; } && npm run build)
+}

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use quire_protocol::{ChannelCode, ChannelId, ConnId, Message};
+use quire_protocol::{ChannelCode, ChannelId, ConnId};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::connection::{ConnEvent, ConnHandle};
@@ -25,6 +25,8 @@ const MAX_BATCH: usize = 4096;
 pub struct AckTarget {
     pub conn: ConnHandle,
     pub channel: ChannelId,
+    /// The channel's opening on its connection (see `ConnHandle::send_ack`).
+    pub generation: u64,
     pub seq: u64,
 }
 
@@ -66,14 +68,15 @@ impl Persister {
         (Self { tx }, task)
     }
 
-    /// Queues a write; waits when the writer is behind (backpressure on the sender).
-    pub async fn submit(&self, job: Job) {
-        if let Job::Write { room, .. } = &job {
-            room.pending_writes.fetch_add(1, Ordering::AcqRel);
-        }
-        if let Err(mpsc::error::SendError(Job::Write { room, .. })) = self.tx.send(job).await {
-            room.pending_writes.fetch_sub(1, Ordering::AcqRel);
-        }
+    /// Reserves a place in the queue for one write; waits when the writer is behind
+    /// (backpressure on the sender). `None` once the persister is gone.
+    ///
+    /// The place is reserved before the write is applied and filled while the room is still
+    /// locked ([`crate::room::Room::apply`]), so each room's writes are queued, and committed,
+    /// in the order they were applied. Otherwise a client could build on another's update,
+    /// have its own acknowledged, and lose it after a crash to the missing dependency.
+    pub async fn reserve(&self) -> Option<Slot<'_>> {
+        self.tx.reserve().await.ok().map(Slot)
     }
 
     /// Waits until everything queued so far is committed or failed.
@@ -82,6 +85,20 @@ impl Persister {
         if self.tx.send(Job::Barrier(tx)).await.is_ok() {
             let _ = rx.await;
         }
+    }
+}
+
+/// A place in the persister's queue, see [`Persister::reserve`].
+#[derive(Debug)]
+pub struct Slot<'a>(mpsc::Permit<'a, Job>);
+
+impl Slot<'_> {
+    /// Queues a write in the reserved place, without waiting.
+    pub fn submit(self, job: Job) {
+        if let Job::Write { room, .. } = &job {
+            room.pending_writes.fetch_add(1, Ordering::AcqRel);
+        }
+        self.0.send(job);
     }
 }
 
@@ -159,10 +176,13 @@ async fn commit_batch<S: Store>(
             tracing::error!(error = %err, jobs = batch.len(), "storage commit failed; writes not acknowledged");
         }
     }
-    // Cumulative acks: one per (connection, channel), the highest sequence number.
-    let mut acks: HashMap<(ConnId, ChannelId), (ConnHandle, u64)> = HashMap::new();
-    let mut failed: HashMap<(ConnId, ChannelId), ConnHandle> = HashMap::new();
+    // Cumulative acks: one per (connection, channel, opening), the highest sequence number.
+    let mut acks: HashMap<(ConnId, ChannelId, u64), (ConnHandle, u64)> = HashMap::new();
+    let mut failed: HashMap<(ConnId, ChannelId, u64), ConnHandle> = HashMap::new();
     let mut touched: Vec<Arc<Room>> = Vec::new();
+    // Barriers resolve only once the acks are queued, so that a connection flushing before
+    // its close sends them ahead of the Close frame.
+    let mut barriers = Vec::new();
     for job in batch.drain(..) {
         match job {
             Job::Write {
@@ -172,7 +192,7 @@ async fn commit_batch<S: Store>(
                 received,
             } => {
                 room.pending_writes.fetch_sub(1, Ordering::AcqRel);
-                let key = (ack.conn.id(), ack.channel);
+                let key = (ack.conn.id(), ack.channel, ack.generation);
                 if result.is_ok() {
                     metrics.observe_ack_latency(now - received);
                     let entry = acks.entry(key).or_insert((ack.conn, 0));
@@ -191,19 +211,21 @@ async fn commit_batch<S: Store>(
                     touched.push(room);
                 }
             }
-            Job::Barrier(done) => {
-                let _ = done.send(());
-            }
+            Job::Barrier(done) => barriers.push(done),
         }
     }
-    for ((_, channel), (conn, seq)) in acks {
-        conn.send(channel, &Message::Ack(seq));
+    for ((_, channel, generation), (conn, seq)) in acks {
+        conn.send_ack(channel, generation, seq);
     }
-    for ((_, channel), conn) in failed {
+    for ((_, channel, generation), conn) in failed {
         conn.event(ConnEvent::CloseChannel {
             channel,
+            generation,
             code: ChannelCode::StorageFailure,
         });
+    }
+    for done in barriers {
+        let _ = done.send(());
     }
     for room in touched {
         maybe_compact(store, policy, room);

@@ -131,13 +131,16 @@ impl Room {
 
     /// Applies an update from `from` and relays it to the other subscribers. `payload` is the
     /// SYNC payload it came in (relayed as-is when it already is an update message).
-    /// Returns whether the update brought anything new; only new updates need storing.
+    /// `persist` is called once the update is applied, with whether it brought anything new
+    /// (only new updates need storing), while the room is still locked: storage then sees the
+    /// room's updates in the order they were applied. Returns that same flag.
     pub fn apply(
         &self,
         from: SubKey,
         update: Update,
         raw_update: &[u8],
         payload: &[u8],
+        persist: impl FnOnce(bool),
     ) -> Result<bool, ApplyError> {
         let state = self.state.lock();
         let changed = {
@@ -153,6 +156,7 @@ impl Room {
                 || !txn.delete_set().is_empty()
                 || txn.has_missing_updates()
         };
+        persist(changed);
         if !changed {
             return Ok(false);
         }

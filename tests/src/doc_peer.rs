@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use quire_protocol::ysync::{decode_sync, encode_step1, encode_step2, encode_update, SyncPayload};
-use quire_protocol::{Access, ChannelId, Frame, Message};
+use quire_protocol::{Access, ChannelId, Frame, Message, Reassembler};
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact};
 
@@ -30,6 +30,8 @@ pub struct PeerDoc {
     pub awareness: Vec<Vec<u8>>,
     /// The answer to OPEN: the access granted, or the refusal code.
     pub opened: Option<Result<Access, u16>>,
+    /// Joins the server's fragmented messages (a large step 2 arrives in pieces).
+    reassembler: Reassembler,
 }
 
 #[derive(Debug)]
@@ -80,6 +82,7 @@ impl Peer {
                 closed: None,
                 awareness: Vec::new(),
                 opened: None,
+                reassembler: Reassembler::default(),
             },
         );
         self.client
@@ -130,6 +133,14 @@ impl Peer {
         seq
     }
 
+    /// Length of the text in yrs units, without building the string (cheap on large texts).
+    pub fn text_len(&self, channel: ChannelId) -> u32 {
+        let doc = &self.docs[&channel].doc;
+        let content = doc.get_or_insert_text(CONTENT);
+        let txn = doc.transact();
+        content.len(&txn)
+    }
+
     pub fn text(&self, channel: ChannelId) -> String {
         let doc = &self.docs[&channel].doc;
         let content = doc.get_or_insert_text(CONTENT);
@@ -154,9 +165,39 @@ impl Peer {
         }
     }
 
+    /// Handles every message that has already arrived, without waiting for more. Returns
+    /// false once the connection is closed.
+    pub async fn pump_ready(&mut self) -> bool {
+        loop {
+            if self.closed.is_some() {
+                return false;
+            }
+            // Polls once: `recv` keeps its partial state in the WebSocket stream.
+            match tokio::time::timeout(Duration::ZERO, self.client.recv()).await {
+                Ok(Incoming::Closed(code, _)) => self.closed = Some(code),
+                Ok(Incoming::Frame(frame)) => self.handle(frame).await,
+                Err(_) => return true,
+            }
+        }
+    }
+
     async fn handle(&mut self, Frame { channel, message }: Frame) {
         let Some(entry) = self.docs.get_mut(&channel) else {
             return;
+        };
+        let message = match message {
+            message @ (Message::Sync(_) | Message::Awareness(_) | Message::Fragment(_)) => {
+                let max = self.client.limits.max_message_size;
+                match entry
+                    .reassembler
+                    .push(message, max)
+                    .expect("server fragments")
+                {
+                    Some(whole) => whole,
+                    None => return,
+                }
+            }
+            other => other,
         };
         match message {
             Message::Sync(payload) => {
@@ -204,7 +245,15 @@ impl Peer {
                 self.client.send(channel, Message::Sync(step1)).await;
             }
             Message::Close { code, .. } if entry.opened.is_none() => entry.opened = Some(Err(code)),
-            Message::Close { code, .. } => entry.closed = Some(code),
+            // The server closed an open channel: reply so that the ID is released (§6.3).
+            Message::Close { code, .. } if entry.closed.is_none() => {
+                entry.closed = Some(code);
+                let reply = Message::Close {
+                    code: 1000,
+                    reason: "closed".into(),
+                };
+                self.client.send(channel, reply).await;
+            }
             Message::Awareness(payload) => entry.awareness.push(payload),
             _ => {}
         }
@@ -214,12 +263,12 @@ impl Peer {
     pub async fn pump_until(&mut self, what: &str, done: impl Fn(&Peer) -> bool) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while !done(self) {
+            // PINGs keep `recv` waiting without returning: bound the wait here too.
+            let pumped = tokio::time::timeout_at(deadline, self.pump())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
             assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}"
-            );
-            assert!(
-                self.pump().await || done(self),
+                pumped || done(self),
                 "connection closed ({:?}) waiting for {what}",
                 self.closed
             );

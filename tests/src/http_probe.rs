@@ -26,7 +26,7 @@ impl Response {
 }
 
 /// Sends `head` (request line and headers, without the final blank line) and reads the
-/// response until the server closes or the headers of a 101 arrive.
+/// response: until the headers of a 101, the end of a `Content-Length` body, or the close.
 pub async fn request(addr: SocketAddr, tls: Arc<ClientConfig>, head: &str) -> Response {
     let tcp = TcpStream::connect(addr).await.expect("connecting");
     let connector = tokio_rustls::TlsConnector::from(tls);
@@ -34,11 +34,10 @@ pub async fn request(addr: SocketAddr, tls: Arc<ClientConfig>, head: &str) -> Re
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .expect("TLS");
-    let request = format!("{head}\r\nConnection: close\r\n\r\n");
     let request = if head.contains("\r\nConnection:") {
         format!("{head}\r\n\r\n")
     } else {
-        request
+        format!("{head}\r\nConnection: close\r\n\r\n")
     };
     stream
         .write_all(request.as_bytes())
@@ -46,17 +45,35 @@ pub async fn request(addr: SocketAddr, tls: Arc<ClientConfig>, head: &str) -> Re
         .expect("writing the request");
     let mut bytes = Vec::new();
     let mut buf = [0u8; 4096];
-    loop {
-        match stream.read(&mut buf).await {
+    while !is_complete(&bytes) {
+        let read = tokio::time::timeout(crate::raw_client::RECV_TIMEOUT, stream.read(&mut buf))
+            .await
+            .expect("timed out reading the HTTP response");
+        match read {
             Ok(0) | Err(_) => break,
             Ok(n) => bytes.extend_from_slice(&buf[..n]),
         }
-        let text = String::from_utf8_lossy(&bytes);
-        if text.starts_with("HTTP/1.1 101") && text.contains("\r\n\r\n") {
-            break;
-        }
     }
     parse(&String::from_utf8_lossy(&bytes))
+}
+
+/// Whether `bytes` hold a whole response (a kept-alive connection does not end it).
+fn is_complete(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(bytes);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    if head.starts_with("HTTP/1.1 101") {
+        return true;
+    }
+    let response = parse(&text);
+    match response
+        .header("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        Some(len) => body.len() >= len,
+        None => false,
+    }
 }
 
 /// `GET path` with the usual headers.
@@ -67,6 +84,33 @@ pub async fn get(addr: SocketAddr, tls: Arc<ClientConfig>, path: &str) -> Respon
         &format!("GET {path} HTTP/1.1\r\nHost: localhost"),
     )
     .await
+}
+
+/// A valid key for hand-made upgrade requests (RFC 6455's example).
+pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+/// The head of a WebSocket upgrade request for `path`, well formed except as told: headers
+/// named in `omit` are left out, and `extra` lines are added (after the usual ones).
+pub fn upgrade_head(method: &str, path: &str, omit: &[&str], extra: &[(&str, &str)]) -> String {
+    let usual = [
+        ("Host", "localhost"),
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Key", KEY),
+        (
+            "Sec-WebSocket-Protocol",
+            quire_protocol::handshake::SUBPROTOCOL,
+        ),
+    ];
+    let mut head = format!("{method} {path} HTTP/1.1");
+    for (name, value) in usual.iter().filter(|(n, _)| !omit.contains(n)) {
+        head.push_str(&format!("\r\n{name}: {value}"));
+    }
+    for (name, value) in extra {
+        head.push_str(&format!("\r\n{name}: {value}"));
+    }
+    head
 }
 
 fn parse(text: &str) -> Response {

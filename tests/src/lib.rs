@@ -8,14 +8,27 @@
 //! - [`http_probe`]: raw HTTP/1.1 requests (health, metrics, hand-made handshakes).
 //! - [`raw_client`]: a protocol-level client that sends and receives mux frames exactly.
 //! - [`doc_peer`]: a yrs replica bound to one channel of a raw client.
+//! - [`insert_stream`]: a writer streaming marked inserts without waiting, recording ACKs.
+//! - [`db_probe`]: the server's SQLite file seen from outside (integrity, stored blobs).
 //! - [`wait`]: polling with a deadline (tests never sleep to wait).
+//! - [`proxy`]: a TCP proxy that injects delay, stalls, resets, mid-frame cuts and throttling.
+//! - [`recorder`]: every value a watch channel publishes, for state-sequence checks.
+//! - [`server_log`]: accept timestamps from the server's log and how they spread.
 
+pub mod client_util;
+pub mod db_probe;
+pub mod desktop;
 pub mod doc_peer;
 pub mod http_probe;
+pub mod insert_stream;
+pub mod proxy;
 pub mod raw_client;
+pub mod recorder;
+pub mod server_log;
 pub mod server_process;
 pub mod tls;
 pub mod wait;
+pub mod webdriver;
 
 /// The shared text every Quire editor binds to.
 pub const CONTENT: &str = "content";

@@ -122,22 +122,30 @@ impl RawClient {
     /// The next frame or the close; answers PINGs on the way.
     pub async fn recv(&mut self) -> Incoming {
         loop {
+            match self.recv_raw().await {
+                Incoming::Frame(Frame {
+                    message: Message::Ping(nonce),
+                    ..
+                }) => self.send(ChannelId::CONTROL, Message::Pong(nonce)).await,
+                other => return other,
+            }
+        }
+    }
+
+    /// The next frame or the close, PINGs included and left unanswered (a silent client).
+    pub async fn recv_raw(&mut self) -> Incoming {
+        loop {
             let next = tokio::time::timeout(RECV_TIMEOUT, self.ws.next())
                 .await
                 .expect("timed out waiting for the server");
             let message = match next {
-                None => return Incoming::Closed(1006, String::new()),
-                Some(Err(_)) => return Incoming::Closed(1006, String::new()),
+                None | Some(Err(_)) => return Incoming::Closed(1006, String::new()),
                 Some(Ok(message)) => message,
             };
             match message {
                 WsMessage::Binary(bytes) => {
                     let frame =
                         Frame::decode(&bytes, &Limits::default()).expect("server frames decode");
-                    if let Message::Ping(nonce) = frame.message {
-                        self.send(ChannelId::CONTROL, Message::Pong(nonce)).await;
-                        continue;
-                    }
                     return Incoming::Frame(frame);
                 }
                 WsMessage::Close(frame) => {
@@ -149,6 +157,33 @@ impl RawClient {
                     }
                 }
                 _ => continue,
+            }
+        }
+    }
+
+    /// Sends one mux frame built by hand: `channel | kind | body`, exactly these bytes.
+    pub async fn send_frame(&mut self, channel: ChannelId, kind: u8, body: &[u8]) {
+        self.send_bytes(raw_frame(channel, kind, body)).await;
+    }
+
+    /// Sends `bytes` as one binary WebSocket message.
+    pub async fn send_bytes(&mut self, bytes: Vec<u8>) {
+        self.send_raw(WsMessage::Binary(bytes.into())).await;
+    }
+
+    /// Reads until the server sends CLOSE on `channel`; returns its code. Fails if the
+    /// connection closes first.
+    pub async fn expect_channel_close(&mut self, channel: ChannelId) -> u16 {
+        loop {
+            match self.recv().await {
+                Incoming::Frame(Frame {
+                    channel: c,
+                    message: Message::Close { code, .. },
+                }) if c == channel => return code,
+                Incoming::Closed(code, reason) => {
+                    panic!("connection closed ({code} {reason}) waiting for CLOSE on {channel}")
+                }
+                Incoming::Frame(_) => continue,
             }
         }
     }
@@ -193,4 +228,12 @@ impl RawClient {
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
+}
+
+/// The bytes of a mux frame: `channel` as a varint, `kind`, then `body` verbatim.
+pub fn raw_frame(channel: ChannelId, kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 6);
+    quire_protocol::frame::write_frame_header(&mut out, channel, kind);
+    out.extend_from_slice(body);
+    out
 }

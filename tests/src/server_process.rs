@@ -39,20 +39,34 @@ pub struct ServerProcess {
     pub addr: SocketAddr,
     pub fingerprint: String,
     extra: Vec<String>,
+    /// Environment for the server process (e.g. its own `RUST_LOG`), kept across restarts.
+    env: Vec<(String, String)>,
 }
 
 impl ServerProcess {
     /// Starts a server with `--dev` on 127.0.0.1:0 and the given extra flags.
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// Like [`ServerProcess::start`], with extra environment variables for this server only
+    /// (`RUST_LOG` here overrides `QUIRE_TEST_LOG`).
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
         let data = Arc::new(tempfile::tempdir().expect("temporary data directory"));
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, addr, fingerprint) = spawn(data.path(), "127.0.0.1:0".parse().unwrap(), &extra);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, addr, fingerprint) =
+            spawn(data.path(), "127.0.0.1:0".parse().unwrap(), &extra, &env);
         Self {
             child: Some(child),
             data,
             addr,
             fingerprint,
             extra,
+            env,
         }
     }
 
@@ -91,13 +105,47 @@ impl ServerProcess {
         (status, started.elapsed())
     }
 
+    /// Sends SIGTERM and returns at once; [`ServerProcess::wait_exit`] waits for the end.
+    pub fn sigterm(&self) {
+        signal(self.pid(), "TERM");
+    }
+
+    /// Waits without blocking the runtime until the process exits, failing after `deadline`.
+    pub async fn wait_exit(&mut self, deadline: Duration) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("server running");
+        let status = crate::wait::until("the server to exit", deadline, || {
+            let status = child.try_wait().expect("polling the server process");
+            std::future::ready(status)
+        })
+        .await;
+        self.child = None;
+        status
+    }
+
+    /// The SQLite database inside the data directory.
+    pub fn db_path(&self) -> PathBuf {
+        self.data.path().join("quire.db")
+    }
+
+    /// The body of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        let response = crate::http_probe::get(self.addr, self.tls(), "/metrics").await;
+        assert_eq!(response.status, 200, "GET /metrics: {response:?}");
+        response.body
+    }
+
+    /// One figure from `/metrics` (`name` may carry labels); 0 when the series is absent.
+    pub async fn metric(&self, name: &str) -> f64 {
+        crate::http_probe::metric(&self.metrics().await, name).unwrap_or(0.0)
+    }
+
     /// Starts the server again on the same address and data directory.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the server before restarting it");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             // The old socket may linger briefly; retry the bind until the deadline.
-            match try_spawn(self.data.path(), self.addr, &self.extra) {
+            match try_spawn(self.data.path(), self.addr, &self.extra, &self.env) {
                 Ok((child, addr, fingerprint)) => {
                     self.child = Some(child);
                     self.addr = addr;
@@ -145,20 +193,25 @@ impl ServerProcess {
             .to_owned()
     }
 
-    /// Runs another subcommand against this server's data directory; returns stdout.
+    /// Runs another subcommand against this server's data directory; returns its output.
     pub fn command(&self, args: &[&str]) -> std::process::Output {
-        Command::new(server_binary())
-            .args(args)
-            .arg("--data-dir")
-            .arg(self.data.path())
-            .output()
-            .expect("running quire-server")
+        command_in(self.data.path(), args)
     }
 
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data.path().join("server.log")).unwrap_or_default()
     }
+}
+
+/// Runs a `quire-server` subcommand against the data directory `data_dir`.
+pub fn command_in(data_dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(server_binary())
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .expect("running quire-server")
 }
 
 impl Drop for ServerProcess {
@@ -177,14 +230,20 @@ fn signal(pid: u32, name: &str) {
     );
 }
 
-fn spawn(data: &Path, listen: SocketAddr, extra: &[String]) -> (Child, SocketAddr, String) {
-    try_spawn(data, listen, extra).unwrap_or_else(|err| panic!("starting the server: {err}"))
+fn spawn(
+    data: &Path,
+    listen: SocketAddr,
+    extra: &[String],
+    env: &[(String, String)],
+) -> (Child, SocketAddr, String) {
+    try_spawn(data, listen, extra, env).unwrap_or_else(|err| panic!("starting the server: {err}"))
 }
 
 fn try_spawn(
     data: &Path,
     listen: SocketAddr,
     extra: &[String],
+    env: &[(String, String)],
 ) -> Result<(Child, SocketAddr, String), String> {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -205,6 +264,7 @@ fn try_spawn(
             "RUST_LOG",
             std::env::var("QUIRE_TEST_LOG").unwrap_or_else(|_| "info".into()),
         )
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)

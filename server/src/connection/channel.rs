@@ -17,6 +17,8 @@ pub(crate) enum ChannelState {
 #[derive(Debug)]
 pub(crate) struct OpenChannel {
     pub room: Arc<Room>,
+    /// Which opening on this connection this is; tells its ACKs from an earlier channel's.
+    pub generation: u64,
     pub access: Access,
     /// Writes (sync step 2 / update) received so far: the sequence number for ACK.
     pub writes: u64,

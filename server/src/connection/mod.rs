@@ -80,15 +80,17 @@ pub async fn serve<S, W>(
             channels: HashMap::new(),
             hello: false,
             channel_errors: 0,
+            next_generation: 1,
             heartbeat: Heartbeat::new(Instant::now(), config.heartbeat),
         };
         let ending = reader.run(stream, queues.events).await;
+        if let Ending::Shutdown = ending {
+            // The channels stay open until their writes are acknowledged.
+            server.persister.flush().await;
+        }
         reader.close_all_channels();
         match ending {
-            Ending::Shutdown => {
-                server.persister.flush().await;
-                handle.close_after_queue(CloseCode::GoingAway);
-            }
+            Ending::Shutdown => handle.close_after_queue(CloseCode::GoingAway),
             Ending::PeerClosed(code) => handle.close_after_queue(code),
             Ending::Killed => {}
             Ending::Lost => handle.kill(CloseCode::Abnormal),
@@ -127,6 +129,8 @@ struct Reader<S> {
     channels: HashMap<ChannelId, ChannelState>,
     hello: bool,
     channel_errors: u32,
+    /// The generation the next opened channel gets (see `OpenChannel::generation`).
+    next_generation: u64,
     heartbeat: Heartbeat,
 }
 
@@ -157,7 +161,11 @@ impl<S: Store> Reader<S> {
                 }
                 Some(event) = events.recv() => match event {
                     ConnEvent::Killed => return self.drain_after_kill(&mut stream).await,
-                    ConnEvent::CloseChannel { channel, code } => self.close_channel(channel, code),
+                    ConnEvent::CloseChannel { channel, generation, code } => {
+                        if matches!(self.channels.get(&channel), Some(ChannelState::Open(open)) if open.generation == generation) {
+                            self.close_channel(channel, code);
+                        }
+                    }
                 },
                 _ = tokio::time::sleep_until(wake) => match self.heartbeat.handle_timeout(Instant::now()) {
                     Some(HeartbeatEvent::SendPing(nonce)) if self.hello => {
@@ -295,7 +303,6 @@ impl<S: Store> Reader<S> {
                     self.close_channel(channel, code);
                 } else {
                     self.send_close(channel, code);
-                    self.count_channel_error()?;
                 }
                 None
             }
@@ -340,6 +347,9 @@ impl<S: Store> Reader<S> {
             channel,
         };
         let (step1, awareness) = room.subscribe(key, self.conn.clone(), access);
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        self.conn.channel_opened(channel, generation);
         self.conn.send(channel, &Message::Opened { access });
         if let Some(step1) = step1 {
             self.conn.send(channel, &Message::Sync(step1));
@@ -353,6 +363,7 @@ impl<S: Store> Reader<S> {
             channel,
             ChannelState::Open(OpenChannel {
                 room,
+                generation,
                 access,
                 writes: 0,
                 reassembler: Default::default(),
@@ -372,7 +383,7 @@ impl<S: Store> Reader<S> {
             Some(ChannelState::Closing) => return None,
             None => {
                 self.send_close(channel, ChannelCode::UnknownChannel);
-                return self.count_channel_error();
+                return None;
             }
         };
         let message = match open.reassembler.push(message, max_message) {
@@ -410,6 +421,7 @@ impl<S: Store> Reader<S> {
         };
         let room = open.room.clone();
         let seq = open.writes;
+        let generation = open.generation;
         match decoded {
             SyncPayload::Step1(state_vector) => {
                 let step2 = room.answer_step1(&state_vector);
@@ -421,7 +433,25 @@ impl<S: Store> Reader<S> {
                     conn: self.conn.id(),
                     channel,
                 };
-                match room.apply(key, update, raw, &payload) {
+                let server = self.server.clone();
+                let Some(slot) = server.persister.reserve().await else {
+                    return None; // the persister is gone: the server is stopping
+                };
+                let ack = AckTarget {
+                    conn: self.conn.clone(),
+                    channel,
+                    generation,
+                    seq,
+                };
+                let persist = |changed: bool| {
+                    slot.submit(Job::Write {
+                        room: room.clone(),
+                        data: changed.then(|| raw.to_vec()),
+                        ack,
+                        received,
+                    })
+                };
+                match room.apply(key, update, raw, &payload, persist) {
                     Ok(changed) => {
                         if changed {
                             self.server
@@ -429,21 +459,6 @@ impl<S: Store> Reader<S> {
                                 .updates_applied
                                 .fetch_add(1, Ordering::Relaxed);
                         }
-                        let data = changed.then(|| raw.to_vec());
-                        let ack = AckTarget {
-                            conn: self.conn.clone(),
-                            channel,
-                            seq,
-                        };
-                        self.server
-                            .persister
-                            .submit(Job::Write {
-                                room,
-                                data,
-                                ack,
-                                received,
-                            })
-                            .await;
                     }
                     Err(err) => {
                         tracing::warn!(%channel, doc = %room.id, error = %err, "update not applied");
@@ -497,6 +512,7 @@ impl<S: Store> Reader<S> {
     }
 
     fn release(&self, channel: ChannelId, open: OpenChannel) {
+        self.conn.channel_released(channel);
         open.room.unsubscribe(SubKey {
             conn: self.conn.id(),
             channel,
@@ -505,24 +521,22 @@ impl<S: Store> Reader<S> {
         self.server.metrics.channels.fetch_sub(1, Ordering::Relaxed);
     }
 
-    fn send_close(&self, channel: ChannelId, code: ChannelCode) {
+    /// Sends CLOSE on `channel`. Codes in the 44xx range are the client's errors and count
+    /// against its budget; past it the connection is closed with 1008.
+    fn send_close(&mut self, channel: ChannelId, code: ChannelCode) {
         self.server.metrics.count_channel_close(code.as_u16());
         let reason = code.description().to_owned();
-        self.conn.send(
-            channel,
-            &Message::Close {
-                code: code.as_u16(),
-                reason,
-            },
-        );
-    }
-
-    fn count_channel_error(&mut self) -> Option<Ending> {
-        self.channel_errors += 1;
-        if self.channel_errors > MAX_CHANNEL_ERRORS {
-            return self.violation(CloseCode::PolicyViolation, "too many channel errors");
+        let close = Message::Close {
+            code: code.as_u16(),
+            reason,
+        };
+        self.conn.send(channel, &close);
+        if (4400..4500).contains(&code.as_u16()) {
+            self.channel_errors += 1;
+            if self.channel_errors > MAX_CHANNEL_ERRORS {
+                self.violation(CloseCode::PolicyViolation, "too many channel errors");
+            }
         }
-        None
     }
 
     fn close_all_channels(&mut self) {

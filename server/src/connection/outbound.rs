@@ -4,12 +4,14 @@
 //! that reads too slowly fills the queue and is closed with 4009 instead of being buffered
 //! without bound.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt};
+use parking_lot::Mutex;
 use quire_protocol::fragment::encode_body_fragmented;
 use quire_protocol::frame::kind;
 use quire_protocol::{ChannelCode, ChannelId, CloseCode, ConnId, Frame, Message};
@@ -34,9 +36,11 @@ pub(crate) enum Outgoing {
 /// Events for the connection's reader, from elsewhere in the server.
 #[derive(Debug)]
 pub(crate) enum ConnEvent {
-    /// Storage failed for this channel's writes: close the channel with `code`.
+    /// Storage failed for the writes of this channel's `generation`-th opening: close the
+    /// channel with `code` if it is still that one.
     CloseChannel {
         channel: ChannelId,
+        generation: u64,
         code: ChannelCode,
     },
     /// The connection is being closed (slow consumer, token expiry, protocol error).
@@ -54,6 +58,8 @@ struct Shared {
     max_queued_bytes: usize,
     max_frame_size: u32,
     metrics: Arc<Metrics>,
+    /// Open document channels and the generation (which opening on this connection) of each.
+    open_channels: Mutex<HashMap<ChannelId, u64>>,
 }
 
 /// A cheap, cloneable way to send to one connection.
@@ -87,6 +93,7 @@ impl ConnHandle {
             max_queued_bytes,
             max_frame_size,
             metrics,
+            open_channels: Mutex::new(HashMap::new()),
         };
         (
             Self(Arc::new(shared)),
@@ -144,6 +151,26 @@ impl ConnHandle {
                 false
             }
         }
+    }
+
+    /// `channel` was opened as this connection's `generation`-th channel: ACKs for its writes
+    /// go out from now on.
+    pub(crate) fn channel_opened(&self, channel: ChannelId, generation: u64) {
+        self.0.open_channels.lock().insert(channel, generation);
+    }
+
+    /// `channel` is released: ACKs still pending for its writes are dropped. Call before
+    /// queueing the CLOSE, so that every ACK sent for the channel precedes it.
+    pub(crate) fn channel_released(&self, channel: ChannelId) {
+        self.0.open_channels.lock().remove(&channel);
+    }
+
+    /// Queues `ACK(seq)` on `channel` if it is still the `generation`-th opening that received
+    /// those writes. An ACK for a released channel must not reach a later channel on the same
+    /// ID: it would acknowledge writes the new channel never sent (§6.5).
+    pub fn send_ack(&self, channel: ChannelId, generation: u64, seq: u64) -> bool {
+        let open = self.0.open_channels.lock();
+        open.get(&channel) == Some(&generation) && self.send(channel, &Message::Ack(seq))
     }
 
     /// Closes the connection with `code` after the frames already queued (graceful). Falls

@@ -20,7 +20,7 @@ pub enum Trust {
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// `wss://host:port/ws`, or `ws://…` for a server behind a TLS-terminating proxy on the
-    /// same machine.
+    /// same machine. Empty for local-only use: no connection is ever made.
     pub url: String,
     pub trust: Trust,
     /// The bearer token; `None` for a `--no-auth` server. Replace it with

@@ -28,6 +28,8 @@ pub enum ConnectionState {
     },
     /// The server refused the request for good (bad URL path, unsupported version): no retry.
     Refused { reason: String },
+    /// No server configured: documents live in the local store only.
+    LocalOnly,
     /// Closed on request.
     Closed,
 }

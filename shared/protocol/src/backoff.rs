@@ -130,6 +130,31 @@ mod tests {
     }
 
     #[test]
+    fn every_reaction_has_its_delay() {
+        for attempt in [0, 1, 5, 40] {
+            for reaction in [
+                Reaction::Stop,
+                Reaction::WaitForNewCredentials,
+                Reaction::DoNotReopen,
+            ] {
+                assert_eq!(P.delay_for(reaction, attempt, u64::MAX), None);
+            }
+            for reaction in [Reaction::RetryWithBackoff, Reaction::ReportBugThenRetry] {
+                for random in [0, u64::MAX / 3, u64::MAX] {
+                    let delay = P.delay_for(reaction, attempt, random);
+                    assert_eq!(delay, Some(P.delay(attempt, random)));
+                }
+            }
+            // RetrySoon: spread over [0, 2 s) whatever the attempt, so that the clients of a
+            // restarted server neither wait long nor return together.
+            let soon = |random| P.delay_for(Reaction::RetrySoon, attempt, random).unwrap();
+            assert_eq!(soon(0), Duration::ZERO);
+            assert!(soon(u64::MAX) < P.soon && P.soon - soon(u64::MAX) <= Duration::from_millis(1));
+            assert!(soon(u64::MAX / 2).abs_diff(P.soon / 2) <= Duration::from_millis(1));
+        }
+    }
+
+    #[test]
     fn stable_connections_reset_the_counter() {
         assert_eq!(P.next_attempt(5, Some(Duration::from_secs(11))), 0);
         assert_eq!(P.next_attempt(5, Some(Duration::from_secs(1))), 6);

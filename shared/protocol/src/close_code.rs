@@ -82,7 +82,7 @@ code_table! {
         Abnormal = 1006, RetryWithBackoff, "connection lost";
         /// A string in a control message that is not valid UTF-8.
         InvalidPayload = 1007, ReportBugThenRetry, "invalid UTF-8";
-        /// A generic policy violation (for example too many connections from one address).
+        /// A policy violation: more than 100 channel errors on one connection.
         PolicyViolation = 1008, RetryWithBackoff, "policy violation";
         /// A frame or reassembled message above the negotiated limit.
         MessageTooBig = 1009, ReportBugThenRetry, "message too big";
@@ -112,7 +112,7 @@ code_table! {
         GoingAway = 4001, RetrySoon, "going away";
         /// The Open message was malformed: bad document ID or access byte.
         BadRequest = 4400, DoNotReopen, "bad request";
-        /// The token grants no access to this document, or not the access requested.
+        /// The token grants no access to this document.
         Forbidden = 4403, DoNotReopen, "forbidden";
         /// A frame arrived for a channel that is not open.
         UnknownChannel = 4404, ReportBugThenRetry, "unknown channel";
@@ -182,6 +182,52 @@ mod tests {
             ChannelCode::StorageFailure.reaction(),
             Reaction::RetryWithBackoff
         );
+    }
+
+    /// The whole tables of docs/PROTOCOL.md §10.1 and §10.2, code by code.
+    #[test]
+    fn every_code_has_the_reaction_of_the_spec_table() {
+        use Reaction::*;
+        let connection: Vec<(u16, Reaction)> = CloseCode::ALL
+            .iter()
+            .map(|c| (c.as_u16(), c.reaction()))
+            .collect();
+        let spec = [
+            (1000, Stop),
+            (1001, RetrySoon),
+            (1002, ReportBugThenRetry),
+            (1003, ReportBugThenRetry),
+            (1006, RetryWithBackoff),
+            (1007, ReportBugThenRetry),
+            (1008, RetryWithBackoff),
+            (1009, ReportBugThenRetry),
+            (1011, RetryWithBackoff),
+            (1013, RetryWithBackoff),
+            (4001, WaitForNewCredentials),
+            (4003, WaitForNewCredentials),
+            (4008, RetryWithBackoff),
+            (4009, RetryWithBackoff),
+            (4010, ReportBugThenRetry),
+        ];
+        assert_eq!(connection, spec);
+        let channel: Vec<(u16, Reaction)> = ChannelCode::ALL
+            .iter()
+            .map(|c| (c.as_u16(), c.reaction()))
+            .collect();
+        let spec = [
+            (1000, Stop),
+            (4001, RetrySoon),
+            (4400, DoNotReopen),
+            (4403, DoNotReopen),
+            (4404, ReportBugThenRetry),
+            (4405, DoNotReopen),
+            (4409, ReportBugThenRetry),
+            (4422, ReportBugThenRetry),
+            (4429, RetryWithBackoff),
+            (4500, RetryWithBackoff),
+        ];
+        assert_eq!(channel, spec);
+        assert_eq!(ChannelCode::from_u16(4999).reaction(), RetryWithBackoff);
     }
 
     #[test]

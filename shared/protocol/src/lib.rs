@@ -14,7 +14,8 @@
 //! - [`handshake`]: the HTTP upgrade check (path, subprotocol, token, refusal statuses).
 //! - [`backoff`]: the reconnect schedule, a pure function of attempt and randomness.
 //! - [`heartbeat`]: the ping / silence deadline machine both ends run.
-//! - [`ysync`]: y-protocols sync and awareness payloads, decoded defensively with yrs.
+//! - [`ysync`]: y-protocols sync and awareness payloads, decoded defensively with yrs; updates
+//!   are walked in full first ([`ysync::validate`]).
 
 pub mod backoff;
 pub mod close_code;

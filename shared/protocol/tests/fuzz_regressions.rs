@@ -64,15 +64,13 @@ fn awareness_client_ids_are_checked_at_the_53_bit_boundary() {
     );
 }
 
-// ---- Known, not fixed: yrs's `Update::decode` ---------------------------------------------
+// ---- yrs's `Update::decode` ------------------------------------------------------------------
 //
-// `decode_update` checks only an update's outer count before handing it to yrs; the counts,
-// clocks and client IDs inside it are reachable only by parsing every block, which yrs does
-// unchecked. Each input below was found by the `frame_decode` and `payload_decode` fuzz
-// targets (fuzz/) and reduced by hand to the field that triggers it. Today each still
-// ends in a typed error in debug and test builds; the comments say what release builds do
-// (read from yrs 0.28.1's source, not run). Turn each into a precise assertion once
-// `decode_update` validates the whole update.
+// Each input below was found by the `frame_decode` and `payload_decode` fuzz targets (fuzz/)
+// and reduced by hand to the field that triggers it inside yrs 0.28.1's `Update::decode`.
+// `decode_update` now walks the whole update first (`ysync::validate_update_v1`), so each is
+// refused with a precise error before yrs reads a byte of it. The comments say what yrs does
+// with the input unguarded.
 
 /// update.rs:855: one group claiming ~203M blocks in 7 bytes. yrs `try_reserve`s 24 bytes per
 /// block (4.9 GB of address space, untouched) before finding the input truncated.
@@ -95,38 +93,73 @@ const UPDATE_CLOCK_OVERFLOW: [u8; 11] = [
 const UPDATE_DELETE_RANGE_OVERFLOW: [u8; 10] =
     [0x00, 0x01, 0x01, 0x01, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01];
 
-/// block.rs:93 (MACHINE-NOTES, "Hostile CRDT bytes"): one group of one string struct ("A")
-/// from client 2^53. yrs debug-asserts; release builds accept it with the ID truncated to 0.
+/// block.rs:93 (MACHINE-NOTES, "Hostile CRDT bytes"): one group of one struct from client
+/// 2^53. yrs debug-asserts; release builds accept it with the ID truncated to 0.
 const UPDATE_CLIENT_ID_2_POW_53: [u8; 16] = [
     0x01, 0x01, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10, 0x00, 0x04, 0x00, 0x01, 0x41, 0x00,
 ];
 
 #[test]
-fn update_count_bombs_end_in_a_typed_error() {
-    for input in [&UPDATE_BLOCK_COUNT_BOMB[..], &UPDATE_ANY_COUNT_BOMB[..]] {
-        let err = ysync::decode_update(input).unwrap_err();
-        assert!(
-            matches!(err, PayloadError::Malformed(_)),
-            "{input:02x?}: {err:?}"
-        );
-    }
+fn update_count_bombs_are_refused_before_yrs_reserves() {
+    assert_eq!(
+        ysync::decode_update(&UPDATE_BLOCK_COUNT_BOMB).unwrap_err(),
+        PayloadError::ImplausibleCount {
+            claimed: 203_374_204,
+            available: 2
+        }
+    );
+    assert_eq!(
+        ysync::decode_update(&UPDATE_ANY_COUNT_BOMB).unwrap_err(),
+        PayloadError::ImplausibleCount {
+            claimed: (1 << 28) - 1,
+            available: 0
+        }
+    );
 }
 
 #[test]
-fn update_overflows_and_oversized_client_ids_are_contained() {
-    for input in [
+fn update_clock_overflows_are_refused() {
+    assert_eq!(
+        ysync::decode_update(&UPDATE_CLOCK_OVERFLOW).unwrap_err(),
+        PayloadError::ClockOverflow {
+            client: 1,
+            clock: u32::MAX,
+            len: 2
+        }
+    );
+    assert_eq!(
+        ysync::decode_update(&UPDATE_DELETE_RANGE_OVERFLOW).unwrap_err(),
+        PayloadError::ClockOverflow {
+            client: 1,
+            clock: u32::MAX,
+            len: 1
+        }
+    );
+}
+
+#[test]
+fn update_client_id_above_53_bits_is_refused() {
+    assert_eq!(
+        ysync::decode_update(&UPDATE_CLIENT_ID_2_POW_53).unwrap_err(),
+        PayloadError::ClientIdTooLarge(1 << 53)
+    );
+}
+
+#[test]
+fn update_findings_are_refused_inside_sync_messages_too() {
+    for update in [
+        &UPDATE_BLOCK_COUNT_BOMB[..],
+        &UPDATE_ANY_COUNT_BOMB[..],
         &UPDATE_CLOCK_OVERFLOW[..],
         &UPDATE_DELETE_RANGE_OVERFLOW[..],
         &UPDATE_CLIENT_ID_2_POW_53[..],
     ] {
-        // The panic is caught inside `ysync`; it must never unwind into the caller.
-        let result = ysync::decode_update(input);
-        if cfg!(debug_assertions) {
-            assert_eq!(
-                result.unwrap_err(),
-                PayloadError::DecoderPanicked,
-                "{input:02x?}"
-            );
+        let direct = ysync::decode_update(update).unwrap_err();
+        for message in [
+            ysync::encode_step2(update.to_vec()),
+            ysync::encode_update(update.to_vec()),
+        ] {
+            assert_eq!(ysync::decode_sync(&message).unwrap_err(), direct);
         }
     }
 }

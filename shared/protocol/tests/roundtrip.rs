@@ -250,49 +250,28 @@ fn check_frame_error(err: &FrameError) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// Whether a payload error may come from a panic that `ysync` caught inside yrs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Panics {
-    /// State vectors and awareness updates are walked before yrs sees them: no panic.
-    Forbidden,
-    /// Updates are not: deep inside one, yrs debug-asserts on a client ID above 53 bits
-    /// (MACHINE-NOTES, "Hostile CRDT bytes") and overflows `u32` clocks. `ysync` contains the
-    /// panic, so the caller still gets a typed error; see tests/fuzz_regressions.rs.
-    Contained,
-}
-
-/// A payload error closes the channel with 4422; see [`Panics`] for when it may come from a
-/// panic inside yrs.
-fn check_payload_error(err: &PayloadError, panics: Panics) -> Result<(), TestCaseError> {
+/// A payload error closes the channel with 4422, and never comes from a panic inside yrs:
+/// every payload is walked before yrs sees it (an update by `ysync::validate_update_v1`).
+fn check_payload_error(err: &PayloadError) -> Result<(), TestCaseError> {
     prop_assert_eq!(err.channel_code(), ChannelCode::InvalidUpdate);
-    if panics == Panics::Forbidden {
-        prop_assert!(
-            !matches!(err, PayloadError::DecoderPanicked),
-            "yrs panicked on this input"
-        );
-    }
+    prop_assert!(
+        !matches!(err, PayloadError::DecoderPanicked),
+        "yrs panicked on this input"
+    );
     prop_assert!(!err.to_string().is_empty());
     Ok(())
 }
 
-fn check_payload<T>(
-    result: Result<T, PayloadError>,
-    panics: Panics,
-) -> Result<Option<T>, TestCaseError> {
+fn check_payload<T>(result: Result<T, PayloadError>) -> Result<Option<T>, TestCaseError> {
     match result {
         Ok(value) => Ok(Some(value)),
-        Err(err) => check_payload_error(&err, panics).map(|()| None),
+        Err(err) => check_payload_error(&err).map(|()| None),
     }
 }
 
-/// Decodes a SYNC payload; only step 1 (a state vector) must decode without a contained panic.
+/// Decodes a SYNC payload; an accepted one is a write exactly when its tag says so.
 fn check_sync(payload: &[u8]) -> Result<Option<SyncPayload>, TestCaseError> {
-    let panics = if ysync::is_write(payload) {
-        Panics::Contained
-    } else {
-        Panics::Forbidden
-    };
-    let decoded = check_payload(ysync::decode_sync(payload), panics)?;
+    let decoded = check_payload(ysync::decode_sync(payload))?;
     if let Some(decoded) = &decoded {
         prop_assert_eq!(decoded.is_write(), ysync::is_write(payload));
     }
@@ -306,7 +285,7 @@ fn check_document_payload(message: &Message) -> Result<(), TestCaseError> {
             check_sync(payload)?;
         }
         Message::Awareness(payload) => {
-            let decoded = check_payload(ysync::decode_awareness(payload), Panics::Forbidden)?;
+            let decoded = check_payload(ysync::decode_awareness(payload))?;
             if let Some(update) = decoded {
                 prop_assert_eq!(
                     ysync::awareness_entries(&update).len(),
@@ -536,8 +515,8 @@ proptest! {
 
     #[test]
     fn update_and_awareness_decode_never_panic(bytes in hostile_update()) {
-        check_payload(ysync::decode_update(&bytes), Panics::Contained)?;
-        check_payload(ysync::decode_state_vector(&bytes), Panics::Forbidden)?;
+        check_payload(ysync::decode_update(&bytes))?;
+        check_payload(ysync::decode_state_vector(&bytes))?;
         check_document_payload(&Message::Awareness(bytes))?;
     }
 }

@@ -64,6 +64,9 @@ pub(crate) struct DocEntry {
     /// Reopen the channel no earlier than this (after a retryable channel close).
     pub reopen_at: Option<Instant>,
     pub reopen_attempt: u32,
+    /// When the channel last opened; a channel that stayed open long enough resets
+    /// `reopen_attempt` (the same rule as the connection's attempt counter).
+    pub opened_at: Option<Instant>,
 }
 
 /// How a session ended.
@@ -96,6 +99,9 @@ enum Next {
 
 impl<S: LocalStore> Driver<S> {
     pub(crate) async fn run(mut self) {
+        if self.config.url.is_empty() {
+            return self.run_local_only().await;
+        }
         let mut attempt: u32 = 0;
         loop {
             if self.shutdown.is_some() {
@@ -203,6 +209,19 @@ impl<S: LocalStore> Driver<S> {
         self.set_docs_offline();
         if let Some((_, done)) = self.shutdown.take() {
             let _ = done.send(());
+        }
+    }
+
+    /// Without a server: serve documents from the local store until shut down.
+    async fn run_local_only(mut self) {
+        self.publish(ConnectionState::LocalOnly);
+        while let Some(command) = self.commands.recv().await {
+            self.handle_offline(command).await;
+            if let Some((_, done)) = self.shutdown.take() {
+                self.publish(ConnectionState::Closed);
+                let _ = done.send(());
+                return;
+            }
         }
     }
 
@@ -319,6 +338,7 @@ impl<S: LocalStore> Driver<S> {
                 failed: false,
                 reopen_at: None,
                 reopen_attempt: 0,
+                opened_at: None,
             },
         );
         Ok(DocHandle {

@@ -11,7 +11,7 @@ use quire_protocol::ysync::{
 };
 use quire_protocol::{
     encode_fragmented, Access, ChannelId, CloseCode, DocId, Frame, Heartbeat, HeartbeatConfig,
-    HeartbeatEvent, Hello, Limits, Message, Reaction, Reassembler, PROTOCOL_REVISION,
+    HeartbeatEvent, Hello, Limits, Message, PayloadError, Reaction, Reassembler, PROTOCOL_REVISION,
 };
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCode;
@@ -27,11 +27,16 @@ use crate::transport::{LastRead, Socket};
 
 /// Outgoing messages waiting for the writer task.
 const OUT_QUEUE: usize = 1024;
+/// SYNC payloads at least this large (a whole document, reassembled from fragments) are
+/// decoded on a blocking thread while the session keeps pinging (see `decode_keeping_alive`).
+const LARGE_PAYLOAD: usize = 1 << 20;
 
 /// A document channel on this connection.
 #[derive(Debug)]
 struct Chan {
     doc: DocId,
+    /// The access granted by OPENED; writes are only sent on write channels.
+    granted: Option<Access>,
     opened: bool,
     /// We sent CLOSE and wait for the answer.
     closing: bool,
@@ -275,6 +280,7 @@ impl<S: LocalStore> Driver<S> {
             channel,
             Chan {
                 doc: doc.clone(),
+                granted: None,
                 opened: false,
                 closing: false,
                 synced: false,
@@ -318,10 +324,11 @@ impl<S: LocalStore> Driver<S> {
             return;
         };
         chan.opened = true;
+        chan.granted = Some(access);
         let Some(entry) = self.docs.get_mut(&chan.doc) else {
             return;
         };
-        entry.reopen_attempt = 0;
+        entry.opened_at = Some(Instant::now());
         entry.shared.granted.send_replace(Some(access));
         let step1 = encode_step1(&entry.shared.doc.transact().state_vector());
         let awareness = entry
@@ -376,6 +383,14 @@ impl<S: LocalStore> Driver<S> {
                     .send_replace(DocState::Failed { code, reason });
             }
             reaction => {
+                let stable = self.config.backoff.stable_after;
+                if entry
+                    .opened_at
+                    .take()
+                    .is_some_and(|at| at.elapsed() >= stable)
+                {
+                    entry.reopen_attempt = 0;
+                }
                 let delay =
                     self.config
                         .backoff
@@ -390,6 +405,10 @@ impl<S: LocalStore> Driver<S> {
     }
 
     async fn on_sync(&mut self, s: &mut Session, channel: ChannelId, payload: Vec<u8>) {
+        if !s.channels.contains_key(&channel) {
+            return;
+        }
+        let (payload, decoded) = decode_keeping_alive(s, payload).await;
         let Some(chan) = s.channels.get_mut(&channel) else {
             return;
         };
@@ -397,7 +416,7 @@ impl<S: LocalStore> Driver<S> {
         let Some(entry) = self.docs.get_mut(&doc) else {
             return;
         };
-        match decode_sync(&payload) {
+        match decoded {
             Ok(SyncPayload::Step1(remote)) => {
                 let diff = entry
                     .shared
@@ -529,7 +548,9 @@ impl<S: LocalStore> Driver<S> {
                 let ids = self.store_local(vec![(doc.clone(), update.clone())]).await;
                 let channel = s.by_doc.get(&doc).copied()?;
                 let chan = s.channels.get_mut(&channel)?;
-                if chan.opened && !chan.closing {
+                // On a read-only channel local edits stay local (and pending): the server
+                // would refuse them and close the channel.
+                if chan.opened && !chan.closing && chan.granted == Some(Access::Write) {
                     chan.seq += 1;
                     let id = ids.first().copied().flatten().unwrap_or(0);
                     chan.watermarks.push_back((chan.seq, id));
@@ -563,6 +584,41 @@ impl<S: LocalStore> Driver<S> {
         }
         None
     }
+}
+
+/// Decodes a SYNC payload. Validating and decoding a whole large document takes long (seconds
+/// for 50 MB in a debug build), so a large payload is decoded on a blocking thread while this
+/// session keeps sending its pings: otherwise a client busy with a big sync goes silent and
+/// the server closes it with 4008, and the blocked worker thread stalls other tasks too.
+async fn decode_keeping_alive(
+    s: &mut Session,
+    payload: Vec<u8>,
+) -> (Vec<u8>, Result<SyncPayload, PayloadError>) {
+    if payload.len() < LARGE_PAYLOAD {
+        let decoded = decode_sync(&payload);
+        return (payload, decoded);
+    }
+    let mut work = tokio::task::spawn_blocking(move || {
+        let decoded = decode_sync(&payload);
+        (payload, decoded)
+    });
+    let done = loop {
+        let wake = tokio::time::Instant::from_std(s.heartbeat.poll_timeout());
+        tokio::select! {
+            done = &mut work => break done,
+            _ = tokio::time::sleep_until(wake) => {
+                // The socket is not read meanwhile, so the server's silence proves nothing.
+                let now = Instant::now();
+                s.heartbeat.on_traffic(now);
+                if let Some(HeartbeatEvent::SendPing(nonce)) = s.heartbeat.handle_timeout(now) {
+                    s.send(ChannelId::CONTROL, Message::Ping(nonce)).await;
+                }
+            }
+        }
+    };
+    // The server's frames waited in the socket while we were busy: judge it from now on.
+    s.heartbeat.on_traffic(Instant::now());
+    done.unwrap_or_else(|_| (Vec::new(), Err(PayloadError::DecoderPanicked)))
 }
 
 /// The v1 update inside a step 2 or update payload (after the tag and the length).

@@ -142,6 +142,26 @@ fn every_type_ref_is_walked_as_yrs_reads_it() {
     ] {
         accepted(&update(1, 0, &[root_item(content::TYPE, &[tag])]));
     }
+    // Yjs writes an XmlHook's name after its type ref; yrs reads none and takes the name's
+    // length for the delete set. This update, made by Yjs 13.6.33 (`map.set('hook',
+    // new Y.XmlHook('my-hook'))`), is refused, as yrs itself fails on it.
+    let yjs_hook = cat(&[
+        &[1, 1, 1, 0x3d, HAS_PARENT_SUB | content::TYPE, 1],
+        &string("m"),
+    ]);
+    let yjs_hook = cat(&[
+        &yjs_hook,
+        &string("hook"),
+        &[type_ref::XML_HOOK],
+        &string("my-hook"),
+        &[0],
+    ]);
+    let from_yjs = "0101013d2701016d04686f6f6b05076d792d686f6f6b00";
+    let hex: String = yjs_hook.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(hex, from_yjs);
+    assert!(validate_update_v1(&yjs_hook).is_err());
+    assert!(Update::decode_v1(&yjs_hook).is_err());
+
     let element = cat(&[&[type_ref::XML_ELEMENT], &string("p")]);
     accepted(&update(1, 0, &[root_item(content::TYPE, &element)]));
     for tag in [7, 8, 10, 14, 16, 0x80] {
@@ -361,7 +381,7 @@ fn counts_are_checked_against_the_bytes_left() {
 #[test]
 fn nesting_is_bounded() {
     let arrays = |depth: usize| {
-        let mut any = vec![any_tag::ARRAY, 1].repeat(depth);
+        let mut any = [any_tag::ARRAY, 1].repeat(depth);
         any[2 * depth - 1] = 0; // the innermost array is empty
         update(1, 0, &[root_item(content::ANY, &cat(&[&[1], &any]))])
     };

@@ -1,0 +1,63 @@
+//! The native menu. Items the webview handles are forwarded to it as `menu` events.
+
+use tauri::menu::{Menu, MenuItem, PredefinedMenuItem, Submenu};
+use tauri::{AppHandle, Emitter, Runtime};
+
+/// Menu item IDs, as the webview knows them.
+const FORWARDED: [&str; 5] = ["new", "close-tab", "next-tab", "previous-tab", "settings"];
+
+pub fn build<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<Menu<R>> {
+    let file = Submenu::with_items(
+        app,
+        "File",
+        true,
+        &[
+            &MenuItem::with_id(app, "new", "New Document", true, Some("CmdOrCtrl+N"))?,
+            &MenuItem::with_id(app, "close-tab", "Close Tab", true, Some("CmdOrCtrl+W"))?,
+            &PredefinedMenuItem::separator(app)?,
+            &MenuItem::with_id(app, "settings", "Settings…", true, Some("CmdOrCtrl+,"))?,
+            &PredefinedMenuItem::separator(app)?,
+            &PredefinedMenuItem::quit(app, Some("Quit"))?,
+        ],
+    )?;
+    let edit = Submenu::with_items(
+        app,
+        "Edit",
+        true,
+        &[
+            &PredefinedMenuItem::cut(app, None)?,
+            &PredefinedMenuItem::copy(app, None)?,
+            &PredefinedMenuItem::paste(app, None)?,
+            &PredefinedMenuItem::select_all(app, None)?,
+        ],
+    )?;
+    let view = Submenu::with_items(
+        app,
+        "View",
+        true,
+        &[
+            &MenuItem::with_id(
+                app,
+                "next-tab",
+                "Next Tab",
+                true,
+                Some("CmdOrCtrl+PageDown"),
+            )?,
+            &MenuItem::with_id(
+                app,
+                "previous-tab",
+                "Previous Tab",
+                true,
+                Some("CmdOrCtrl+PageUp"),
+            )?,
+        ],
+    )?;
+    Menu::with_items(app, &[&file, &edit, &view])
+}
+
+/// Forwards a chosen menu item to the webview.
+pub fn on_event<R: Runtime>(app: &AppHandle<R>, id: &str) {
+    if FORWARDED.contains(&id) {
+        let _ = app.emit("menu", id.to_owned());
+    }
+}

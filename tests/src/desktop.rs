@@ -1,0 +1,206 @@
+//! The desktop app under test: an Xvfb display, tauri-driver (with Debian's WebKitWebDriver)
+//! on free ports, and the real `quire-desktop` binary with its own configuration and data
+//! directories and pre-seeded settings pointing at a test server.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::server_process::ServerProcess;
+use crate::webdriver::{call, WebDriver};
+
+/// The built app, beside the test executable's `deps/` directory.
+pub fn desktop_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile directory");
+    let path = dir.join("quire-desktop");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// Whether the end-to-end prerequisites are set up (scripts/test.sh does it and sets
+/// QUIRE_E2E_DESKTOP=1). Without it the desktop tests say so and do nothing.
+pub fn enabled() -> bool {
+    let on = std::env::var("QUIRE_E2E_DESKTOP").is_ok_and(|v| v == "1");
+    if !on {
+        eprintln!("desktop end-to-end tests need QUIRE_E2E_DESKTOP=1 (scripts/test.sh sets it up); not run");
+    }
+    on
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn wait_until(what: &str, deadline: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A virtual display for one test.
+#[derive(Debug)]
+pub struct Display {
+    child: Child,
+    pub number: u32,
+}
+
+impl Display {
+    pub fn start() -> Self {
+        let number = (90..400)
+            .find(|n| !Path::new(&format!("/tmp/.X{n}-lock")).exists())
+            .expect("a free X display number");
+        let child = Command::new("Xvfb")
+            .args([
+                &format!(":{number}"),
+                "-screen",
+                "0",
+                "1280x800x24",
+                "-nolisten",
+                "tcp",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting Xvfb (apt-get install xvfb)");
+        let socket = format!("/tmp/.X11-unix/X{number}");
+        wait_until("the X display", Duration::from_secs(20), || {
+            Path::new(&socket).exists()
+        });
+        Self { child, number }
+    }
+}
+
+impl Drop for Display {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The app's settings file contents.
+pub fn settings(server: &ServerProcess, token: &str, name: &str) -> serde_json::Value {
+    json!({
+        "serverUrl": server.url(),
+        "token": token,
+        "localOnly": false,
+        "displayName": name,
+        "color": "#e06c75",
+        "trustedFingerprint": server.fingerprint,
+    })
+}
+
+/// One app installation (its directories) that can be launched and quit repeatedly.
+#[derive(Debug)]
+pub struct Desktop {
+    pub dirs: tempfile::TempDir,
+    display: Display,
+    driver: Option<Child>,
+    driver_addr: SocketAddr,
+}
+
+impl Desktop {
+    /// Prepares directories with `settings` (None: first run) and a display.
+    pub fn new(settings: Option<serde_json::Value>) -> Self {
+        let dirs = tempfile::tempdir().expect("app directories");
+        std::fs::create_dir_all(dirs.path().join("config")).unwrap();
+        std::fs::create_dir_all(dirs.path().join("data")).unwrap();
+        if let Some(settings) = settings {
+            std::fs::write(
+                dirs.path().join("config/settings.json"),
+                settings.to_string(),
+            )
+            .unwrap();
+        }
+        Self {
+            dirs,
+            display: Display::start(),
+            driver: None,
+            driver_addr: "127.0.0.1:0".parse().unwrap(),
+        }
+    }
+
+    /// Starts tauri-driver and a session, which launches the app.
+    pub async fn launch(&mut self) -> WebDriver {
+        let port = free_port();
+        let driver = Command::new(tauri_driver())
+            .args([
+                "--port",
+                &port.to_string(),
+                "--native-port",
+                &free_port().to_string(),
+            ])
+            .args(["--native-driver", "/usr/bin/WebKitWebDriver"])
+            .env("DISPLAY", format!(":{}", self.display.number))
+            .env("QUIRE_DESKTOP_CONFIG_DIR", self.dirs.path().join("config"))
+            .env("QUIRE_DESKTOP_DATA_DIR", self.dirs.path().join("data"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dirs.path().join("driver.log")).unwrap())
+            .spawn()
+            .expect("starting tauri-driver (cargo install tauri-driver --locked)");
+        self.driver = Some(driver);
+        self.driver_addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let addr = self.driver_addr;
+        let start = Instant::now();
+        while call(addr, "GET", "/status", None).await.is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "tauri-driver did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let app = desktop_binary();
+        WebDriver::start(addr, app.to_str().unwrap())
+            .await
+            .expect("a WebDriver session running the app")
+    }
+
+    /// Quits the app (ends the session) and stops the driver.
+    pub async fn quit(&mut self, session: WebDriver) {
+        session.quit().await;
+        if let Some(mut driver) = self.driver.take() {
+            let _ = driver.kill();
+            let _ = driver.wait();
+        }
+    }
+}
+
+impl Drop for Desktop {
+    fn drop(&mut self) {
+        if let Some(mut driver) = self.driver.take() {
+            let _ = driver.kill();
+            let _ = driver.wait();
+        }
+    }
+}
+
+fn tauri_driver() -> PathBuf {
+    if let Some(path) = std::env::var_os("TAURI_DRIVER") {
+        return PathBuf::from(path);
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let cargo_bin = home.join(".cargo/bin/tauri-driver");
+    if cargo_bin.exists() {
+        cargo_bin
+    } else {
+        PathBuf::from("tauri-driver")
+    }
+}

@@ -1,0 +1,179 @@
+//! Connection-level violations (docs/PROTOCOL.md §4.2, §7, §9): each closes the WebSocket with
+//! its documented code, and the server goes on serving everyone else.
+
+use quire_protocol::frame::kind;
+use quire_protocol::{Access, ChannelId, Message};
+use quire_tests::doc_peer::Peer;
+use quire_tests::raw_client::{raw_frame, RawClient};
+use quire_tests::server_process::ServerProcess;
+
+const CH: ChannelId = ChannelId(1);
+const MAX_FRAME: usize = 4096;
+const MAX_MESSAGE: usize = 16384;
+
+fn start() -> ServerProcess {
+    ServerProcess::start(&[
+        "--max-frame-size",
+        &MAX_FRAME.to_string(),
+        "--max-message-size",
+        &MAX_MESSAGE.to_string(),
+    ])
+}
+
+/// Connects (with HELLO), optionally opens CH for writing, sends `bytes` as one binary
+/// message and returns the connection's close code.
+async fn close_code_after(server: &ServerProcess, token: &str, open: bool, bytes: Vec<u8>) -> u16 {
+    let mut client = RawClient::connect_hello(server, Some(token)).await;
+    if open {
+        assert_eq!(
+            client.open(CH, "bad/doc", Access::Write).await,
+            Ok(Access::Write)
+        );
+    }
+    client.send_bytes(bytes).await;
+    client.expect_close().await
+}
+
+#[tokio::test]
+async fn malformed_frames_close_the_connection_with_their_code() {
+    let server = start();
+    let token = server.token(&["*"], true, "1h");
+    let ch = |c: u32| ChannelId(c);
+    let cases: Vec<(&str, bool, Vec<u8>, u16)> = vec![
+        ("empty frame", false, vec![], 1002),
+        ("truncated channel varint", false, vec![0x80], 1002),
+        ("channel varint with no kind", false, vec![0x01], 1002),
+        ("unknown kind", false, raw_frame(ch(1), 0x7f, &[]), 1002),
+        (
+            "unknown kind on channel 0",
+            false,
+            raw_frame(ch(0), 0x05, &[]),
+            1002,
+        ),
+        (
+            "control kind on a document channel",
+            false,
+            raw_frame(ch(1), kind::PING, &[1]),
+            1002,
+        ),
+        (
+            "document kind on channel 0",
+            false,
+            raw_frame(ch(0), kind::SYNC, &[0, 0]),
+            1002,
+        ),
+        (
+            "PING with trailing bytes",
+            false,
+            raw_frame(ch(0), kind::PING, &[1, 2]),
+            1002,
+        ),
+        (
+            "PING with a truncated varint",
+            false,
+            raw_frame(ch(0), kind::PING, &[0x80]),
+            1002,
+        ),
+        (
+            "second HELLO",
+            false,
+            raw_frame(ch(0), kind::HELLO, &[1, 1, b'x']),
+            1002,
+        ),
+        (
+            "ACK from a client",
+            true,
+            raw_frame(ch(1), kind::ACK, &[1]),
+            1002,
+        ),
+        (
+            "OPEN with a non-UTF-8 document ID",
+            false,
+            raw_frame(ch(2), kind::OPEN, &[1, 2, 0xff, 0xfe]),
+            1007,
+        ),
+        (
+            "a frame above max_frame_size",
+            true,
+            raw_frame(ch(1), kind::SYNC, &vec![0; MAX_FRAME + 1]),
+            1009,
+        ),
+    ];
+    for (what, open, bytes, code) in cases {
+        assert_eq!(
+            close_code_after(&server, &token, open, bytes).await,
+            code,
+            "{what}"
+        );
+    }
+    still_serving(&server, &token).await;
+}
+
+#[tokio::test]
+async fn a_text_message_closes_with_1003() {
+    let server = start();
+    let token = server.token(&["*"], true, "1h");
+    let mut client = RawClient::connect_hello(&server, Some(&token)).await;
+    client
+        .send_raw(tokio_tungstenite::tungstenite::Message::Text(
+            "hello".into(),
+        ))
+        .await;
+    assert_eq!(client.expect_close().await, 1003);
+    still_serving(&server, &token).await;
+}
+
+#[tokio::test]
+async fn a_frame_before_hello_closes_with_4010() {
+    let server = start();
+    let token = server.token(&["*"], true, "1h");
+    let mut client = RawClient::connect(&server, Some(&token)).await.unwrap();
+    let open = Message::Open {
+        access: Access::Write,
+        doc: quire_protocol::DocId::parse("early/doc", 256).unwrap(),
+    };
+    client.send(CH, open).await;
+    assert_eq!(client.expect_close().await, 4010);
+
+    let mut client = RawClient::connect(&server, Some(&token)).await.unwrap();
+    client.send(ChannelId::CONTROL, Message::Ping(1)).await;
+    assert_eq!(client.expect_close().await, 4010);
+}
+
+#[tokio::test]
+async fn fragments_beyond_max_message_size_close_with_1009() {
+    let server = start();
+    let token = server.token(&["*"], true, "1h");
+
+    // Control: a message of 3 frames within the limit is reassembled, applied and acked.
+    let mut peer = Peer::connect(&server, Some(&token)).await;
+    peer.open_synced(CH, "big/doc").await;
+    let text = "y".repeat(3 * MAX_FRAME);
+    peer.insert(CH, 0, &text).await;
+    peer.pump_until("the fragmented write acked", |p| {
+        p.docs[&CH].acked == p.docs[&CH].writes
+    })
+    .await;
+
+    let mut client = RawClient::connect_hello(&server, Some(&token)).await;
+    client.open(CH, "big/doc", Access::Write).await.unwrap();
+    let piece = vec![0u8; MAX_FRAME - 6];
+    for _ in 0..=MAX_MESSAGE / piece.len() {
+        client.send_frame(CH, kind::FRAGMENT, &piece).await;
+    }
+    assert_eq!(client.expect_close().await, 1009);
+
+    // Nothing of it reached the document.
+    let mut fresh = Peer::connect(&server, Some(&token)).await;
+    fresh.open_synced(CH, "big/doc").await;
+    assert_eq!(fresh.text(CH), text);
+}
+
+/// Another client can still connect, open a document, write and be acknowledged.
+async fn still_serving(server: &ServerProcess, token: &str) {
+    let mut peer = Peer::connect(server, Some(token)).await;
+    peer.open_synced(CH, "bad/control").await;
+    peer.append(CH, "fine").await;
+    peer.pump_until("acked", |p| p.docs[&CH].acked == p.docs[&CH].writes)
+        .await;
+}

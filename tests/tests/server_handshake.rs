@@ -1,0 +1,126 @@
+//! Refused upgrades: each malformed or unauthorised handshake gets the HTTP status
+//! docs/PROTOCOL.md §2.3 names, as a real response rather than a dropped socket.
+
+use quire_tests::http_probe::{self, upgrade_head};
+use quire_tests::server_process::ServerProcess;
+
+/// Sends `head` and returns the response.
+async fn probe(server: &ServerProcess, head: &str) -> http_probe::Response {
+    http_probe::request(server.addr, server.tls(), head).await
+}
+
+#[tokio::test]
+async fn malformed_upgrades_get_the_documented_status() {
+    let server = ServerProcess::start(&[]);
+    let token = server.token(&["*"], true, "1h");
+    let auth = format!("Bearer {token}");
+    let with_token = [("Authorization", auth.as_str())];
+
+    // The control: the same request, well formed, is upgraded.
+    let ok = probe(&server, &upgrade_head("GET", "/ws", &[], &with_token)).await;
+    assert_eq!(ok.status, 101, "{ok:?}");
+    assert_eq!(ok.header("Sec-WebSocket-Protocol"), Some("quire.v1"));
+
+    let cases: &[(&str, String, u16)] = &[
+        (
+            "no subprotocol",
+            upgrade_head("GET", "/ws", &["Sec-WebSocket-Protocol"], &with_token),
+            400,
+        ),
+        (
+            "another subprotocol only",
+            upgrade_head(
+                "GET",
+                "/ws",
+                &["Sec-WebSocket-Protocol"],
+                &[("Sec-WebSocket-Protocol", "quire.v2"), with_token[0]],
+            ),
+            400,
+        ),
+        (
+            "no key",
+            upgrade_head("GET", "/ws", &["Sec-WebSocket-Key"], &with_token),
+            400,
+        ),
+        (
+            "malformed key",
+            upgrade_head(
+                "GET",
+                "/ws",
+                &["Sec-WebSocket-Key"],
+                &[("Sec-WebSocket-Key", "short"), with_token[0]],
+            ),
+            400,
+        ),
+        (
+            "no Upgrade header",
+            upgrade_head("GET", "/ws", &["Upgrade"], &with_token),
+            400,
+        ),
+        (
+            "not a GET",
+            upgrade_head("POST", "/ws", &[], &with_token),
+            405,
+        ),
+        (
+            "unknown path",
+            upgrade_head("GET", "/socket", &[], &with_token),
+            404,
+        ),
+    ];
+    for (what, head, status) in cases {
+        let response = probe(&server, head).await;
+        assert_eq!(response.status, *status, "{what}: {response:?}");
+        assert!(
+            !response.body.is_empty(),
+            "{what}: a refusal explains itself"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_or_missing_websocket_version_gets_426_naming_13() {
+    let server = ServerProcess::start(&[]);
+    let token = server.token(&["*"], true, "1h");
+    let auth = format!("Bearer {token}");
+    for (what, extra) in [
+        ("missing", vec![]),
+        ("8", vec![("Sec-WebSocket-Version", "8")]),
+        (
+            "repeated",
+            vec![
+                ("Sec-WebSocket-Version", "13"),
+                ("Sec-WebSocket-Version", "13"),
+            ],
+        ),
+    ] {
+        let mut extra = extra;
+        extra.push(("Authorization", auth.as_str()));
+        let head = upgrade_head("GET", "/ws", &["Sec-WebSocket-Version"], &extra);
+        let response = probe(&server, &head).await;
+        assert_eq!(response.status, 426, "version {what}: {response:?}");
+        assert_eq!(
+            response.header("Sec-WebSocket-Version"),
+            Some("13"),
+            "version {what}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn refused_upgrades_are_counted_and_the_server_carries_on() {
+    let server = ServerProcess::start(&[]);
+    let before = server.metric("quire_refused_upgrades_total").await;
+    let response = probe(
+        &server,
+        &upgrade_head("GET", "/ws", &["Sec-WebSocket-Key"], &[]),
+    )
+    .await;
+    assert_eq!(response.status, 400);
+    assert_eq!(
+        server.metric("quire_refused_upgrades_total").await,
+        before + 1.0
+    );
+    let health = http_probe::get(server.addr, server.tls(), "/healthz").await;
+    assert_eq!((health.status, health.body.trim()), (200, "ok"));
+}

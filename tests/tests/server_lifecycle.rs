@@ -1,0 +1,250 @@
+//! Lifecycle: graceful shutdown, slow consumers, the heartbeat, idle documents.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quire_protocol::{Access, ChannelId, Frame, Message};
+use quire_tests::db_probe;
+use quire_tests::doc_peer::Peer;
+use quire_tests::insert_stream::{stream_inserts, StreamPlan};
+use quire_tests::raw_client::{Incoming, RawClient};
+use quire_tests::server_process::ServerProcess;
+use quire_tests::wait;
+
+const CH: ChannelId = ChannelId(1);
+/// The server's default `--shutdown-timeout-secs`.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_acknowledges_every_received_write_then_closes_1001() {
+    const WRITERS: usize = 3;
+    const INSERTS: usize = 2000;
+    let mut server = ServerProcess::start(&[]);
+    let token = server.token(&["*"], true, "1h");
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let doc = format!("shutdown/{w}");
+        let mut peer = Peer::connect(&server, Some(&token)).await;
+        peer.open_synced(CH, &doc).await;
+        let progress = Arc::new(AtomicU64::new(0));
+        // Sends every insert without waiting, then reads until the connection ends.
+        let plan = StreamPlan {
+            channel: CH,
+            prefix: format!("w{w}"),
+            limit: Some(INSERTS),
+            window: u64::MAX,
+        };
+        let task = {
+            let progress = progress.clone();
+            tokio::spawn(async move { stream_inserts(&mut peer, &plan, &progress).await })
+        };
+        writers.push((doc, progress, task));
+    }
+    // Shut down while writes are in flight: once each writer has 200 ACKs.
+    wait::until("200 ACKs for each writer", wait::DEADLINE, || {
+        let all = writers
+            .iter()
+            .all(|(_, p, _)| p.load(Ordering::Relaxed) >= 200);
+        std::future::ready(all.then_some(()))
+    })
+    .await;
+    let started = Instant::now();
+    server.sigterm();
+    let status = server.wait_exit(SHUTDOWN_TIMEOUT).await;
+    let took = started.elapsed();
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+
+    let mut reports = Vec::new();
+    for (doc, _, task) in writers {
+        let report = task.await.expect("writer task");
+        assert_eq!(report.close, Some(1001), "{doc}: close code after SIGTERM");
+        reports.push((doc, report));
+    }
+    server.restart();
+    let (mut acked, mut lost, mut stored_unacked, mut sent) = (0, 0, 0, 0);
+    for (doc, report) in &reports {
+        let mut peer = Peer::connect(&server, Some(&token)).await;
+        peer.open_synced(CH, doc).await;
+        let text = peer.text(CH);
+        sent += report.sent.len();
+        for marker in report.acked_markers() {
+            acked += 1;
+            lost += usize::from(!text.contains(marker));
+        }
+        // A write the server stored is one it received; it must have acknowledged it
+        // before saying goodbye.
+        for marker in report.unacked_markers() {
+            stored_unacked += usize::from(text.contains(marker));
+        }
+    }
+    eprintln!(
+        "SIGTERM during a stream: exited in {took:?}; {sent} inserts sent, {acked} acknowledged \
+         before 1001, {lost} of those lost, {stored_unacked} stored without an ACK"
+    );
+    assert_eq!(lost, 0, "acknowledged writes lost over a graceful restart");
+    assert_eq!(
+        stored_unacked, 0,
+        "received writes not acknowledged before 1001"
+    );
+    assert_eq!(db_probe::integrity_check(&server.db_path()).await, "ok");
+}
+
+/// Size of each update the writer pushes at the slow consumer, and how many it sends before
+/// waiting for their ACKs.
+const BIG: usize = 64 * 1024;
+const BURST: usize = 4;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_is_closed_with_4009_and_nobody_else_notices() {
+    // Room for a burst of BURST updates (and then some) for a reader that keeps up.
+    let server = ServerProcess::start(&["--queue-depth", "16", "--max-queued-bytes", "1048576"]);
+    let token = server.token(&["*"], true, "1h");
+    let doc = "busy/doc";
+    // Opens the document, then never reads its socket again.
+    let mut slow = Peer::connect(&server, Some(&token)).await;
+    slow.open_synced(CH, doc).await;
+
+    let expected_len = Arc::new(AtomicU64::new(u64::MAX));
+    let mut reader = Peer::connect(&server, Some(&token)).await;
+    reader.open_synced(CH, doc).await;
+    let reader_task = {
+        let expected_len = expected_len.clone();
+        tokio::spawn(async move {
+            reader
+                .pump_until("everything the writer wrote", |p| {
+                    u64::from(p.text_len(CH)) == expected_len.load(Ordering::Relaxed)
+                })
+                .await;
+            reader
+        })
+    };
+
+    let mut writer = Peer::connect(&server, Some(&token)).await;
+    writer.open_synced(CH, doc).await;
+    let chunk = "x".repeat(BIG);
+    let mut updates = 0;
+    while server.metric("quire_closes_total{code=\"4009\"}").await < 1.0 {
+        assert!(
+            updates < 2000,
+            "no 4009 after {updates} updates of {BIG} bytes"
+        );
+        for _ in 0..BURST {
+            writer.insert(CH, 0, &chunk).await;
+            updates += 1;
+        }
+        writer
+            .pump_until("the writer's ACKs", |p| {
+                p.docs[&CH].acked == p.docs[&CH].writes
+            })
+            .await;
+    }
+    // The writer carries on after the slow consumer is gone. The reader learns the final
+    // length before the last update can reach it.
+    let end = "<end>";
+    expected_len.store(
+        u64::from(writer.text_len(CH)) + end.len() as u64,
+        Ordering::Relaxed,
+    );
+    writer.insert(CH, 0, end).await;
+    writer
+        .pump_until("the last ACK", |p| p.docs[&CH].acked == p.docs[&CH].writes)
+        .await;
+    let reader = reader_task.await.expect("reader task");
+    assert!(reader.closed.is_none() && reader.docs[&CH].closed.is_none());
+    assert!(
+        reader.text(CH) == writer.text(CH),
+        "the reader has every update"
+    );
+
+    // What the slow client finds when it finally reads: the close (4009 if the Close frame
+    // fit into its full socket, else the TCP end).
+    let code = slow.client.expect_close().await;
+    assert!(
+        matches!(code, 4009 | 1006),
+        "slow consumer closed with {code}"
+    );
+    eprintln!("slow consumer: 4009 after {updates} updates of {BIG} bytes; it read close {code}");
+}
+
+#[tokio::test]
+async fn a_silent_client_is_closed_with_4008_and_a_live_one_is_not() {
+    let server = ServerProcess::start(&[
+        "--heartbeat-interval-ms",
+        "200",
+        "--heartbeat-timeout-ms",
+        "1000",
+    ]);
+    let token = server.token(&["*"], true, "1h");
+
+    // A live client answers every ping, meanwhile: 10 pings span twice the timeout.
+    let mut live = RawClient::connect_hello(&server, Some(&token)).await;
+    let live = tokio::spawn(async move {
+        for _ in 0..10 {
+            match live.recv_raw().await {
+                Incoming::Frame(Frame {
+                    message: Message::Ping(nonce),
+                    ..
+                }) => live.send(ChannelId::CONTROL, Message::Pong(nonce)).await,
+                other => panic!("live client got {other:?}"),
+            }
+        }
+    });
+
+    let mut silent = RawClient::connect(&server, Some(&token)).await.unwrap();
+    let started = Instant::now();
+    silent.hello().await;
+    let mut pings = 0;
+    let code = loop {
+        match silent.recv_raw().await {
+            Incoming::Frame(Frame {
+                message: Message::Ping(_),
+                ..
+            }) => pings += 1,
+            Incoming::Frame(other) => panic!("unexpected {other:?}"),
+            Incoming::Closed(code, _) => break code,
+        }
+    };
+    let took = started.elapsed();
+    assert_eq!(code, 4008, "silent client");
+    assert!(
+        took >= Duration::from_millis(1000),
+        "closed before the timeout: {took:?}"
+    );
+    assert!(pings >= 2, "the server pings every 200 ms; saw {pings}");
+    eprintln!("silent client: 4008 after {took:?} (timeout 1 s), {pings} pings unanswered");
+    live.await.expect("the live client stays connected");
+
+    // A client that never sends HELLO is closed with 4010.
+    let mut mute = RawClient::connect(&server, Some(&token)).await.unwrap();
+    assert_eq!(mute.expect_close().await, 4010);
+}
+
+#[tokio::test]
+async fn an_idle_document_is_unloaded_and_reloads_intact() {
+    let server = ServerProcess::start(&["--idle-unload-ms", "300"]);
+    let token = server.token(&["*"], true, "1h");
+    let loaded = "quire_documents_loaded";
+
+    let mut peer = Peer::connect(&server, Some(&token)).await;
+    peer.open_synced(CH, "idle/doc").await;
+    peer.append(CH, "kept across an unload").await;
+    peer.pump_until("acked", |p| p.docs[&CH].acked == p.docs[&CH].writes)
+        .await;
+    assert_eq!(server.metric(loaded).await, 1.0);
+    peer.client.close().await;
+
+    wait::until("the idle document to unload", wait::DEADLINE, || async {
+        (server.metric(loaded).await == 0.0).then_some(())
+    })
+    .await;
+
+    let mut again = Peer::connect(&server, Some(&token)).await;
+    assert_eq!(
+        again.open(CH, "idle/doc", Access::Write).await,
+        Ok(Access::Write)
+    );
+    again.pump_until("sync", |p| p.docs[&CH].synced).await;
+    assert_eq!(again.text(CH), "kept across an unload");
+    assert_eq!(server.metric(loaded).await, 1.0);
+}

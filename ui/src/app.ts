@@ -1,0 +1,228 @@
+// The application: first-run settings, then the workspace — sidebar, tabs (one channel each
+// over the one connection), the editor, the status bar — and the keyboard shortcuts.
+
+import { createEditor, type Editor } from "./editor/editor";
+import type { ConnectionState, DocState, Settings } from "./state/types";
+import { DocBridge } from "./sync/bridge";
+import type { Transport } from "./sync/transport";
+import { INDEX_DOC, Workspace } from "./sync/workspace";
+import { el } from "./views/dom";
+import { DEFAULT_SETTINGS, renderSettings } from "./views/settings";
+import { Sidebar } from "./views/sidebar";
+import { StatusBar } from "./views/statusbar";
+
+interface Tab {
+  bridge: DocBridge;
+  editor: Editor;
+  pane: HTMLElement;
+  tab: HTMLElement;
+}
+
+export class App {
+  private settings: Settings = DEFAULT_SETTINGS;
+  private index: DocBridge | null = null;
+  private workspace: Workspace | null = null;
+  private sidebar: Sidebar | null = null;
+  private readonly tabs = new Map<string, Tab>();
+  private order: string[] = [];
+  private active: string | null = null;
+  private readonly docStates = new Map<string, DocState>();
+  private readonly status: StatusBar;
+  private readonly tabStrip = el("div", { class: "tabs", "data-testid": "tabs" });
+  private readonly panes = el("div", { class: "panes" });
+  private readonly settingsRoot = el("div", { class: "settings-root" });
+
+  constructor(
+    private readonly root: HTMLElement,
+    private readonly transport: Transport,
+  ) {
+    this.status = new StatusBar({
+      fixSettings: () => this.showSettings(true),
+      trust: (fingerprint) => void this.transport.trustFingerprint(fingerprint),
+    });
+  }
+
+  async start(): Promise<void> {
+    await this.transport.onConnection((state) => this.status.showConnection(state));
+    await this.transport.onRemoteUpdate((doc, update) => this.bridge(doc)?.applyRemote(update));
+    await this.transport.onAwareness((doc, states) => {
+      this.bridge(doc)?.applyAwareness(states);
+      if (doc === this.active) this.status.showPeople(this.tabs.get(doc)?.bridge.people() ?? []);
+    });
+    await this.transport.onDocState((doc, state) => {
+      this.docStates.set(doc, state);
+      if (doc === this.active) this.status.showDoc(state);
+      this.tabs.get(doc)?.tab.setAttribute("data-state", state.kind);
+    });
+    await this.transport.onMenu((item) => this.onCommand(item));
+    document.addEventListener("keydown", (event) => this.onKey(event));
+
+    const saved = await this.transport.getSettings();
+    if (saved === null) {
+      this.showSettings(false);
+      return;
+    }
+    this.settings = saved;
+    await this.showWorkspace();
+  }
+
+  private bridge(doc: string): DocBridge | undefined {
+    return doc === INDEX_DOC ? (this.index ?? undefined) : this.tabs.get(doc)?.bridge;
+  }
+
+  private showSettings(cancellable: boolean): void {
+    this.root.replaceChildren(this.settingsRoot);
+    renderSettings(
+      this.settingsRoot,
+      this.settings,
+      async (next) => {
+        await this.transport.saveSettings(next);
+        this.settings = next;
+        await this.showWorkspace();
+      },
+      cancellable ? () => void this.showWorkspace() : null,
+    );
+  }
+
+  private async showWorkspace(): Promise<void> {
+    if (this.index === null) {
+      this.index = new DocBridge(INDEX_DOC, this.transport);
+      await this.index.start();
+      this.workspace = new Workspace(this.index.ydoc);
+      this.sidebar = new Sidebar(this.workspace, {
+        open: (id) => void this.openDoc(id),
+        create: () => this.onCommand("new"),
+      });
+      this.workspace.onChange(() => this.refreshTitles());
+    }
+    const main = el("main", { class: "main" }, this.tabStrip, this.panes);
+    this.root.replaceChildren(el("div", { class: "layout" }, this.sidebar!.root, main), this.status.root);
+    this.status.showConnection(await this.transport.connectionState());
+    for (const tab of this.tabs.values()) this.setUser(tab.bridge);
+  }
+
+  private setUser(bridge: DocBridge): void {
+    bridge.awareness.setLocalStateField("user", { name: this.settings.displayName, color: this.settings.color });
+  }
+
+  async openDoc(id: string): Promise<void> {
+    if (this.tabs.has(id)) {
+      this.activate(id);
+      return;
+    }
+    const bridge = new DocBridge(id, this.transport);
+    await bridge.start();
+    this.setUser(bridge);
+    const pane = el("div", { class: "pane", "data-doc": id });
+    this.panes.append(pane);
+    const editor = createEditor(pane, bridge);
+    const close = el("button", { class: "small", title: "Close tab (Ctrl+W)" }, "×");
+    const tab = el("div", { class: "tab", "data-doc": id, "data-testid": "tab" }, el("span", {}, this.titleOf(id)), close);
+    tab.addEventListener("click", () => this.activate(id));
+    close.addEventListener("click", (event) => {
+      event.stopPropagation();
+      void this.closeTab(id);
+    });
+    this.tabStrip.append(tab);
+    this.tabs.set(id, { bridge, editor, pane, tab });
+    this.order.push(id);
+    this.activate(id);
+  }
+
+  private titleOf(id: string): string {
+    return this.workspace?.title(id) ?? id;
+  }
+
+  private refreshTitles(): void {
+    for (const [id, tab] of this.tabs) {
+      const label = tab.tab.querySelector("span");
+      if (label) label.textContent = this.titleOf(id);
+    }
+    if (this.active) void this.transport.setTitle(`${this.titleOf(this.active)} — Quire`);
+  }
+
+  private activate(id: string): void {
+    this.active = id;
+    for (const [docId, tab] of this.tabs) {
+      const on = docId === id;
+      tab.pane.hidden = !on;
+      tab.tab.classList.toggle("active", on);
+    }
+    const tab = this.tabs.get(id);
+    tab?.editor.view.focus();
+    this.sidebar?.render(id);
+    this.status.showDoc(this.docStates.get(id) ?? null);
+    this.status.showPeople(tab?.bridge.people() ?? []);
+    void this.transport.setTitle(`${this.titleOf(id)} — Quire`);
+  }
+
+  async closeTab(id: string): Promise<void> {
+    const tab = this.tabs.get(id);
+    if (!tab) return;
+    this.tabs.delete(id);
+    const position = this.order.indexOf(id);
+    this.order = this.order.filter((d) => d !== id);
+    tab.editor.destroy();
+    tab.pane.remove();
+    tab.tab.remove();
+    await tab.bridge.close();
+    const next = this.order[Math.min(position, this.order.length - 1)];
+    if (next) this.activate(next);
+    else {
+      this.active = null;
+      this.status.showDoc(null);
+      void this.transport.setTitle("Quire");
+    }
+  }
+
+  private cycle(step: number): void {
+    if (this.order.length === 0 || this.active === null) return;
+    const at = this.order.indexOf(this.active);
+    const next = this.order[(at + step + this.order.length) % this.order.length];
+    if (next) this.activate(next);
+  }
+
+  private onCommand(item: string): void {
+    switch (item) {
+      case "new": {
+        const title = window.prompt("Title of the new document", "Untitled");
+        if (title !== null && this.workspace) void this.openDoc(this.workspace.create(title));
+        break;
+      }
+      case "close-tab":
+        if (this.active) void this.closeTab(this.active);
+        break;
+      case "next-tab":
+        this.cycle(1);
+        break;
+      case "previous-tab":
+        this.cycle(-1);
+        break;
+      case "settings":
+        this.showSettings(true);
+        break;
+    }
+  }
+
+  private onKey(event: KeyboardEvent): void {
+    const mod = event.ctrlKey || event.metaKey;
+    if (!mod) return;
+    let command: string | null = null;
+    if (event.key === "n" || event.key === "N") command = "new";
+    else if (event.key === "w" || event.key === "W") command = "close-tab";
+    else if ((event.key === "Tab" && !event.shiftKey) || event.key === "PageDown") command = "next-tab";
+    else if ((event.key === "Tab" && event.shiftKey) || event.key === "PageUp") command = "previous-tab";
+    else if (event.key === ",") command = "settings";
+    if (command) {
+      event.preventDefault();
+      this.onCommand(command);
+    }
+  }
+
+  /** For end-to-end tests and diagnostics: the connection label shown. */
+  connectionLabel(): string {
+    return this.status.root.querySelector("[data-testid=connection-status]")?.textContent ?? "";
+  }
+}
+
+export type { ConnectionState };

@@ -1,0 +1,10 @@
+import { App } from "./app";
+import { tauriTransport } from "./sync/tauri";
+
+const root = document.getElementById("app");
+if (root) {
+  const app = new App(root, tauriTransport);
+  app.start().catch((e: unknown) => {
+    root.textContent = `Quire could not start: ${e instanceof Error ? e.message : String(e)}`;
+  });
+}

@@ -1,0 +1,47 @@
+// The document list: filter by title, create, rename, delete, open.
+
+import type { Workspace } from "../sync/workspace";
+import { el } from "./dom";
+
+export interface SidebarActions {
+  open(id: string): void;
+  create(): void;
+}
+
+export class Sidebar {
+  readonly root = el("nav", { class: "sidebar", "data-testid": "sidebar" });
+  private readonly filter = el("input", { type: "search", placeholder: "Filter by title", "data-testid": "filter" });
+  private readonly list = el("ul", { "data-testid": "doc-list" });
+
+  constructor(
+    private readonly workspace: Workspace,
+    private readonly actions: SidebarActions,
+  ) {
+    const create = el("button", { "data-testid": "new-doc", title: "New document (Ctrl+N)" }, "+ New");
+    create.addEventListener("click", () => actions.create());
+    this.filter.addEventListener("input", () => this.render());
+    this.root.append(el("div", { class: "sidebar-head" }, this.filter, create), this.list);
+    workspace.onChange(() => this.render());
+    this.render();
+  }
+
+  render(active: string | null = null): void {
+    const items = this.workspace.list(this.filter.value).map((entry) => {
+      const title = el("span", { class: "title" }, entry.title);
+      title.addEventListener("click", () => this.actions.open(entry.id));
+      const rename = el("button", { class: "small", title: "Rename", "data-testid": "rename-doc" }, "✎");
+      rename.addEventListener("click", () => {
+        const next = window.prompt("Rename document", entry.title);
+        if (next !== null) this.workspace.rename(entry.id, next);
+      });
+      const remove = el("button", { class: "small", title: "Remove from workspace", "data-testid": "delete-doc" }, "✕");
+      remove.addEventListener("click", () => {
+        if (window.confirm(`Remove “${entry.title}” from the workspace?`)) this.workspace.remove(entry.id);
+      });
+      const item = el("li", { "data-doc": entry.id, "data-testid": "doc-item" }, title, rename, remove);
+      if (entry.id === active) item.classList.add("active");
+      return item;
+    });
+    this.list.replaceChildren(...items);
+  }
+}

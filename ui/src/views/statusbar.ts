@@ -1,0 +1,59 @@
+// The status bar: the connection, the active document's sync state, who else is here.
+
+import { describeConnection, describeDoc } from "../state/format";
+import type { ConnectionState, DocState } from "../state/types";
+import { el } from "./dom";
+
+export interface StatusActions {
+  fixSettings(): void;
+  trust(fingerprint: string): void;
+}
+
+export class StatusBar {
+  readonly root = el("footer", { class: "statusbar" });
+  private readonly connection = el("span", { class: "connection", "data-testid": "connection-status" });
+  private readonly action = el("span", { class: "action" });
+  private readonly doc = el("span", { class: "doc", "data-testid": "doc-status" });
+  private readonly people = el("span", { class: "people", "data-testid": "people" });
+
+  constructor(private readonly actions: StatusActions) {
+    this.root.append(this.connection, this.action, this.doc, this.people);
+  }
+
+  showConnection(state: ConnectionState): void {
+    const label = describeConnection(state);
+    this.connection.textContent = label.text;
+    this.connection.dataset.tone = label.tone;
+    this.connection.dataset.kind = state.kind;
+    this.action.replaceChildren();
+    if (state.kind === "authFailed" || state.kind === "refused") {
+      const fix = el("button", { "data-testid": "fix-settings" }, "Fix settings");
+      fix.addEventListener("click", () => this.actions.fixSettings());
+      this.action.append(fix);
+    }
+    if (state.kind === "untrusted" && state.fingerprint) {
+      const fingerprint = state.fingerprint;
+      const trust = el("button", { "data-testid": "trust-cert", title: fingerprint }, "Trust this certificate…");
+      trust.addEventListener("click", () => {
+        if (window.confirm(`Trust the certificate with SHA-256 fingerprint\n${fingerprint}?`)) this.actions.trust(fingerprint);
+      });
+      this.action.append(trust);
+    }
+  }
+
+  showDoc(state: DocState | null): void {
+    if (state === null) {
+      this.doc.textContent = "";
+      return;
+    }
+    const label = describeDoc(state);
+    this.doc.textContent = label.text;
+    this.doc.dataset.tone = label.tone;
+  }
+
+  showPeople(people: { name: string; color: string }[]): void {
+    this.people.replaceChildren(
+      ...people.map((p) => el("span", { class: "person", style: `border-color: ${p.color}` }, p.name)),
+    );
+  }
+}
