@@ -92,3 +92,9 @@ pub fn set_title(app: AppHandle, title: String) -> Result<()> {
     }
     Ok(())
 }
+
+/// The webview has handed over every local edit after `quit-requested`: quit now.
+#[tauri::command]
+pub fn ready_to_quit(app: AppHandle) {
+    crate::quit::ready(&app);
+}

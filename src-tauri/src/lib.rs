@@ -10,6 +10,7 @@
 //! - [`settings`]: the settings file.
 //! - [`dto`]: what the webview receives.
 //! - [`menu`]: the native menu.
+//! - [`quit`]: quitting without losing the last keystrokes.
 //!
 //! Directories: `QUIRE_DESKTOP_CONFIG_DIR` and `QUIRE_DESKTOP_DATA_DIR` override the app's
 //! configuration and data directories (tests run the app in temporary ones).
@@ -17,6 +18,7 @@
 pub mod commands;
 pub mod dto;
 pub mod menu;
+pub mod quit;
 pub mod session;
 pub mod settings;
 
@@ -24,7 +26,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use quire_client::SqliteLocalStore;
-use tauri::{Manager, RunEvent};
+use tauri::{Manager, RunEvent, WindowEvent};
 
 use crate::session::Session;
 use crate::settings::Settings;
@@ -82,10 +84,20 @@ pub fn run_app(builder: tauri::Builder<tauri::Wry>) {
             commands::push_update,
             commands::set_awareness,
             commands::set_title,
+            commands::ready_to_quit,
         ])
         .build(tauri::generate_context!())
         .expect("building the Quire app");
     app.run(|app, event| {
+        if let RunEvent::WindowEvent {
+            event: WindowEvent::CloseRequested { api, .. },
+            ..
+        } = &event
+        {
+            if quit::requested(app) {
+                api.prevent_close();
+            }
+        }
         if let RunEvent::Exit = event {
             // Local edits are stored as they happen; say goodbye with 1001 so the server
             // knows this is a planned ending.

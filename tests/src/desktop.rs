@@ -171,6 +171,21 @@ impl Desktop {
             .expect("a WebDriver session running the app")
     }
 
+    /// A PNG of the whole virtual display (window, menu bar and all), taken with ImageMagick.
+    pub fn screenshot(&self, path: &Path) {
+        let status = Command::new("import")
+            .args([
+                "-display",
+                &format!(":{}", self.display.number),
+                "-window",
+                "root",
+            ])
+            .arg(path)
+            .status()
+            .expect("running import (apt-get install imagemagick)");
+        assert!(status.success(), "import failed");
+    }
+
     /// Quits the app (ends the session) and stops the driver.
     pub async fn quit(&mut self, session: WebDriver) {
         session.quit().await;

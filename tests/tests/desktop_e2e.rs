@@ -10,7 +10,6 @@ use quire_tests::client_util::config;
 use quire_tests::desktop::{enabled, settings, Desktop};
 use quire_tests::http_probe::{get, metric};
 use quire_tests::server_process::ServerProcess;
-use quire_tests::wait;
 use quire_tests::webdriver::WebDriver;
 use yrs::{Map, Text, Transact};
 
@@ -39,6 +38,7 @@ async fn peer(
     for (id, _) in docs {
         handles.push(client.open(id, Access::Write).await.unwrap());
     }
+    quire_tests::client_util::until_saved(&client, &index, DEADLINE).await;
     (client, handles)
 }
 
@@ -50,11 +50,31 @@ fn append(doc: &DocHandle, text: &str) {
 }
 
 async fn until_peer_text(doc: &DocHandle, what: &str, done: impl Fn(&str) -> bool) {
-    wait::until(what, DEADLINE, || {
-        let ok = done(&doc.text());
-        async move { ok.then_some(()) }
-    })
-    .await;
+    let start = tokio::time::Instant::now();
+    while !done(&doc.text()) {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out waiting for {what}; the peer has {:?}",
+            doc.text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the status bar says the active document's edits are stored.
+async fn until_doc_status(app: &WebDriver, what: &str, done: impl Fn(&str) -> bool) {
+    let start = tokio::time::Instant::now();
+    loop {
+        let status = app.text_of("[data-testid=doc-status]").await;
+        if done(&status) {
+            return;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out waiting for {what}; the status bar says {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn editor_text(app: &WebDriver) -> String {
@@ -147,6 +167,9 @@ async fn typing_reaches_the_peer_and_the_peer_reaches_the_app() {
         t.contains("# Typed in the app")
     })
     .await;
+    docs[0].set_awareness(Some(
+        r##"{"user":{"name":"Grace","color":"#2da44e","colorLight":"#2da44e33"}}"##,
+    ));
     append(&docs[0], "\nWritten by the peer");
     until_app_text(&app, "the peer's text in the app", |t| {
         t.contains("Written by the peer")
@@ -155,8 +178,20 @@ async fn typing_reaches_the_peer_and_the_peer_reaches_the_app() {
     let title = app.execute("return document.title").await.unwrap();
     assert_eq!(title.as_str(), Some("Meeting notes — Quire"));
 
+    // Who is in the document: the peer, by name.
+    let start = tokio::time::Instant::now();
+    while !app.text_of("[data-testid=people]").await.contains("Grace") {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the peer never appeared in the status bar"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     if let Some(path) = std::env::var_os("QUIRE_SCREENSHOT_OUT") {
-        std::fs::write(path, app.screenshot().await.unwrap()).unwrap();
+        // A WebDriver screenshot makes WebKit paint what it shows; the display capture after
+        // it then has the current content plus the window's native menu bar.
+        app.screenshot().await.unwrap();
+        desktop.screenshot(std::path::Path::new(&path));
     }
     desktop.quit(app).await;
 }
@@ -222,7 +257,9 @@ async fn server_killed_while_typing_loses_no_keystroke() {
     until_connection(&app, "connected").await;
     type_in_app(&app, "doc/outage", "after").await;
     until_peer_text(&docs[0], "every keystroke", |t| {
-        t.contains("before during the outage after")
+        ["before ", "during the outage ", "after"]
+            .iter()
+            .all(|part| t.contains(part))
     })
     .await;
     desktop.quit(app).await;
@@ -244,6 +281,10 @@ async fn quitting_offline_keeps_edits_and_syncs_them_later() {
     server.kill9();
     until_connection(&app, "reconnecting").await;
     type_in_app(&app, "doc/offline", "kept while offline").await;
+    until_doc_status(&app, "the edit kept locally", |s| {
+        s.contains("kept locally")
+    })
+    .await;
     desktop.quit(app).await;
 
     let app = desktop.launch().await;

@@ -3,7 +3,7 @@
 
 import { createEditor, type Editor } from "./editor/editor";
 import type { ConnectionState, DocState, Settings } from "./state/types";
-import { DocBridge } from "./sync/bridge";
+import { DocBridge, flushPushes } from "./sync/bridge";
 import type { Transport } from "./sync/transport";
 import { INDEX_DOC, Workspace } from "./sync/workspace";
 import { el } from "./views/dom";
@@ -55,6 +55,7 @@ export class App {
       this.tabs.get(doc)?.tab.setAttribute("data-state", state.kind);
     });
     await this.transport.onMenu((item) => this.onCommand(item));
+    await this.transport.onQuitRequested(flushPushes);
     document.addEventListener("keydown", (event) => this.onKey(event));
 
     const saved = await this.transport.getSettings();
@@ -138,7 +139,13 @@ export class App {
       const label = tab.tab.querySelector("span");
       if (label) label.textContent = this.titleOf(id);
     }
-    if (this.active) void this.transport.setTitle(`${this.titleOf(this.active)} — Quire`);
+    if (this.active) this.setTitle(`${this.titleOf(this.active)} — Quire`);
+  }
+
+  /** Names the document in the window title (native) and the page title (what tests read). */
+  private setTitle(title: string): void {
+    document.title = title;
+    void this.transport.setTitle(title);
   }
 
   private activate(id: string): void {
@@ -153,7 +160,7 @@ export class App {
     this.sidebar?.render(id);
     this.status.showDoc(this.docStates.get(id) ?? null);
     this.status.showPeople(tab?.bridge.people() ?? []);
-    void this.transport.setTitle(`${this.titleOf(id)} — Quire`);
+    this.setTitle(`${this.titleOf(id)} — Quire`);
   }
 
   async closeTab(id: string): Promise<void> {
@@ -171,7 +178,7 @@ export class App {
     else {
       this.active = null;
       this.status.showDoc(null);
-      void this.transport.setTitle("Quire");
+      this.setTitle("Quire");
     }
   }
 

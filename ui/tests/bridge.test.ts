@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import * as Y from "yjs";
 
 import type { ConnectionState, DocState, Settings } from "../src/state/types";
-import { DocBridge } from "../src/sync/bridge";
+import { DocBridge, flushPushes } from "../src/sync/bridge";
 import type { Transport } from "../src/sync/transport";
 
 /** A stand-in for the Rust side: one replica per document, relaying to every bridge. */
@@ -47,6 +47,7 @@ class FakeRust implements Transport {
   async onDocState(_l: (doc: string, state: DocState) => void) { return () => {}; }
   async onConnection(_l: (state: ConnectionState) => void) { return () => {}; }
   async onMenu() { return () => {}; }
+  async onQuitRequested() { return () => {}; }
   async connectionState(): Promise<ConnectionState> { return { kind: "closed" }; }
   async setTitle() {}
   async getSettings(): Promise<Settings | null> { return null; }
@@ -71,6 +72,26 @@ describe("DocBridge", () => {
     rust.remoteEdit("d", (text) => text.insert(text.length, "!"));
     expect(bridge.text.toString()).toBe("my stored!");
     expect(rust.pushed).toHaveLength(1);
+  });
+
+  it("flushes pushes still on their way to the Rust side", async () => {
+    const rust = new FakeRust();
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const slow = rust.pushUpdate.bind(rust);
+    rust.pushUpdate = async (doc, update) => {
+      await gate;
+      await slow(doc, update);
+    };
+    const bridge = new DocBridge("d", rust);
+    bridge.text.insert(0, "last words");
+    let flushed = false;
+    const flush = flushPushes().then(() => (flushed = true));
+    await Promise.resolve();
+    expect(flushed).toBe(false);
+    release();
+    await flush;
+    expect(rust.replica("d").getText("content").toString()).toBe("last words");
   });
 
   it("tracks other people's presence and forwards our own", async () => {

@@ -63,6 +63,23 @@ impl DocShared {
         )
     }
 
+    /// Our awareness update if we have a state to announce (a freshly opened channel).
+    pub(crate) fn present_awareness(&self) -> Option<Vec<u8>> {
+        let has_state = self.local_awareness.lock().json.is_some();
+        has_state.then(|| self.awareness_update())
+    }
+
+    /// Clears our state; returns the removal to send if there was one (closing a channel).
+    pub(crate) fn clear_awareness(&self) -> Option<Vec<u8>> {
+        {
+            let mut local = self.local_awareness.lock();
+            local.json.as_ref()?;
+            local.clock += 1;
+            local.json = None;
+        }
+        Some(self.awareness_update())
+    }
+
     /// Starts forwarding local edits to the driver.
     pub(crate) fn observe_local_edits(
         self: &Arc<Self>,

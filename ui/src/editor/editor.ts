@@ -21,6 +21,8 @@ export function createEditor(parent: HTMLElement, bridge: DocBridge): Editor {
   const undoManager = new Y.UndoManager(bridge.text);
   const view = new EditorView({
     parent,
+    // The binding only carries changes; the editor starts from the text as it is now.
+    doc: bridge.text.toString(),
     extensions: [
       keymap.of(yUndoManagerKeymap),
       basicSetup,

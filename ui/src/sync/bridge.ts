@@ -10,6 +10,14 @@ import type { Transport } from "./transport";
 /** Origin of transactions applying what came from the Rust side. */
 export const FROM_RUST = "rust";
 
+/** Pushes to the Rust side not yet acknowledged by it, across all documents. */
+const inFlight = new Set<Promise<void>>();
+
+/** Resolves once every update handed to the Rust side so far has been taken (stored). */
+export async function flushPushes(): Promise<void> {
+  await Promise.allSettled([...inFlight]);
+}
+
 export class DocBridge {
   readonly ydoc = new Y.Doc();
   readonly awareness = new Awareness(this.ydoc);
@@ -21,7 +29,10 @@ export class DocBridge {
     private readonly transport: Transport,
   ) {
     this.ydoc.on("update", (update: Uint8Array, origin: unknown) => {
-      if (origin !== FROM_RUST) void this.transport.pushUpdate(this.docId, update);
+      if (origin === FROM_RUST) return;
+      const push = this.transport.pushUpdate(this.docId, update);
+      inFlight.add(push);
+      void push.finally(() => inFlight.delete(push));
     });
     this.awareness.on("change", (_changes: unknown, origin: unknown) => {
       if (origin === "local") void this.transport.setAwareness(this.docId, this.awareness.getLocalState());

@@ -50,6 +50,12 @@ export const tauriTransport: Transport = {
     const off = await listen<string>("menu", (e) => listener(e.payload));
     return off as Unlisten;
   },
+  async onQuitRequested(flush) {
+    const off = await listen("quit-requested", () => {
+      void flush().finally(() => invoke("ready_to_quit"));
+    });
+    return off as Unlisten;
+  },
   setTitle(title) {
     return invoke("set_title", { title });
   },

@@ -20,6 +20,8 @@ export interface Transport {
   onConnection(listener: (state: ConnectionState) => void): Promise<Unlisten>;
   /** Native menu items chosen (new, close-tab, next-tab, previous-tab, settings). */
   onMenu(listener: (item: string) => void): Promise<Unlisten>;
+  /** The app is about to quit: `flush` must resolve once local edits are handed over. */
+  onQuitRequested(flush: () => Promise<void>): Promise<Unlisten>;
   connectionState(): Promise<ConnectionState>;
   setTitle(title: string): Promise<void>;
   getSettings(): Promise<Settings | null>;

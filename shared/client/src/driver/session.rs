@@ -331,13 +331,7 @@ impl<S: LocalStore> Driver<S> {
         entry.opened_at = Some(Instant::now());
         entry.shared.granted.send_replace(Some(access));
         let step1 = encode_step1(&entry.shared.doc.transact().state_vector());
-        let awareness = entry
-            .shared
-            .local_awareness
-            .lock()
-            .json
-            .is_some()
-            .then(|| entry.shared.awareness_update());
+        let awareness = entry.shared.present_awareness();
         s.send(channel, Message::Sync(step1)).await;
         if let Some(awareness) = awareness {
             s.send(channel, Message::Awareness(awareness)).await;
@@ -525,11 +519,8 @@ impl<S: LocalStore> Driver<S> {
                         chan.closing = true;
                     }
                     if let Some(entry) = self.docs.get(&doc) {
-                        if entry.shared.local_awareness.lock().json.is_some() {
-                            entry.shared.local_awareness.lock().clock += 1;
-                            entry.shared.local_awareness.lock().json = None;
-                            s.send(channel, Message::Awareness(entry.shared.awareness_update()))
-                                .await;
+                        if let Some(removal) = entry.shared.clear_awareness() {
+                            s.send(channel, Message::Awareness(removal)).await;
                         }
                     }
                     s.send(
