@@ -11,7 +11,6 @@ use quire_protocol::frame::kind;
 use quire_protocol::ysync::{encode_step1, encode_step2, encode_update, SYNC_UPDATE};
 use quire_protocol::{Access, ChannelId, ConnId, DocId};
 use yrs::sync::awareness::AwarenessUpdate;
-use yrs::updates::decoder::Decode;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
 use crate::awareness::RoomAwareness;
@@ -210,7 +209,9 @@ fn broadcast(subscribers: &HashMap<SubKey, Subscriber>, from: SubKey, body_kind:
 /// Applies stored content to `doc`, one transaction per update.
 pub fn apply_stored(doc: &Doc, stored: &StoredDoc) -> Result<(), String> {
     for bytes in stored.snapshot.iter().chain(stored.updates.iter()) {
-        let update = Update::decode_v1(bytes).map_err(|e| e.to_string())?;
+        // Stored bytes pass the same validation as network bytes: a damaged file must not
+        // make yrs reserve memory or panic either.
+        let update = quire_protocol::ysync::decode_update(bytes).map_err(|e| e.to_string())?;
         doc.transact_mut()
             .apply_update(update)
             .map_err(|e| e.to_string())?;

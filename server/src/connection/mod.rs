@@ -64,7 +64,8 @@ pub async fn serve<S, W>(
         );
         let (sink, stream) = ws.split();
         let writer = tokio::spawn(
-            outbound::run_writer(handle.clone(), queues.frames, sink).in_current_span(),
+            outbound::run_writer(handle.clone(), queues.frames, queues.control, sink)
+                .in_current_span(),
         );
         server.metrics.connections.fetch_add(1, Ordering::Relaxed);
         server

@@ -1,5 +1,7 @@
 //! The sending half of a connection: a bounded queue of outgoing frames drained by one writer
-//! task that owns the WebSocket sink. Anything that wants to reach the client (its own reader,
+//! task that owns the WebSocket sink, plus a small lane for connection control (WELCOME, PING,
+//! PONG) that the writer serves first, so a heartbeat never waits behind a document's worth
+//! of queued frames (docs/PROTOCOL.md §8.1). Anything that wants to reach the client (its own reader,
 //! rooms fanning out, the storage writer acknowledging) goes through a [`ConnHandle`]. A client
 //! that reads too slowly fills the queue and is closed with 4009 instead of being buffered
 //! without bound.
@@ -21,6 +23,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::metrics::Metrics;
+
+/// Control frames waiting at most; a peer that floods PINGs loses the excess PONGs.
+const CONTROL_QUEUE: usize = 64;
 
 /// How long the writer keeps trying to deliver a Close frame to a peer that is not reading.
 const CLOSE_DELIVERY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -51,6 +56,7 @@ pub(crate) enum ConnEvent {
 struct Shared {
     id: ConnId,
     frames: mpsc::Sender<Outgoing>,
+    control: mpsc::Sender<Bytes>,
     events: mpsc::UnboundedSender<ConnEvent>,
     kill: Notify,
     kill_code: AtomicU16,
@@ -70,6 +76,7 @@ pub struct ConnHandle(Arc<Shared>);
 #[derive(Debug)]
 pub(crate) struct ConnQueues {
     pub frames: mpsc::Receiver<Outgoing>,
+    pub control: mpsc::Receiver<Bytes>,
     pub events: mpsc::UnboundedReceiver<ConnEvent>,
 }
 
@@ -83,9 +90,11 @@ impl ConnHandle {
     ) -> (Self, ConnQueues) {
         let (frames_tx, frames_rx) = mpsc::channel(queue_depth.max(1));
         let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
         let shared = Shared {
             id,
             frames: frames_tx,
+            control: control_tx,
             events: events_tx,
             kill: Notify::new(),
             kill_code: AtomicU16::new(0),
@@ -99,6 +108,7 @@ impl ConnHandle {
             Self(Arc::new(shared)),
             ConnQueues {
                 frames: frames_rx,
+                control: control_rx,
                 events: events_rx,
             },
         )
@@ -111,6 +121,10 @@ impl ConnHandle {
     /// Queues a message on `channel`, fragmenting sync and awareness bodies larger than a
     /// frame. Returns false if the connection is gone or was just closed as a slow consumer.
     pub fn send(&self, channel: ChannelId, message: &Message) -> bool {
+        if channel.is_control() {
+            let frame = Bytes::from(Frame::new(channel, message.clone()).encode());
+            return self.0.control.try_send(frame).is_ok();
+        }
         match message {
             Message::Sync(body) => self.send_body(channel, kind::SYNC, body),
             Message::Awareness(body) => self.send_body(channel, kind::AWARENESS, body),
@@ -212,6 +226,7 @@ impl ConnHandle {
 pub(crate) async fn run_writer<S>(
     handle: ConnHandle,
     mut queue: mpsc::Receiver<Outgoing>,
+    mut control: mpsc::Receiver<Bytes>,
     mut sink: S,
 ) -> CloseCode
 where
@@ -219,18 +234,26 @@ where
 {
     let shared = handle.0.clone();
     let code = loop {
-        let item = tokio::select! {
+        let (first_control, item) = tokio::select! {
             biased;
             _ = shared.kill.notified() => break handle.kill_code().unwrap_or(CloseCode::InternalError),
-            item = queue.recv() => item,
-        };
-        let Some(item) = item else {
-            break CloseCode::Normal;
+            Some(frame) = control.recv() => (Some(frame), queue.try_recv().ok()),
+            item = queue.recv() => match item {
+                Some(item) => (None, Some(item)),
+                None => break CloseCode::Normal,
+            },
         };
         let write = async {
-            let mut next = Some(item);
+            if let Some(frame) = first_control {
+                write_control(&shared, &mut sink, frame).await?;
+            }
+            let mut next = item;
             let mut written = 0usize;
             while let Some(item) = next.take() {
+                // Control frames go ahead of whatever document traffic is queued.
+                while let Ok(frame) = control.try_recv() {
+                    write_control(&shared, &mut sink, frame).await?;
+                }
                 match item {
                     Outgoing::Frames(frames) => {
                         for frame in frames {
@@ -281,4 +304,21 @@ where
     })
     .await;
     code
+}
+
+/// Feeds one control frame (not counted in the queued bytes: it never was in the queue).
+async fn write_control<S>(
+    shared: &Shared,
+    sink: &mut S,
+    frame: Bytes,
+) -> Result<(), Option<CloseCode>>
+where
+    S: Sink<WsMessage> + Unpin,
+{
+    shared.metrics.frames_out.fetch_add(1, Ordering::Relaxed);
+    shared
+        .metrics
+        .bytes_out
+        .fetch_add(frame.len() as u64, Ordering::Relaxed);
+    sink.feed(WsMessage::Binary(frame)).await.map_err(|_| None)
 }

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use quire_protocol::{Access, ChannelCode, CloseCode, DocId, Reaction};
 use tokio::sync::{mpsc, oneshot, watch};
-use yrs::updates::decoder::Decode;
-use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
+use yrs::{Doc, ReadTxn, StateVector, Transact};
 
 use crate::config::{ClientConfig, Trust};
 use crate::document::{DocHandle, DocShared, REMOTE_ORIGIN};
@@ -313,8 +312,8 @@ impl<S: LocalStore> Driver<S> {
         let stored = self.store.load(doc.as_str()).await?;
         let ydoc = Doc::new();
         for bytes in &stored.updates {
-            let update =
-                Update::decode_v1(bytes).map_err(|e| ClientError::Corrupt(e.to_string()))?;
+            let update = quire_protocol::ysync::decode_update(bytes)
+                .map_err(|e| ClientError::Corrupt(e.to_string()))?;
             ydoc.transact_mut_with(REMOTE_ORIGIN)
                 .apply_update(update)
                 .map_err(|e| ClientError::Corrupt(e.to_string()))?;
