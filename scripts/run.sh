@@ -3,7 +3,8 @@
 # embedded SQLite in ./quire-data) and the desktop app connected to it. The first start
 # writes the app's settings (server URL, a token for every document, the dev certificate's
 # fingerprint); later starts keep what you changed in the app.
-# Usage: scripts/run.sh            (QUIRE_LISTEN=127.0.0.1:7700 by default)
+# Usage: scripts/run.sh            (QUIRE_LISTEN=127.0.0.1:7700 by default;
+#                                   QUIRE_PROFILE=debug for a faster, unoptimised build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib/setup.sh
@@ -13,12 +14,18 @@ ensure_rust
 ensure_node
 ensure_apt "${DESKTOP_PACKAGES[@]}"
 build_ui
-cargo build --release -p quire-server -p quire-desktop
+PROFILE="${QUIRE_PROFILE:-release}"
+if [ "$PROFILE" = release ]; then
+    cargo build --release -p quire-server -p quire-desktop
+else
+    cargo build -p quire-server -p quire-desktop
+fi
+BIN="${CARGO_TARGET_DIR:-target}/$PROFILE"
 
 DATA_DIR="${QUIRE_DATA_DIR:-$PWD/quire-data}"
 LISTEN="${QUIRE_LISTEN:-127.0.0.1:7700}"
 mkdir -p "$DATA_DIR"
-SERVER=target/release/quire-server
+SERVER="$BIN/quire-server"
 
 "$SERVER" serve --dev --data-dir "$DATA_DIR" --listen "$LISTEN" > "$DATA_DIR/server.out" 2> "$DATA_DIR/server.log" &
 SERVER_PID=$!
@@ -49,4 +56,4 @@ if [ -z "${DISPLAY:-}" ]; then
     export DISPLAY=:99
 fi
 echo "==> starting the Quire desktop app (quit it to stop the server)"
-target/release/quire-desktop
+"$BIN/quire-desktop"

@@ -98,3 +98,11 @@ pub fn set_title(app: AppHandle, title: String) -> Result<()> {
 pub fn ready_to_quit(app: AppHandle) {
     crate::quit::ready(&app);
 }
+
+/// Quit as File → Quit does: flush the webview's edits, then exit closing with 1001.
+#[tauri::command]
+pub fn request_quit(app: AppHandle) {
+    if !crate::quit::requested(&app) {
+        app.exit(0);
+    }
+}

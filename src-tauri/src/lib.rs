@@ -85,6 +85,7 @@ pub fn run_app(builder: tauri::Builder<tauri::Wry>) {
             commands::set_awareness,
             commands::set_title,
             commands::ready_to_quit,
+            commands::request_quit,
         ])
         .build(tauri::generate_context!())
         .expect("building the Quire app");

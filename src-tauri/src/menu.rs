@@ -17,7 +17,9 @@ pub fn build<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<Menu<R>> {
             &PredefinedMenuItem::separator(app)?,
             &MenuItem::with_id(app, "settings", "Settings…", true, Some("CmdOrCtrl+,"))?,
             &PredefinedMenuItem::separator(app)?,
-            &PredefinedMenuItem::quit(app, Some("Quit"))?,
+            // Our own item, not the predefined one: it must flush the webview's last edits
+            // first (see `quit`), and the predefined one does nothing on Linux.
+            &MenuItem::with_id(app, "quit", "Quit", true, Some("CmdOrCtrl+Q"))?,
         ],
     )?;
     let edit = Submenu::with_items(
@@ -56,7 +58,11 @@ pub fn build<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<Menu<R>> {
 }
 
 /// Forwards a chosen menu item to the webview.
-pub fn on_event<R: Runtime>(app: &AppHandle<R>, id: &str) {
+pub fn on_event(app: &AppHandle, id: &str) {
+    if id == "quit" {
+        crate::commands::request_quit(app.clone());
+        return;
+    }
     if FORWARDED.contains(&id) {
         let _ = app.emit("menu", id.to_owned());
     }

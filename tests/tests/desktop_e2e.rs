@@ -231,6 +231,23 @@ async fn two_tabs_share_one_connection() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Quit as File → Quit does; the app flushes, then says goodbye with 1001 (going away),
+    // not a dropped connection.
+    let _ = app
+        .execute("window.__TAURI_INTERNALS__.invoke('request_quit'); return true;")
+        .await;
+    let start = tokio::time::Instant::now();
+    loop {
+        let going_away = metric(&metrics(&server).await, "quire_closes_total{code=\"1001\"}");
+        if going_away == Some(1.0) {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the app did not close with 1001 when quitting: {going_away:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     desktop.quit(app).await;
 }
 

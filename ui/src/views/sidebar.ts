@@ -42,6 +42,12 @@ export class Sidebar {
       if (entry.id === active) item.classList.add("active");
       return item;
     });
+    if (items.length === 0) {
+      const hint = this.filter.value.trim()
+        ? "No document matches this filter."
+        : "No documents yet. Create one with + New (Ctrl+N).";
+      items.push(el("li", { class: "hint", "data-testid": "empty-hint" }, hint));
+    }
     this.list.replaceChildren(...items);
   }
 }
