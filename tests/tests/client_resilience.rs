@@ -3,41 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use quire_client::{
-    Access, Client, ConnectionState, DocHandle, DocState, MemoryStore, SqliteLocalStore,
-};
-use quire_tests::client_util::{config, until_state};
+use quire_client::{Access, Client, ConnectionState, DocState, MemoryStore, SqliteLocalStore};
+use quire_tests::client_util::{append, config, until_saved, until_state, until_text};
 use quire_tests::server_process::ServerProcess;
-use quire_tests::wait;
-use yrs::{Text, Transact};
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-fn append(doc: &DocHandle, text: &str) {
-    let content = doc.doc().get_or_insert_text(quire_client::CONTENT);
-    let mut txn = doc.doc().transact_mut();
-    let len = content.len(&txn);
-    content.insert(&mut txn, len, text);
-}
-
-async fn until_text(doc: &DocHandle, what: &str, done: impl Fn(&str) -> bool) {
-    wait::until(what, DEADLINE, || {
-        let text = doc.text();
-        let ok = done(&text);
-        async move { ok.then_some(()) }
-    })
-    .await
-}
-
-async fn until_saved(doc: &DocHandle) {
-    until_state(
-        &mut doc.state(),
-        "saved on server",
-        DEADLINE,
-        DocState::is_saved,
-    )
-    .await;
-}
 
 #[tokio::test]
 async fn clients_converge_and_report_saved() {
@@ -59,13 +29,13 @@ async fn clients_converge_and_report_saved() {
     .await;
     append(&doc_a, "hello ");
     append(&doc_b, "world ");
-    until_saved(&doc_a).await;
-    until_saved(&doc_b).await;
-    until_text(&doc_a, "both edits at a", |t| {
+    until_saved(&a, &doc_a, DEADLINE).await;
+    until_saved(&b, &doc_b, DEADLINE).await;
+    until_text(&doc_a, "both edits at a", DEADLINE, |t| {
         t.contains("hello") && t.contains("world")
     })
     .await;
-    until_text(&doc_b, "both edits at b", |t| {
+    until_text(&doc_b, "both edits at b", DEADLINE, |t| {
         t.contains("hello") && t.contains("world")
     })
     .await;
@@ -89,7 +59,7 @@ async fn kill9_and_restart_loses_nothing() {
     let doc_a = a.open("outage", Access::Write).await.unwrap();
     let doc_b = b.open("outage", Access::Write).await.unwrap();
     append(&doc_a, "before ");
-    until_text(&doc_b, "first edit", |t| t.contains("before")).await;
+    until_text(&doc_b, "first edit", DEADLINE, |t| t.contains("before")).await;
 
     server.kill9();
     until_state(&mut a.state(), "a reconnecting", DEADLINE, |s| {
@@ -106,12 +76,18 @@ async fn kill9_and_restart_loses_nothing() {
     .await;
     server.restart();
 
-    until_saved(&doc_a).await;
-    until_saved(&doc_b).await;
+    until_saved(&a, &doc_a, DEADLINE).await;
+    until_saved(&b, &doc_b, DEADLINE).await;
     for i in 0..10 {
         let (a_mark, b_mark) = (format!("a-offline-{i}"), format!("b-offline-{i}"));
-        until_text(&doc_a, "b's outage edits at a", |t| t.contains(&b_mark)).await;
-        until_text(&doc_b, "a's outage edits at b", |t| t.contains(&a_mark)).await;
+        until_text(&doc_a, "b's outage edits at a", DEADLINE, |t| {
+            t.contains(&b_mark)
+        })
+        .await;
+        until_text(&doc_b, "a's outage edits at b", DEADLINE, |t| {
+            t.contains(&a_mark)
+        })
+        .await;
     }
     assert_eq!(doc_a.text(), doc_b.text());
 }
@@ -127,7 +103,7 @@ async fn a_client_restarted_offline_keeps_and_uploads_its_edits() {
     let a = Client::start(config(&server, Some(token.clone())), store.clone());
     let doc = a.open("offline", Access::Write).await.unwrap();
     append(&doc, "online ");
-    until_saved(&doc).await;
+    until_saved(&a, &doc, DEADLINE).await;
     server.kill9();
     append(&doc, "written offline");
     until_state(&mut doc.state(), "pending offline", DEADLINE, |s| {
@@ -148,13 +124,13 @@ async fn a_client_restarted_offline_keeps_and_uploads_its_edits() {
     ));
 
     server.restart();
-    until_saved(&doc).await;
+    until_saved(&a, &doc, DEADLINE).await;
     let b = Client::start(
         config(&server, Some(token)),
         Arc::new(MemoryStore::default()),
     );
     let doc_b = b.open("offline", Access::Write).await.unwrap();
-    until_text(&doc_b, "the offline edit on the server", |t| {
+    until_text(&doc_b, "the offline edit on the server", DEADLINE, |t| {
         t == "online written offline"
     })
     .await;
@@ -188,7 +164,7 @@ async fn auth_failure_stops_retries_until_a_new_token() {
     );
     let other_doc = other.open("secret", Access::Write).await.unwrap();
     append(&other_doc, "x");
-    until_saved(&other_doc).await;
+    until_saved(&other, &other_doc, DEADLINE).await;
     assert_eq!(
         refused().await,
         first,
@@ -204,5 +180,5 @@ async fn auth_failure_stops_retries_until_a_new_token() {
         matches!(s, ConnectionState::Connected { .. })
     })
     .await;
-    until_text(&doc, "the document after auth", |t| t == "x").await;
+    until_text(&doc, "the document after auth", DEADLINE, |t| t == "x").await;
 }

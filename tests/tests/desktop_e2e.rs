@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use quire_client::{Access, Client, DocHandle, MemoryStore};
-use quire_tests::client_util::config;
+use quire_tests::client_util::{append, config};
 use quire_tests::desktop::{enabled, settings, Desktop};
 use quire_tests::http_probe::{get, metric};
 use quire_tests::server_process::ServerProcess;
 use quire_tests::webdriver::WebDriver;
-use yrs::{Map, Text, Transact};
+use yrs::{Map, Transact};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -40,13 +40,6 @@ async fn peer(
     }
     quire_tests::client_util::until_saved(&client, &index, DEADLINE).await;
     (client, handles)
-}
-
-fn append(doc: &DocHandle, text: &str) {
-    let content = doc.doc().get_or_insert_text(quire_client::CONTENT);
-    let mut txn = doc.doc().transact_mut();
-    let len = content.len(&txn);
-    content.insert(&mut txn, len, text);
 }
 
 async fn until_peer_text(doc: &DocHandle, what: &str, done: impl Fn(&str) -> bool) {

@@ -88,6 +88,15 @@ pub fn decode_state_vector(bytes: &[u8]) -> Result<StateVector, PayloadError> {
 
 /// Walks the state vector entries (`client`, `clock`) and refuses client IDs ≥ 2^53.
 fn check_state_vector_client_ids(bytes: &[u8]) -> Result<(), PayloadError> {
+    check_client_ids(bytes, |reader| reader.read_varint().map(drop))
+}
+
+/// Walks a list whose entries start with a client ID varint and refuses IDs ≥ 2^53;
+/// `rest_of_entry` reads what follows the ID in each entry.
+fn check_client_ids(
+    bytes: &[u8],
+    rest_of_entry: impl Fn(&mut Reader<'_>) -> Result<(), crate::error::FrameError>,
+) -> Result<(), PayloadError> {
     let mut reader = Reader::new(bytes);
     let count = reader.read_varint().map_err(malformed)?;
     for _ in 0..count {
@@ -95,7 +104,7 @@ fn check_state_vector_client_ids(bytes: &[u8]) -> Result<(), PayloadError> {
         if client >= 1 << 53 {
             return Err(PayloadError::ClientIdTooLarge(client));
         }
-        reader.read_varint().map_err(malformed)?;
+        rest_of_entry(&mut reader).map_err(malformed)?;
     }
     Ok(())
 }
@@ -111,17 +120,10 @@ pub fn decode_awareness(bytes: &[u8]) -> Result<AwarenessUpdate, PayloadError> {
 
 /// Walks the awareness entries (`client`, `clock`, `json`) and refuses client IDs ≥ 2^53.
 fn check_awareness_client_ids(bytes: &[u8]) -> Result<(), PayloadError> {
-    let mut reader = Reader::new(bytes);
-    let count = reader.read_varint().map_err(malformed)?;
-    for _ in 0..count {
-        let client = reader.read_varint().map_err(malformed)?;
-        if client >= 1 << 53 {
-            return Err(PayloadError::ClientIdTooLarge(client));
-        }
-        reader.read_varint().map_err(malformed)?;
-        reader.read_string().map_err(malformed)?;
-    }
-    Ok(())
+    check_client_ids(bytes, |reader| {
+        reader.read_varint()?;
+        reader.read_string().map(drop)
+    })
 }
 
 /// Each entry of the list a payload starts with takes at least `min_entry_len` bytes, so a
