@@ -10,6 +10,7 @@ source scripts/lib/setup.sh
 
 ensure_rust
 ensure_node
+ensure_kosoku
 ensure_apt "${DESKTOP_PACKAGES[@]}" "${E2E_PACKAGES[@]}"
 if ! command -v tauri-driver >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tauri-driver" ]; then
     echo "==> installing tauri-driver"

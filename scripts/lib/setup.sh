@@ -46,6 +46,19 @@ ensure_node() {
     fi
 }
 
+# ensure_kosoku: the Autobahn WebSocket conformance cases for Python 3 (tests/tests/conformance.rs
+# runs them against the server's echo endpoint).
+KOSOKU_VERSION=0.1.0
+ensure_kosoku() {
+    if ! python3 -m pip --version >/dev/null 2>&1; then ensure_apt python3 python3-pip; fi
+    if ! command -v kosoku >/dev/null 2>&1 \
+        || [ "$(python3 -m pip show kosoku 2>/dev/null | sed -n 's/^Version: //p')" != "$KOSOKU_VERSION" ]; then
+        echo "==> installing kosoku $KOSOKU_VERSION"
+        python3 -m pip install --quiet "kosoku==$KOSOKU_VERSION" \
+            || python3 -m pip install --quiet --break-system-packages "kosoku==$KOSOKU_VERSION"
+    fi
+}
+
 # The system libraries the Tauri desktop app builds and runs with, and what its end-to-end
 # tests drive it with (a virtual display and WebKit's WebDriver).
 DESKTOP_PACKAGES=(libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev libssl-dev

@@ -12,6 +12,7 @@
 //! - [`db_probe`]: the server's SQLite file seen from outside (integrity, stored blobs).
 //! - [`wait`]: polling with a deadline (tests never sleep to wait).
 //! - [`proxy`]: a TCP proxy that injects delay, stalls, resets, mid-frame cuts and throttling.
+//! - [`seeded_rng`]: a replayable random generator for randomized scenarios (`QUIRE_SEED`).
 //! - [`recorder`]: every value a watch channel publishes, for state-sequence checks.
 //! - [`server_log`]: accept timestamps from the server's log and how they spread.
 
@@ -24,6 +25,7 @@ pub mod insert_stream;
 pub mod proxy;
 pub mod raw_client;
 pub mod recorder;
+pub mod seeded_rng;
 pub mod server_log;
 pub mod server_process;
 pub mod tls;

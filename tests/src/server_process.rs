@@ -1,5 +1,5 @@
 //! The real server binary as a child process: started on port 0 in a temporary data directory
-//! with `--dev` TLS, restarted on the same port and directory, killed with SIGKILL or stopped
+//! with `--dev` TLS (or plain ws:// for tools that cannot speak TLS), restarted on the same port and directory, killed with SIGKILL or stopped
 //! with SIGTERM.
 
 use std::io::{BufRead, BufReader};
@@ -39,6 +39,8 @@ pub struct ServerProcess {
     pub addr: SocketAddr,
     pub fingerprint: String,
     extra: Vec<String>,
+    /// `--dev` (self-signed TLS) or `--insecure-plain-ws`, kept across restarts.
+    transport: &'static str,
     /// Environment for the server process (e.g. its own `RUST_LOG`), kept across restarts.
     env: Vec<(String, String)>,
 }
@@ -52,20 +54,37 @@ impl ServerProcess {
     /// Like [`ServerProcess::start`], with extra environment variables for this server only
     /// (`RUST_LOG` here overrides `QUIRE_TEST_LOG`).
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_with_transport("--dev", extra, env)
+    }
+
+    /// Starts a server serving plain ws:// (`--insecure-plain-ws`) instead of TLS, for outside
+    /// tools without TLS support (the WebSocket conformance suite). [`ServerProcess::url`],
+    /// [`ServerProcess::tls`] and the fingerprint do not apply to it.
+    pub fn start_plain_ws(extra: &[&str]) -> Self {
+        Self::start_with_transport("--insecure-plain-ws", extra, &[])
+    }
+
+    fn start_with_transport(transport: &'static str, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let data = Arc::new(tempfile::tempdir().expect("temporary data directory"));
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let (child, addr, fingerprint) =
-            spawn(data.path(), "127.0.0.1:0".parse().unwrap(), &extra, &env);
+        let (child, addr, fingerprint) = spawn(
+            data.path(),
+            "127.0.0.1:0".parse().unwrap(),
+            transport,
+            &extra,
+            &env,
+        );
         Self {
             child: Some(child),
             data,
             addr,
             fingerprint,
             extra,
+            transport,
             env,
         }
     }
@@ -145,7 +164,13 @@ impl ServerProcess {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             // The old socket may linger briefly; retry the bind until the deadline.
-            match try_spawn(self.data.path(), self.addr, &self.extra, &self.env) {
+            match try_spawn(
+                self.data.path(),
+                self.addr,
+                self.transport,
+                &self.extra,
+                &self.env,
+            ) {
                 Ok((child, addr, fingerprint)) => {
                     self.child = Some(child);
                     self.addr = addr;
@@ -233,15 +258,18 @@ fn signal(pid: u32, name: &str) {
 fn spawn(
     data: &Path,
     listen: SocketAddr,
+    transport: &str,
     extra: &[String],
     env: &[(String, String)],
 ) -> (Child, SocketAddr, String) {
-    try_spawn(data, listen, extra, env).unwrap_or_else(|err| panic!("starting the server: {err}"))
+    try_spawn(data, listen, transport, extra, env)
+        .unwrap_or_else(|err| panic!("starting the server: {err}"))
 }
 
 fn try_spawn(
     data: &Path,
     listen: SocketAddr,
+    transport: &str,
     extra: &[String],
     env: &[(String, String)],
 ) -> Result<(Child, SocketAddr, String), String> {
@@ -253,7 +281,7 @@ fn try_spawn(
     let mut child = Command::new(server_binary())
         .args([
             "serve",
-            "--dev",
+            transport,
             "--listen",
             &listen.to_string(),
             "--data-dir",
