@@ -1,0 +1,214 @@
+//! `quire-bench`: a load driver for quire-server. It starts nothing; it connects to a running
+//! server over plain WebSocket and speaks Quire's mux protocol with `quire-protocol` frames.
+//! Results: one JSON line per run on stdout, a readable summary on stderr.
+//!
+//! # Layout
+//! - [`histogram`]: the latency histogram (percentiles in µs).
+//! - [`schedule`]: open-loop edit timing.
+//! - [`tracker`]: matches relayed updates to the edits that made them.
+//! - [`conn`]: one driver connection (handshake, sync, edits, acks).
+//! - [`procstat`]: server and driver CPU and RSS from /proc.
+//! - [`run`]: one bounded run and its JSON result.
+//! - [`scenario`]: the named scenarios (S1, S2, S5, S7, S8).
+
+mod conn;
+mod histogram;
+mod procstat;
+mod run;
+mod scenario;
+mod schedule;
+mod tracker;
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+
+use crate::run::{Settings, Shape};
+
+#[derive(Debug, Parser)]
+#[command(name = "quire-bench", about = "Load driver for quire-server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// One run with an explicit shape.
+    Run {
+        #[command(flatten)]
+        common: Common,
+        /// Connections to open.
+        #[arg(long, default_value_t = 200)]
+        connections: usize,
+        /// Documents (channels) each connection opens.
+        #[arg(long, default_value_t = 1)]
+        docs_per_conn: usize,
+        /// Subscribers per document (spread over different connections).
+        #[arg(long, default_value_t = 2)]
+        clients_per_doc: usize,
+        /// Edits per second per client; 0 for idle.
+        #[arg(long, default_value_t = 5.0)]
+        rate: f64,
+    },
+    /// A named scenario: S1, S2, S5, S7 or S8.
+    Scenario {
+        name: String,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// Server URL, e.g. ws://127.0.0.1:PORT/ws (plain ws only).
+    #[arg(long)]
+    url: String,
+    /// Bearer token (omit against a server started with --no-auth).
+    #[arg(long)]
+    token: Option<String>,
+    /// Server process id, for CPU and RSS from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Comma-separated local addresses to spread connections over (e.g. 127.0.0.2,127.0.0.3).
+    #[arg(long, value_delimiter = ',')]
+    source_addrs: Vec<IpAddr>,
+    /// Characters per edit.
+    #[arg(long, default_value_t = 8)]
+    edit_size: usize,
+    /// Seconds of load before measuring.
+    #[arg(long)]
+    warmup: Option<f64>,
+    /// Seconds measured.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Seconds after the last edit to wait for deliveries and acks.
+    #[arg(long, default_value_t = 2.0)]
+    drain: f64,
+    /// Connections handshaking at once.
+    #[arg(long, default_value_t = 64)]
+    connect_concurrency: usize,
+    /// Runtime worker threads (1 keeps the driver on one core).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+impl Common {
+    fn settings(&self, warmup: f64, duration: f64) -> Settings {
+        Settings {
+            url: self.url.clone(),
+            token: self.token.clone(),
+            server_pid: self.server_pid,
+            sources: self.source_addrs.clone(),
+            warmup: Duration::from_secs_f64(self.warmup.unwrap_or(warmup)),
+            duration: Duration::from_secs_f64(self.duration.unwrap_or(duration)),
+            drain: Duration::from_secs_f64(self.drain),
+            connect_concurrency: self.connect_concurrency,
+        }
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let threads = match &cli.command {
+        Command::Run { common, .. } | Command::Scenario { common, .. } => common.threads,
+    };
+    let runtime = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(async_main(cli))
+}
+
+async fn async_main(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run {
+            common,
+            connections,
+            docs_per_conn,
+            clients_per_doc,
+            rate,
+        } => {
+            let shape = Shape {
+                connections,
+                docs_per_conn,
+                clients_per_doc,
+                rate,
+                edit_size: common.edit_size,
+            };
+            let result = run::run_once(&common.settings(3.0, 15.0), shape, "run").await?;
+            emit(&result)
+        }
+        Command::Scenario { name, common } => {
+            // Idle and multiplexing scenarios measure the connected state, not a load window.
+            let (warmup, duration) = match name.as_str() {
+                "S2" => (2.0, 6.0),
+                "S5" | "S7" => (0.0, 1.0),
+                _ => (3.0, 15.0),
+            };
+            let settings = common.settings(warmup, duration);
+            scenario::run(&name, &settings, common.edit_size, emit).await
+        }
+    }
+}
+
+/// Writes `result` as a JSON line on stdout and a one-line summary on stderr.
+fn emit(result: &Value) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{result}")?;
+    out.flush()?;
+    eprintln!("{}", summary(result));
+    Ok(())
+}
+
+fn summary(r: &Value) -> String {
+    let ms = |v: &Value| {
+        v.as_f64()
+            .map_or("-".to_owned(), |us| format!("{:.2}", us / 1e3))
+    };
+    let num = |v: &Value, digits: usize| {
+        v.as_f64()
+            .map_or("-".to_owned(), |x| format!("{x:.digits$}"))
+    };
+    if r.get("propagation").is_none() {
+        return format!("summary {r}");
+    }
+    let p = &r["propagation"];
+    let a = &r["durable_ack"];
+    format!(
+        "{:<9} conns {:>5} docs {:>5} | offered {:>8}/s delivered {:>8}/s ({}) | prop ms p50 {} p90 {} p99 {} p99.9 {} max {} | ack ms p50 {} p99 {} ({} /s) | synced {} ms | srv {} µs/upd, cpu {}, rss {}→{} KiB ({} KiB/conn) peak {} | driver {} {}",
+        r["scenario"].as_str().unwrap_or("?"),
+        r["shape"]["connections"],
+        r["shape"]["documents"],
+        num(&r["offered_updates_per_s"], 0),
+        num(&r["delivered_updates_per_s"], 0),
+        num(&r["delivered_fraction"], 4),
+        ms(&p["p50_us"]),
+        ms(&p["p90_us"]),
+        ms(&p["p99_us"]),
+        ms(&p["p999_us"]),
+        ms(&p["max_us"]),
+        ms(&a["p50_us"]),
+        ms(&a["p99_us"]),
+        num(&r["acked_writes_per_s"], 0),
+        num(&r["all_synced_ms"], 1),
+        num(&r["server_cpu_us_per_delivered"], 1),
+        num(&r["server_cpu_share"], 2),
+        r["server_rss_kib"]["before"],
+        r["server_rss_kib"]["connected"],
+        num(&r["server_kib_per_connection"], 1),
+        r["server_rss_kib"]["peak"],
+        num(&r["driver_core_share"], 2),
+        if r["valid"].as_bool() == Some(true) { "valid" } else { "INVALID" },
+    )
+}
