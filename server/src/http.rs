@@ -174,11 +174,18 @@ pub(crate) fn switching_protocols(key: &str, protocol: Option<&'static str>) -> 
 
 /// The WebSocket configuration: one WebSocket message is one mux frame, so both limits are
 /// the frame limit; anything larger fails with a capacity error and closes with 1009.
+/// The read buffer is allocated up front for every connection; tungstenite's 128 KiB default
+/// made an idle connection cost ~145 KiB (docs/BENCHMARKS.md, S5). Large frames still arrive
+/// whole: the buffer grows as needed while reading one.
 pub(crate) fn websocket_config(max_frame_size: u32) -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(max_frame_size as usize))
         .max_frame_size(Some(max_frame_size as usize))
+        .read_buffer_size(READ_BUFFER_SIZE)
 }
+
+/// Per-connection WebSocket read buffer.
+const READ_BUFFER_SIZE: usize = 8 * 1024;
 
 fn upgrade<S: Store>(
     server: Arc<Server<S>>,
