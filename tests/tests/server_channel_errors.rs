@@ -17,7 +17,7 @@ const OTHER: ChannelId = ChannelId(2);
 
 /// v1 updates the server must refuse with 4422.
 fn hostile_updates() -> Vec<(&'static str, Vec<u8>)> {
-    // Claims ~47.6M client groups in 4 bytes (MACHINE-NOTES: a 2.7 GB reservation in yrs).
+    // Claims ~47.6M client groups in 4 bytes (a 2.7 GB reservation in yrs 0.28.1).
     let huge_count = vec![0xbd, 0x95, 0xa7, 0x16];
     let valid = standalone_insert(7, "a perfectly good insert");
     let truncated = valid[..valid.len() - 6].to_vec();

@@ -93,7 +93,7 @@ const UPDATE_CLOCK_OVERFLOW: [u8; 11] = [
 const UPDATE_DELETE_RANGE_OVERFLOW: [u8; 10] =
     [0x00, 0x01, 0x01, 0x01, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01];
 
-/// block.rs:93 (MACHINE-NOTES, "Hostile CRDT bytes"): one group of one struct from client
+/// block.rs:93 (a known yrs 0.28.1 hazard): one group of one struct from client
 /// 2^53. yrs debug-asserts; release builds accept it with the ID truncated to 0.
 const UPDATE_CLIENT_ID_2_POW_53: [u8; 16] = [
     0x01, 0x01, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10, 0x00, 0x04, 0x00, 0x01, 0x41, 0x00,

@@ -189,7 +189,7 @@ mod tests {
 
     #[test]
     fn hostile_four_bytes_are_refused_without_reserving() {
-        // Claims ~47.6M client groups in 3 bytes (MACHINE-NOTES).
+        // Claims ~47.6M client groups in 3 bytes.
         let err = decode_update(&[0xbd, 0x95, 0xa7, 0x16]).unwrap_err();
         assert!(
             matches!(err, PayloadError::ImplausibleCount { .. }),
