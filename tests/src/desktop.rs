@@ -12,20 +12,9 @@ use serde_json::json;
 use crate::server_process::ServerProcess;
 use crate::webdriver::{call, WebDriver};
 
-/// The built app, beside the test executable's `deps/` directory.
+/// The built app.
 pub fn desktop_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target profile directory");
-    let path = dir.join("quire-desktop");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace --bins` first",
-        path.display()
-    );
-    path
+    crate::server_process::built_binary("quire-desktop")
 }
 
 /// Whether the end-to-end prerequisites are set up (scripts/test.sh does it and sets

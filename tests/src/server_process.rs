@@ -17,15 +17,21 @@ pub fn server_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("QUIRE_SERVER_BIN") {
         return PathBuf::from(path);
     }
+    built_binary("quire-server")
+}
+
+/// A binary of this workspace, beside the test executable's `deps/` directory (cargo builds
+/// it there with `cargo build --workspace --bins`).
+pub fn built_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("target profile directory");
-    let path = dir.join("quire-server");
+    let path = dir.join(name);
     assert!(
         path.exists(),
-        "{} is missing: run `cargo build --bins` first",
+        "{} is missing: run `cargo build --workspace --bins` first",
         path.display()
     );
     path

@@ -69,6 +69,15 @@ impl Session {
         }
     }
 
+    /// CLOSE with 1000: the client is done with the channel, or answers the server's CLOSE.
+    async fn close_channel(&self, channel: ChannelId) {
+        let close = Message::Close {
+            code: 1000,
+            reason: String::new(),
+        };
+        self.send(channel, close).await;
+    }
+
     async fn close_socket(&self, code: u16, reason: &str) {
         let frame = CloseFrame {
             code: WsCode::from(code),
@@ -354,14 +363,7 @@ impl<S: LocalStore> Driver<S> {
         }
         if chan.opened {
             // Answer the server's close; a refusal of OPEN needs no answer.
-            s.send(
-                channel,
-                Message::Close {
-                    code: 1000,
-                    reason: String::new(),
-                },
-            )
-            .await;
+            s.close_channel(channel).await;
         }
         let Some(entry) = self.docs.get_mut(&chan.doc) else {
             return;
@@ -523,14 +525,7 @@ impl<S: LocalStore> Driver<S> {
                             s.send(channel, Message::Awareness(removal)).await;
                         }
                     }
-                    s.send(
-                        channel,
-                        Message::Close {
-                            code: 1000,
-                            reason: String::new(),
-                        },
-                    )
-                    .await;
+                    s.close_channel(channel).await;
                 }
                 self.docs.remove(&doc);
                 let _ = done.send(());
