@@ -17,12 +17,36 @@ if ! command -v tauri-driver >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tauri-d
     cargo install tauri-driver --locked
 fi
 
+LOG_DIR=$(mktemp -d)
+trap 'rm -rf "$LOG_DIR"' EXIT
+
 echo "==> UI: unit tests and bundle"
 build_ui
-(cd ui && npm test)
+(cd ui && npm test) 2>&1 | tee "$LOG_DIR/ui.log"
 
 echo "==> building every binary the end-to-end tests run"
 cargo build --workspace --bins
 
 echo "==> running the Rust test suite (desktop end-to-end included)"
-QUIRE_E2E_DESKTOP=1 cargo test --workspace --no-fail-fast
+set +e
+QUIRE_E2E_DESKTOP=1 cargo test --workspace --no-fail-fast 2>&1 | tee "$LOG_DIR/rust.log"
+status=${PIPESTATUS[0]}
+set -e
+
+# One closing line for the whole run: cargo's last lines are doc-test targets with no tests.
+awk '
+    FILENAME ~ /rust.log$/ && /^test result:/ {
+        for (i = 1; i < NF; i++) {
+            if ($(i + 1) ~ /^passed;?$/) passed += $i
+            if ($(i + 1) ~ /^failed;?$/) failed += $i
+        }
+    }
+    FILENAME ~ /ui.log$/ && /^ *Tests +/ {
+        for (i = 1; i < NF; i++) {
+            if ($(i + 1) ~ /^passed/) passed += $i
+            if ($(i + 1) ~ /^failed/) failed += $i
+        }
+    }
+    END { printf "Total: %d passed, %d failed\n", passed, failed }
+' "$LOG_DIR/ui.log" "$LOG_DIR/rust.log"
+exit "$status"
