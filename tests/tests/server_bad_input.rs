@@ -169,6 +169,26 @@ async fn fragments_beyond_max_message_size_close_with_1009() {
     assert_eq!(fresh.text(CH), text);
 }
 
+#[tokio::test]
+async fn close_inside_a_fragmented_message_closes_with_1002() {
+    let server = start();
+    let token = server.token(&["*"], true, "1h");
+    let mut client = RawClient::connect_hello(&server, Some(&token)).await;
+    client.open(CH, "frag/doc", Access::Write).await.unwrap();
+    client.send_frame(CH, kind::FRAGMENT, &[0u8; 16]).await;
+    client
+        .send(
+            CH,
+            Message::Close {
+                code: 1000,
+                reason: String::new(),
+            },
+        )
+        .await;
+    assert_eq!(client.expect_close().await, 1002);
+    still_serving(&server, &token).await;
+}
+
 /// Another client can still connect, open a document, write and be acknowledged.
 async fn still_serving(server: &ServerProcess, token: &str) {
     let mut peer = Peer::connect(server, Some(token)).await;

@@ -285,7 +285,7 @@ impl<S: Store> Reader<S> {
                 self.heartbeat.on_pong(Instant::now(), nonce);
             }
             Message::Open { access, doc } => self.open(channel, access, doc).await,
-            Message::Close { .. } => self.on_client_close(channel),
+            Message::Close { .. } => return self.on_client_close(channel),
             message @ (Message::Sync(_) | Message::Awareness(_) | Message::Fragment(_)) => {
                 return self.on_channel_data(channel, message).await;
             }
@@ -492,7 +492,16 @@ impl<S: Store> Reader<S> {
     }
 
     /// The client sent CLOSE: answer it (unless it answers ours) and release the channel.
-    fn on_client_close(&mut self, channel: ChannelId) {
+    fn on_client_close(&mut self, channel: ChannelId) -> Option<Ending> {
+        if let Some(ChannelState::Open(open)) = self.channels.get(&channel) {
+            if open.reassembler.in_progress() {
+                // §7: only the rest of the message may follow its first fragment.
+                return self.violation(
+                    CloseCode::ProtocolError,
+                    "CLOSE inside a fragmented message",
+                );
+            }
+        }
         match self.channels.remove(&channel) {
             Some(ChannelState::Open(open)) => {
                 self.release(channel, open);
@@ -500,6 +509,7 @@ impl<S: Store> Reader<S> {
             }
             Some(ChannelState::Closing) | None => {}
         }
+        None
     }
 
     /// Server-initiated close of an open channel: tell the client, leave the room, and ignore
