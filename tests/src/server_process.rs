@@ -49,6 +49,9 @@ pub struct ServerProcess {
     transport: &'static str,
     /// Environment for the server process (e.g. its own `RUST_LOG`), kept across restarts.
     env: Vec<(String, String)>,
+    /// A command the server runs under (e.g. `fiu-run -x`), kept across restarts until
+    /// [`ServerProcess::set_wrapper`] changes it; empty to run the binary directly.
+    wrapper: Vec<String>,
 }
 
 impl ServerProcess {
@@ -70,7 +73,29 @@ impl ServerProcess {
         Self::start_with_transport("--insecure-plain-ws", extra, &[])
     }
 
+    /// Like [`ServerProcess::start_with_env`], with the server run under `wrapper`, a command
+    /// that ends by exec'ing its arguments (so the process id stays the server's), e.g.
+    /// `["fiu-run", "-x"]` to inject I/O failures into the unmodified binary.
+    pub fn start_wrapped(wrapper: &[&str], extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_full(wrapper, "--dev", extra, env)
+    }
+
+    /// The wrapper for the next [`ServerProcess::restart`] (empty: run the binary directly).
+    pub fn set_wrapper(&mut self, wrapper: &[&str]) {
+        self.wrapper = wrapper.iter().map(|s| s.to_string()).collect();
+    }
+
     fn start_with_transport(transport: &'static str, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_full(&[], transport, extra, env)
+    }
+
+    fn start_full(
+        wrapper: &[&str],
+        transport: &'static str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let wrapper: Vec<String> = wrapper.iter().map(|s| s.to_string()).collect();
         let data = Arc::new(tempfile::tempdir().expect("temporary data directory"));
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let env: Vec<(String, String)> = env
@@ -78,6 +103,7 @@ impl ServerProcess {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let (child, addr, fingerprint) = spawn(
+            &wrapper,
             data.path(),
             "127.0.0.1:0".parse().unwrap(),
             transport,
@@ -92,6 +118,7 @@ impl ServerProcess {
             extra,
             transport,
             env,
+            wrapper,
         }
     }
 
@@ -171,6 +198,7 @@ impl ServerProcess {
         loop {
             // The old socket may linger briefly; retry the bind until the deadline.
             match try_spawn(
+                &self.wrapper,
                 self.data.path(),
                 self.addr,
                 self.transport,
@@ -262,17 +290,19 @@ fn signal(pid: u32, name: &str) {
 }
 
 fn spawn(
+    wrapper: &[String],
     data: &Path,
     listen: SocketAddr,
     transport: &str,
     extra: &[String],
     env: &[(String, String)],
 ) -> (Child, SocketAddr, String) {
-    try_spawn(data, listen, transport, extra, env)
+    try_spawn(wrapper, data, listen, transport, extra, env)
         .unwrap_or_else(|err| panic!("starting the server: {err}"))
 }
 
 fn try_spawn(
+    wrapper: &[String],
     data: &Path,
     listen: SocketAddr,
     transport: &str,
@@ -284,7 +314,15 @@ fn try_spawn(
         .append(true)
         .open(data.join("server.log"))
         .map_err(|e| e.to_string())?;
-    let mut child = Command::new(server_binary())
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(server_binary());
+            command
+        }
+        None => Command::new(server_binary()),
+    };
+    let mut child = command
         .args([
             "serve",
             transport,

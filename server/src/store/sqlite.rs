@@ -5,8 +5,9 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{Connection, Row, Sqlite, SqliteConnection, SqlitePool};
 
 use super::{Append, LogSize, Store, StoreError, StoredDoc};
 
@@ -50,6 +51,107 @@ impl SqliteStore {
     }
 }
 
+/// One group commit on `conn`.
+async fn append_on(conn: &mut SqliteConnection, batch: &[Append<'_>]) -> Result<(), StoreError> {
+    let now = unix_now();
+    let mut tx = conn.begin().await?;
+    let mut last_doc: Option<&str> = None;
+    for append in batch {
+        if last_doc != Some(append.doc) {
+            sqlx::query(
+                "INSERT INTO documents (id, created_at, updated_at) VALUES (?, ?, ?)
+                 ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at",
+            )
+            .bind(append.doc)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            last_doc = Some(append.doc);
+        }
+        sqlx::query("INSERT INTO updates (doc_id, data) VALUES (?, ?)")
+            .bind(append.doc)
+            .bind(append.data)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Compacts `doc` on `conn`, see [`Store::compact`].
+async fn compact_on(
+    conn: &mut SqliteConnection,
+    doc: &str,
+    merge: fn(&StoredDoc) -> Result<Vec<u8>, String>,
+) -> Result<(), StoreError> {
+    // One write transaction: read what is stored, merge, replace. SQLite serializes writers,
+    // so no append can slip between the read and the delete.
+    let mut tx = conn.begin().await?;
+    sqlx::query("UPDATE documents SET updated_at = updated_at WHERE id = ?")
+        .bind(doc)
+        .execute(&mut *tx)
+        .await?;
+    let snapshot = sqlx::query("SELECT data FROM snapshots WHERE doc_id = ?")
+        .bind(doc)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|row| row.try_get::<Vec<u8>, _>(0))
+        .transpose()?;
+    let rows = sqlx::query(
+        "SELECT id, data FROM updates WHERE doc_id = ?
+           AND id > COALESCE((SELECT through_id FROM snapshots WHERE doc_id = ?), 0) ORDER BY id",
+    )
+    .bind(doc)
+    .bind(doc)
+    .fetch_all(&mut *tx)
+    .await?;
+    let Some(last_id) = rows
+        .last()
+        .map(|row| row.try_get::<i64, _>(0))
+        .transpose()?
+    else {
+        return Ok(());
+    };
+    let updates = rows
+        .iter()
+        .map(|row| row.try_get::<Vec<u8>, _>(1))
+        .collect::<Result<Vec<_>, _>>()?;
+    let stored = StoredDoc { snapshot, updates };
+    let merged = merge(&stored).map_err(|detail| StoreError::Corrupt {
+        doc: doc.to_owned(),
+        detail,
+    })?;
+    sqlx::query(
+        "INSERT INTO snapshots (doc_id, data, through_id) VALUES (?, ?, ?)
+         ON CONFLICT(doc_id) DO UPDATE SET data = excluded.data, through_id = excluded.through_id",
+    )
+    .bind(doc)
+    .bind(&merged)
+    .bind(last_id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM updates WHERE doc_id = ? AND id <= ?")
+        .bind(doc)
+        .bind(last_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// After a failed write transaction (e.g. fsync or write failing with EIO), SQLite can keep
+/// holding the database's write lock on that connection, and every later commit on the other
+/// connections fails with "database is locked". Closing the connection releases its locks;
+/// the pool opens a fresh one when needed.
+async fn discard_if_failed<T>(conn: PoolConnection<Sqlite>, result: &Result<T, StoreError>) {
+    if result.is_err() {
+        if let Err(err) = conn.detach().close().await {
+            tracing::warn!(error = %err, "closing a failed storage connection");
+        }
+    }
+}
+
 fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -87,30 +189,10 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let now = unix_now();
-        let mut tx = self.pool.begin().await?;
-        let mut last_doc: Option<&str> = None;
-        for append in batch {
-            if last_doc != Some(append.doc) {
-                sqlx::query(
-                    "INSERT INTO documents (id, created_at, updated_at) VALUES (?, ?, ?)
-                     ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at",
-                )
-                .bind(append.doc)
-                .bind(now)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                last_doc = Some(append.doc);
-            }
-            sqlx::query("INSERT INTO updates (doc_id, data) VALUES (?, ?)")
-                .bind(append.doc)
-                .bind(append.data)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        let result = append_on(&mut conn, batch).await;
+        discard_if_failed(conn, &result).await;
+        result
     }
 
     async fn log_size(&self, doc: &str) -> Result<LogSize, StoreError> {
@@ -133,59 +215,10 @@ impl Store for SqliteStore {
         doc: &str,
         merge: fn(&StoredDoc) -> Result<Vec<u8>, String>,
     ) -> Result<(), StoreError> {
-        // One write transaction: read what is stored, merge, replace. SQLite serializes writers,
-        // so no append can slip between the read and the delete.
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE documents SET updated_at = updated_at WHERE id = ?")
-            .bind(doc)
-            .execute(&mut *tx)
-            .await?;
-        let snapshot = sqlx::query("SELECT data FROM snapshots WHERE doc_id = ?")
-            .bind(doc)
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|row| row.try_get::<Vec<u8>, _>(0))
-            .transpose()?;
-        let rows = sqlx::query(
-            "SELECT id, data FROM updates WHERE doc_id = ?
-               AND id > COALESCE((SELECT through_id FROM snapshots WHERE doc_id = ?), 0) ORDER BY id",
-        )
-        .bind(doc)
-        .bind(doc)
-        .fetch_all(&mut *tx)
-        .await?;
-        let Some(last_id) = rows
-            .last()
-            .map(|row| row.try_get::<i64, _>(0))
-            .transpose()?
-        else {
-            return Ok(());
-        };
-        let updates = rows
-            .iter()
-            .map(|row| row.try_get::<Vec<u8>, _>(1))
-            .collect::<Result<Vec<_>, _>>()?;
-        let stored = StoredDoc { snapshot, updates };
-        let merged = merge(&stored).map_err(|detail| StoreError::Corrupt {
-            doc: doc.to_owned(),
-            detail,
-        })?;
-        sqlx::query(
-            "INSERT INTO snapshots (doc_id, data, through_id) VALUES (?, ?, ?)
-             ON CONFLICT(doc_id) DO UPDATE SET data = excluded.data, through_id = excluded.through_id",
-        )
-        .bind(doc)
-        .bind(&merged)
-        .bind(last_id)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM updates WHERE doc_id = ? AND id <= ?")
-            .bind(doc)
-            .bind(last_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        let result = compact_on(&mut conn, doc, merge).await;
+        discard_if_failed(conn, &result).await;
+        result
     }
 
     async fn list(&self) -> Result<Vec<String>, StoreError> {

@@ -1,0 +1,257 @@
+//! Disk faults: the real server runs under `fiu-run -x` (Debian's fiu-utils), which preloads
+//! libfiu's POSIX wrappers into the unmodified binary; `fiu-ctrl` then makes SQLite's fsync
+//! (or its pwrite) fail with EIO, or pwrite with ENOSPC, while writers stream inserts, and lifts the fault again.
+//! Checked: no ACK while commits fail; the failure reaches clients (CLOSE 4500 on their
+//! channels), `/metrics` and the log; writes are acknowledged again once the disk is healthy;
+//! and after a restart without fiu every acknowledged insert is there and the file is sound.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use quire_protocol::ChannelId;
+use quire_tests::db_probe;
+use quire_tests::doc_peer::Peer;
+use quire_tests::server_process::ServerProcess;
+use quire_tests::wait;
+
+const CH: ChannelId = ChannelId(1);
+const WRITERS: usize = 4;
+const DOCS: usize = 2;
+const WINDOW: u64 = 16;
+/// Acknowledged writes before the fault, and again after it is lifted.
+const HEALTHY_ACKS: u64 = 300;
+/// Failed commits, after every writer has seen its 4500, during which no ACK may arrive.
+const FAILED_COMMITS: u64 = 20;
+/// CLOSE code for a failed commit (PROTOCOL.md).
+const STORAGE_FAILURE: u16 = 4500;
+
+/// One opening of a writer's channel: what it sent, how far the server acknowledged it, and
+/// how the server closed it (None: still open when the writer stopped).
+#[derive(Debug, Default)]
+struct Segment {
+    sent: Vec<(u64, String)>,
+    acked: u64,
+    close: Option<u16>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    stop: AtomicBool,
+    /// Writes acknowledged, over every opening of every writer.
+    acked: AtomicU64,
+    /// The same, per writer.
+    per_writer: [AtomicU64; WRITERS],
+    /// Writers whose channel the server has closed with 4500 at least once.
+    writers_closed: AtomicU64,
+}
+
+/// Streams marked inserts (up to `WINDOW` unacknowledged) on `doc`; when the server closes the
+/// channel it records the opening and opens the channel again, as quire-client does. On `stop`
+/// it waits for the outstanding ACKs (or a close) and returns every opening.
+async fn writer(mut peer: Peer, doc: String, w: usize, shared: Arc<Shared>) -> Vec<Segment> {
+    let mut segments = Vec::new();
+    let mut sent = Vec::new();
+    let mut acked_before = 0;
+    let mut counted_close = false;
+    loop {
+        let d = &peer.docs[&CH];
+        let stopping = shared.stop.load(Ordering::Relaxed);
+        if d.closed.is_some() || (stopping && d.acked == d.writes) {
+            let segment = Segment {
+                sent: std::mem::take(&mut sent),
+                acked: d.acked,
+                close: d.closed,
+            };
+            acked_before += segment.acked;
+            if segment.close == Some(STORAGE_FAILURE) && !counted_close {
+                counted_close = true;
+                shared.writers_closed.fetch_add(1, Ordering::Relaxed);
+            }
+            segments.push(segment);
+            if stopping {
+                return segments;
+            }
+            peer.open_synced(CH, &doc).await;
+            continue;
+        }
+        let alive = if !stopping && d.writes - d.acked < WINDOW {
+            let n: usize = segments.iter().map(|s| s.sent.len()).sum::<usize>() + sent.len();
+            let marker = format!("<w{w}:{n}>");
+            let seq = peer.append(CH, &marker).await;
+            sent.push((seq, marker));
+            peer.pump_ready().await
+        } else {
+            peer.pump().await
+        };
+        assert!(alive, "writer {w}: connection closed ({:?})", peer.closed);
+        let now = acked_before + peer.docs[&CH].acked;
+        let before = shared.per_writer[w].swap(now, Ordering::Relaxed);
+        if now > before {
+            shared.acked.fetch_add(now - before, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Sends one remote-control command to a process started under `fiu-run -x -f <prefix>`.
+fn fiu_ctrl(prefix: &Path, pid: u32, command: &str) {
+    let output = Command::new("fiu-ctrl")
+        .arg("-f")
+        .arg(prefix)
+        .args(["-c", command, &pid.to_string()])
+        .output()
+        .expect("running fiu-ctrl (apt-get install fiu-utils)");
+    assert!(
+        output.status.success(),
+        "fiu-ctrl -c '{command}': {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The document's text as a fresh client sees it.
+async fn fresh_text(server: &ServerProcess, token: &str, doc: &str) -> String {
+    let mut peer = Peer::connect(server, Some(token)).await;
+    peer.open_synced(CH, doc).await;
+    peer.text(CH)
+}
+
+/// `errno`: what the failing call reports (5 EIO, 28 ENOSPC).
+async fn fault_while_streaming(name: &str, failure_point: &str, errno: u32) {
+    let fiu = tempfile::tempdir().expect("fiu control directory");
+    let prefix = fiu.path().join("ctrl");
+    let prefix_arg = prefix.to_str().expect("utf-8 path");
+    let mut server = ServerProcess::start_wrapped(&["fiu-run", "-x", "-f", prefix_arg], &[], &[]);
+    let token = server.token(&["*"], true, "1h");
+    let shared = Arc::new(Shared::default());
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let doc = format!("disk/{}", w % DOCS);
+        let mut peer = Peer::connect(&server, Some(&token)).await;
+        peer.open_synced(CH, &doc).await;
+        let shared = shared.clone();
+        let task_doc = doc.clone();
+        tasks.push((
+            doc,
+            tokio::spawn(async move { writer(peer, task_doc, w, shared).await }),
+        ));
+    }
+    let acked_at_least = |target: u64| {
+        let shared = shared.clone();
+        move || std::future::ready((shared.acked.load(Ordering::Relaxed) >= target).then_some(()))
+    };
+    wait::until(
+        "acknowledged writes before the fault",
+        wait::DEADLINE,
+        acked_at_least(HEALTHY_ACKS),
+    )
+    .await;
+
+    // The fault: every call at the failure point fails with `errno`.
+    let enable = format!("enable name={failure_point},failinfo={errno}");
+    fiu_ctrl(&prefix, server.pid(), &enable);
+    wait::until("every writer closed with 4500", wait::DEADLINE, || {
+        std::future::ready(
+            (shared.writers_closed.load(Ordering::Relaxed) == WRITERS as u64).then_some(()),
+        )
+    })
+    .await;
+    // Every ACK of a commit before the fault came ahead of its connection's 4500; from here on
+    // nothing may be acknowledged while commits keep failing (the writers keep reopening).
+    let acked_during = shared.acked.load(Ordering::Relaxed);
+    let errors = server.metric("quire_storage_errors_total").await;
+    assert!(errors > 0.0, "quire_storage_errors_total = {errors}");
+    let mut errors_now = errors;
+    while errors_now < errors + FAILED_COMMITS as f64 {
+        errors_now = wait::until("more failed commits", wait::DEADLINE, || async {
+            let now = server.metric("quire_storage_errors_total").await;
+            (now > errors_now).then_some(now)
+        })
+        .await;
+    }
+    assert_eq!(
+        shared.acked.load(Ordering::Relaxed),
+        acked_during,
+        "writes acknowledged while every commit failed"
+    );
+    let log = server.log();
+    let error_lines = log
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains("storage commit failed"))
+        .count();
+    assert!(error_lines > 0, "no storage error in the log:\n{log}");
+
+    // Healthy again: the same process acknowledges new writes.
+    fiu_ctrl(
+        &prefix,
+        server.pid(),
+        &format!("disable name={failure_point}"),
+    );
+    wait::until(
+        "acknowledged writes after the fault",
+        wait::DEADLINE,
+        acked_at_least(acked_during + HEALTHY_ACKS),
+    )
+    .await;
+    let acked_after = shared.acked.load(Ordering::Relaxed) - acked_during;
+    let errors_total = server.metric("quire_storage_errors_total").await;
+    shared.stop.store(true, Ordering::Relaxed);
+    let mut reports = Vec::new();
+    for (doc, task) in tasks {
+        reports.push((doc, task.await.expect("writer task")));
+    }
+
+    // Restart without fiu: every acknowledged insert is stored, and the file is sound.
+    server.kill9();
+    server.set_wrapper(&[]);
+    server.restart();
+    assert_eq!(db_probe::integrity_check(&server.db_path()).await, "ok");
+    let (mut acked, mut lost, mut unacked, mut unacked_kept, mut closes) = (0, 0, 0, 0, 0);
+    for d in 0..DOCS {
+        let doc = format!("disk/{d}");
+        let text = fresh_text(&server, &token, &doc).await;
+        for segments in reports.iter().filter(|(n, _)| *n == doc).map(|(_, s)| s) {
+            for segment in segments {
+                if let Some(code) = segment.close {
+                    assert_eq!(code, STORAGE_FAILURE, "unexpected channel close");
+                    closes += 1;
+                }
+                for (seq, marker) in &segment.sent {
+                    if *seq <= segment.acked {
+                        acked += 1;
+                        if !text.contains(marker.as_str()) {
+                            lost += 1;
+                            eprintln!("LOST acknowledged insert {marker} in {doc}");
+                        }
+                    } else {
+                        unacked += 1;
+                        unacked_kept += usize::from(text.contains(marker.as_str()));
+                    }
+                }
+            }
+        }
+    }
+    eprintln!(
+        "{name} ({failure_point}, errno {errno}): {acked} acknowledged inserts, {lost} lost; \
+         {closes} channel closes with 4500; {errors_total} failed commits \
+         ({error_lines} error lines); {unacked} never acknowledged ({unacked_kept} stored anyway); \
+         {acked_after} acknowledged after the fault was lifted, without a restart"
+    );
+    assert_eq!(lost, 0, "acknowledged inserts lost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_fsync_acknowledges_nothing_and_recovers() {
+    fault_while_streaming("fsync fault", "posix/io/sync/fsync", 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_write_acknowledges_nothing_and_recovers() {
+    fault_while_streaming("write fault", "posix/io/rw/pwrite", 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_acknowledges_nothing_and_recovers() {
+    fault_while_streaming("disk full", "posix/io/rw/pwrite", 28).await;
+}
