@@ -15,6 +15,9 @@
 //! - [`seeded_rng`]: a replayable random generator for randomized scenarios (`QUIRE_SEED`).
 //! - [`recorder`]: every value a watch channel publishes, for state-sequence checks.
 //! - [`server_log`]: accept timestamps from the server's log and how they spread.
+//! - [`client_util`]: quire-client configured for a test server, and waits on its states.
+//! - [`desktop`]: the desktop app under Xvfb and tauri-driver, with pre-seeded settings.
+//! - [`webdriver`]: a small W3C WebDriver client for driving the app.
 
 pub mod client_util;
 pub mod db_probe;
