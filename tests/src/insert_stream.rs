@@ -3,10 +3,13 @@
 //! server acknowledged as durable, so a test can check each of them after a crash or restart.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use quire_protocol::ChannelId;
+use tokio::task::JoinHandle;
 
 use crate::doc_peer::Peer;
+use crate::server_process::ServerProcess;
 
 /// What to send.
 #[derive(Debug, Clone)]
@@ -79,5 +82,41 @@ pub async fn stream_inserts(
         sent,
         acked: peer.docs[&channel].acked,
         close: peer.closed,
+    }
+}
+
+/// A writer on its own connection, streaming in a task of its own.
+#[derive(Debug)]
+pub struct Writer {
+    pub doc: String,
+    progress: Arc<AtomicU64>,
+    task: JoinHandle<StreamReport>,
+}
+
+impl Writer {
+    /// Connects, opens `doc` on `plan.channel`, waits until synced, and starts streaming.
+    pub async fn start(server: &ServerProcess, token: &str, doc: String, plan: StreamPlan) -> Self {
+        let mut peer = Peer::connect(server, Some(token)).await;
+        peer.open_synced(plan.channel, &doc).await;
+        let progress = Arc::new(AtomicU64::new(0));
+        let task = {
+            let progress = progress.clone();
+            tokio::spawn(async move { stream_inserts(&mut peer, &plan, &progress).await })
+        };
+        Self {
+            doc,
+            progress,
+            task,
+        }
+    }
+
+    /// The highest ACK so far.
+    pub fn acked(&self) -> u64 {
+        self.progress.load(Ordering::Relaxed)
+    }
+
+    /// Waits for the stream to end (its connection closed); returns the document and report.
+    pub async fn finish(self) -> (String, StreamReport) {
+        (self.doc, self.task.await.expect("writer task"))
     }
 }

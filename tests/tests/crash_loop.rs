@@ -6,13 +6,10 @@
 //! acknowledged inserts, so a seed replays the same plan). `QUIRE_CRASH_ROUNDS=<n>` runs more
 //! rounds (default 5).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-
 use quire_protocol::ChannelId;
 use quire_tests::db_probe;
 use quire_tests::doc_peer::Peer;
-use quire_tests::insert_stream::{stream_inserts, StreamPlan, StreamReport};
+use quire_tests::insert_stream::{StreamPlan, StreamReport, Writer};
 use quire_tests::seeded_rng::{env_count, SeededRng};
 use quire_tests::server_process::ServerProcess;
 use quire_tests::wait;
@@ -60,32 +57,22 @@ async fn repeated_kill_9_under_streaming_writes_loses_no_acknowledged_insert() {
         let mut writers = Vec::new();
         for w in 0..WRITERS_PER_DOC * DOCS {
             let doc = doc_name(w % DOCS);
-            let mut peer = Peer::connect(&server, Some(&token)).await;
-            peer.open_synced(CH, &doc).await;
-            let progress = Arc::new(AtomicU64::new(0));
             let plan = StreamPlan {
                 channel: CH,
                 prefix: format!("r{round}w{w}"),
                 limit: None,
                 window: 1 + rng.below(64),
             };
-            let task = {
-                let progress = progress.clone();
-                tokio::spawn(async move { stream_inserts(&mut peer, &plan, &progress).await })
-            };
-            writers.push((doc, progress, task));
+            writers.push(Writer::start(&server, &token, doc, plan).await);
         }
         wait::until("the kill point", wait::DEADLINE, || {
-            let acked: u64 = writers
-                .iter()
-                .map(|(_, p, _)| p.load(Ordering::Relaxed))
-                .sum();
+            let acked: u64 = writers.iter().map(Writer::acked).sum();
             std::future::ready((acked >= kill_after).then_some(()))
         })
         .await;
         server.kill9();
-        for (doc, _, task) in writers {
-            let report = task.await.expect("writer task");
+        for writer in writers {
+            let (doc, report) = writer.finish().await;
             assert_eq!(report.close, Some(1006), "a killed server sends no Close");
             reports.push((doc, report));
         }

@@ -1,13 +1,10 @@
 //! Durability: what the server acknowledged survives a restart and a crash (kill -9), and the
 //! database file stays sound.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-
 use quire_protocol::ChannelId;
 use quire_tests::db_probe;
 use quire_tests::doc_peer::Peer;
-use quire_tests::insert_stream::{stream_inserts, StreamPlan, StreamReport};
+use quire_tests::insert_stream::{StreamPlan, StreamReport, Writer};
 use quire_tests::server_process::ServerProcess;
 use quire_tests::wait;
 
@@ -76,36 +73,26 @@ async fn kill_9_mid_stream_loses_no_acknowledged_insert() {
     let mut writers = Vec::new();
     for w in 0..WRITERS_PER_DOC * DOCS {
         let doc = format!("crash/{}", w % DOCS);
-        let mut peer = Peer::connect(&server, Some(&token)).await;
-        peer.open_synced(CH, &doc).await;
-        let progress = Arc::new(AtomicU64::new(0));
         let plan = StreamPlan {
             channel: CH,
             prefix: format!("w{w}"),
             limit: None,
             window: 64,
         };
-        let task = {
-            let progress = progress.clone();
-            tokio::spawn(async move { stream_inserts(&mut peer, &plan, &progress).await })
-        };
-        writers.push((doc, progress, task));
+        writers.push(Writer::start(&server, &token, doc, plan).await);
     }
 
     // The moment: enough acknowledged, while every writer keeps up to 64 writes in flight.
     wait::until("enough acknowledged inserts", wait::DEADLINE, || {
-        let acked: u64 = writers
-            .iter()
-            .map(|(_, p, _)| p.load(Ordering::Relaxed))
-            .sum();
+        let acked: u64 = writers.iter().map(Writer::acked).sum();
         std::future::ready((acked >= KILL_AFTER_ACKS).then_some(()))
     })
     .await;
     server.kill9();
 
     let mut reports: Vec<(String, StreamReport)> = Vec::new();
-    for (doc, _, task) in writers {
-        let report = task.await.expect("writer task");
+    for writer in writers {
+        let (doc, report) = writer.finish().await;
         assert_eq!(report.close, Some(1006), "a killed server sends no Close");
         reports.push((doc, report));
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use quire_protocol::{Access, ChannelId, Frame, Message};
 use quire_tests::db_probe;
 use quire_tests::doc_peer::Peer;
-use quire_tests::insert_stream::{stream_inserts, StreamPlan};
+use quire_tests::insert_stream::{StreamPlan, Writer};
 use quire_tests::raw_client::{Incoming, RawClient};
 use quire_tests::server_process::ServerProcess;
 use quire_tests::wait;
@@ -25,9 +25,6 @@ async fn sigterm_acknowledges_every_received_write_then_closes_1001() {
     let mut writers = Vec::new();
     for w in 0..WRITERS {
         let doc = format!("shutdown/{w}");
-        let mut peer = Peer::connect(&server, Some(&token)).await;
-        peer.open_synced(CH, &doc).await;
-        let progress = Arc::new(AtomicU64::new(0));
         // Sends every insert without waiting, then reads until the connection ends.
         let plan = StreamPlan {
             channel: CH,
@@ -35,17 +32,11 @@ async fn sigterm_acknowledges_every_received_write_then_closes_1001() {
             limit: Some(INSERTS),
             window: u64::MAX,
         };
-        let task = {
-            let progress = progress.clone();
-            tokio::spawn(async move { stream_inserts(&mut peer, &plan, &progress).await })
-        };
-        writers.push((doc, progress, task));
+        writers.push(Writer::start(&server, &token, doc, plan).await);
     }
     // Shut down while writes are in flight: once each writer has 200 ACKs.
     wait::until("200 ACKs for each writer", wait::DEADLINE, || {
-        let all = writers
-            .iter()
-            .all(|(_, p, _)| p.load(Ordering::Relaxed) >= 200);
+        let all = writers.iter().all(|w| w.acked() >= 200);
         std::future::ready(all.then_some(()))
     })
     .await;
@@ -56,8 +47,8 @@ async fn sigterm_acknowledges_every_received_write_then_closes_1001() {
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
 
     let mut reports = Vec::new();
-    for (doc, _, task) in writers {
-        let report = task.await.expect("writer task");
+    for writer in writers {
+        let (doc, report) = writer.finish().await;
         assert_eq!(report.close, Some(1001), "{doc}: close code after SIGTERM");
         reports.push((doc, report));
     }
