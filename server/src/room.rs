@@ -188,10 +188,6 @@ impl Room {
             .transact()
             .encode_state_as_update_v1(&StateVector::default())
     }
-
-    pub fn subscriber_count(&self) -> usize {
-        self.state.lock().subscribers.len()
-    }
 }
 
 fn is_update_message(payload: &[u8]) -> bool {

@@ -96,13 +96,4 @@ impl<S: Store> Rooms<S> {
             return;
         }
     }
-
-    /// The room of a document if it is in memory.
-    pub fn get(&self, doc: &DocId) -> Option<Arc<Room>> {
-        self.map.lock().get(doc).cloned()
-    }
-
-    pub fn loaded(&self) -> usize {
-        self.map.lock().len()
-    }
 }
