@@ -61,10 +61,11 @@ ensure_kosoku() {
 
 # The system libraries the Tauri desktop app builds and runs with, and what its end-to-end
 # tests drive it with (a virtual display and WebKit's WebDriver); fiu-utils injects disk faults
-# (fiu-run, fiu-ctrl) for tests/tests/disk_faults.rs.
+# (fiu-run, fiu-ctrl) for tests/tests/disk_faults.rs; nftables and iproute2 make the network
+# namespace with packet loss and partitions for tests/tests/network_faults.rs.
 DESKTOP_PACKAGES=(libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev libssl-dev
     libsoup-3.0-dev libjavascriptcoregtk-4.1-dev libxdo-dev)
-E2E_PACKAGES=(xvfb webkit2gtk-driver imagemagick fiu-utils)
+E2E_PACKAGES=(xvfb webkit2gtk-driver imagemagick fiu-utils nftables iproute2)
 
 # build_ui: installs the UI's packages and bundles it into ui/dist (the app embeds it).
 build_ui() {

@@ -12,6 +12,7 @@
 //! - [`db_probe`]: the server's SQLite file seen from outside (integrity, stored blobs).
 //! - [`wait`]: polling with a deadline (tests never sleep to wait).
 //! - [`proxy`]: a TCP proxy that injects delay, stalls, resets, mid-frame cuts and throttling.
+//! - [`netns`]: a network namespace of the test's own, with nftables packet loss and partitions.
 //! - [`seeded_rng`]: a replayable random generator for randomized scenarios (`QUIRE_SEED`).
 //! - [`recorder`]: every value a watch channel publishes, for state-sequence checks.
 //! - [`server_log`]: accept timestamps from the server's log and how they spread.
@@ -25,6 +26,7 @@ pub mod desktop;
 pub mod doc_peer;
 pub mod http_probe;
 pub mod insert_stream;
+pub mod netns;
 pub mod proxy;
 pub mod raw_client;
 pub mod recorder;

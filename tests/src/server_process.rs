@@ -77,7 +77,18 @@ impl ServerProcess {
     /// that ends by exec'ing its arguments (so the process id stays the server's), e.g.
     /// `["fiu-run", "-x"]` to inject I/O failures into the unmodified binary.
     pub fn start_wrapped(wrapper: &[&str], extra: &[&str], env: &[(&str, &str)]) -> Self {
-        Self::start_full(wrapper, "--dev", extra, env)
+        Self::start_full(wrapper, "127.0.0.1:0", "--dev", extra, env)
+    }
+
+    /// Like [`ServerProcess::start_wrapped`], listening on `listen` (an address inside a
+    /// network namespace the test made, with port 0) instead of 127.0.0.1:0.
+    pub fn start_wrapped_at(
+        wrapper: &[&str],
+        listen: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        Self::start_full(wrapper, listen, "--dev", extra, env)
     }
 
     /// The wrapper for the next [`ServerProcess::restart`] (empty: run the binary directly).
@@ -86,11 +97,12 @@ impl ServerProcess {
     }
 
     fn start_with_transport(transport: &'static str, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        Self::start_full(&[], transport, extra, env)
+        Self::start_full(&[], "127.0.0.1:0", transport, extra, env)
     }
 
     fn start_full(
         wrapper: &[&str],
+        listen: &str,
         transport: &'static str,
         extra: &[&str],
         env: &[(&str, &str)],
@@ -105,7 +117,7 @@ impl ServerProcess {
         let (child, addr, fingerprint) = spawn(
             &wrapper,
             data.path(),
-            "127.0.0.1:0".parse().unwrap(),
+            listen.parse().expect("a listen address"),
             transport,
             &extra,
             &env,
@@ -126,7 +138,7 @@ impl ServerProcess {
         self.data.path()
     }
 
-    /// `wss://127.0.0.1:PORT/ws`
+    /// `wss://ADDR:PORT/ws`
     pub fn url(&self) -> String {
         format!("wss://{}/ws", self.addr)
     }
