@@ -170,6 +170,29 @@ async fn fragments_beyond_max_message_size_close_with_1009() {
 }
 
 #[tokio::test]
+async fn unfinished_messages_across_channels_beyond_max_message_size_close_with_1009() {
+    let server = start();
+    let token = server.token(&["*"], true, "1h");
+    let mut client = RawClient::connect_hello(&server, Some(&token)).await;
+    let channels: Vec<ChannelId> = (1..=4).map(ChannelId).collect();
+    for (n, channel) in channels.iter().enumerate() {
+        let doc = format!("interleaved/{n}");
+        client.open(*channel, &doc, Access::Write).await.unwrap();
+    }
+    // Each channel's message stays under the limit; together they pass it.
+    let piece = vec![0u8; MAX_FRAME - 6];
+    let per_channel = MAX_MESSAGE / piece.len() / 2;
+    assert!(per_channel * piece.len() * channels.len() > MAX_MESSAGE);
+    for _ in 0..per_channel {
+        for channel in &channels {
+            client.send_frame(*channel, kind::FRAGMENT, &piece).await;
+        }
+    }
+    assert_eq!(client.expect_close().await, 1009);
+    still_serving(&server, &token).await;
+}
+
+#[tokio::test]
 async fn close_inside_a_fragmented_message_closes_with_1002() {
     let server = start();
     let token = server.token(&["*"], true, "1h");

@@ -379,6 +379,24 @@ impl<S: Store> Reader<S> {
 
     async fn on_channel_data(&mut self, channel: ChannelId, message: Message) -> Option<Ending> {
         let max_message = self.server.config.limits.max_message_size;
+        // Per channel, the reassembler stops at max_message_size; across channels the sum of
+        // unfinished messages is held to the same limit, so one connection never buffers more
+        // than one maximal message however many channels it interleaves (PROTOCOL.md §7).
+        let buffered_piece = match &message {
+            Message::Fragment(piece) => Some(piece.len()),
+            Message::Sync(piece) | Message::Awareness(piece) if self.reassembling(channel) => {
+                Some(piece.len())
+            }
+            _ => None,
+        };
+        if let Some(len) = buffered_piece {
+            if self.unfinished_bytes() + len > max_message as usize {
+                return self.violation(
+                    CloseCode::MessageTooBig,
+                    "unfinished messages on the connection above max_message_size",
+                );
+            }
+        }
         let open = match self.channels.get_mut(&channel) {
             Some(ChannelState::Open(open)) => open,
             Some(ChannelState::Closing) => return None,
@@ -397,6 +415,22 @@ impl<S: Store> Reader<S> {
             Message::Awareness(payload) => self.on_awareness(channel, payload),
             _ => None,
         }
+    }
+
+    /// Whether a fragmented message is in progress on `channel`.
+    fn reassembling(&self, channel: ChannelId) -> bool {
+        matches!(self.channels.get(&channel), Some(ChannelState::Open(open)) if open.reassembler.in_progress())
+    }
+
+    /// Bytes buffered in this connection's unfinished fragmented messages, all channels.
+    fn unfinished_bytes(&self) -> usize {
+        self.channels
+            .values()
+            .map(|state| match state {
+                ChannelState::Open(open) => open.reassembler.buffered(),
+                ChannelState::Closing => 0,
+            })
+            .sum()
     }
 
     async fn on_sync(&mut self, channel: ChannelId, payload: Vec<u8>) -> Option<Ending> {

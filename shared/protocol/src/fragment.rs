@@ -109,12 +109,12 @@ impl Reassembler {
         }
     }
 
-    /// Bytes buffered for an incomplete message.
     /// Whether a fragmented message has started and not yet ended.
     pub fn in_progress(&self) -> bool {
         self.in_progress
     }
 
+    /// Bytes buffered for an incomplete message.
     pub fn buffered(&self) -> usize {
         self.pending.len()
     }
