@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up and runs all of Quire's tests on a Debian/Ubuntu machine, installing what is missing:
 # protocol, server, client and end-to-end tests in Rust, the UI's unit tests (Vitest), and the
-# desktop app driven over WebDriver under a virtual display.
+# desktop app driven over WebDriver under a virtual display, and a short pass of every fuzz
+# target.
 # Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +32,11 @@ echo "==> running the Rust test suite (desktop end-to-end included)"
 set +e
 QUIRE_E2E_DESKTOP=1 cargo test --workspace --no-fail-fast 2>&1 | tee "$LOG_DIR/rust.log"
 status=${PIPESTATUS[0]}
+
+echo "==> fuzzing each target for 20 s on stable (scripts/fuzz.sh 120 is the documented run)"
+QUIRE_FUZZ_STABLE=1 scripts/fuzz.sh 20 2>&1 | tee "$LOG_DIR/fuzz.log"
+fuzz_status=${PIPESTATUS[0]}
+[ "$status" -eq 0 ] && status=$fuzz_status
 set -e
 
 # One closing line for the whole run: cargo's last lines are doc-test targets with no tests.
@@ -47,6 +53,8 @@ awk '
             if ($(i + 1) ~ /^failed/) failed += $i
         }
     }
+    FILENAME ~ /fuzz.log$/ && /^fuzz result: .* passed$/ { passed += 1 }
+    FILENAME ~ /fuzz.log$/ && /^fuzz result: .* failed$/ { failed += 1 }
     END { printf "Total: %d passed, %d failed\n", passed, failed }
-' "$LOG_DIR/ui.log" "$LOG_DIR/rust.log"
+' "$LOG_DIR/ui.log" "$LOG_DIR/rust.log" "$LOG_DIR/fuzz.log"
 exit "$status"

@@ -463,7 +463,7 @@ impl<S: Store> Reader<S> {
                 self.conn.send(channel, &Message::Sync(step2));
             }
             SyncPayload::Step2(update) | SyncPayload::Update(update) => {
-                let raw = raw_update(&payload);
+                let raw = quire_protocol::ysync::update_bytes(&payload);
                 let key = SubKey {
                     conn: self.conn.id(),
                     channel,
@@ -591,14 +591,6 @@ impl<S: Store> Reader<S> {
             }
         }
     }
-}
-
-/// The v1 update inside a step 2 or update SYNC payload (after the tag and length).
-fn raw_update(payload: &[u8]) -> &[u8] {
-    let mut reader = quire_protocol::varint::Reader::new(payload);
-    let _ = reader.read_varint();
-    let _ = reader.read_varint();
-    reader.rest()
 }
 
 /// When a token that expires at `exp` (Unix seconds) runs out, on the tokio clock.

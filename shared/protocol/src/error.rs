@@ -85,6 +85,14 @@ pub enum PayloadError {
     TooDeep(usize),
     #[error("{0} bytes after the end of the update")]
     TrailingBytes(usize),
+    #[error("item {client}:{clock} refers to {client}:{refers_to}, which its client cannot have made before it")]
+    ImpossibleReference {
+        client: u64,
+        clock: u32,
+        refers_to: u32,
+    },
+    #[error("{0} is not accepted: the CRDT library cannot store it faithfully")]
+    Unsupported(&'static str),
 }
 
 impl PayloadError {

@@ -163,3 +163,47 @@ fn update_findings_are_refused_inside_sync_messages_too() {
         }
     }
 }
+
+/// Found by the server's `channel_payload` fuzz target (server/fuzz/) in its first seeded run:
+/// an update from client 0 at clock 5 (so yrs keeps it pending) holding legacy JSON content
+/// with a count of 0. yrs read it as one value and accepted it; encoding the document's state
+/// afterwards merged the pending part, which yrs could not read back, and panicked
+/// (`EndOfBuffer` unwrapped in `merge_pending`), outside any `catch_unwind`. Legacy JSON
+/// content is now refused.
+const PENDING_LEGACY_JSON: [u8; 21] = [
+    0x01, 0x01, 0x00, 0x05, 0x02, 0x02, 0x03, 0xff, 0x01, 0x01, 0x00, 0x08, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x6c, 0x6c, 0x6f, 0x00,
+];
+
+#[test]
+fn legacy_json_content_that_yrs_cannot_reencode_is_refused() {
+    assert!(matches!(
+        ysync::validate_update_v1(&PENDING_LEGACY_JSON),
+        Err(PayloadError::Unsupported(_))
+    ));
+    assert!(matches!(
+        ysync::decode_sync(&ysync::encode_step2(PENDING_LEGACY_JSON.to_vec())),
+        Err(PayloadError::Unsupported(_))
+    ));
+}
+
+/// Found by the server's `channel_payload` fuzz target under AddressSanitizer: client 1's
+/// " world" at clock 5 with its origin at client 1's clock 12. After client 1's clocks 10..15
+/// had been applied, yrs freed a block it still used while integrating this item (heap
+/// use-after-free). An item's origin, right origin or parent from its own client must have a
+/// lower clock than the item.
+const ORIGIN_FROM_OWN_FUTURE: [u8; 15] = [
+    0x01, 0x01, 0x01, 0x05, 0x84, 0x01, 0x0c, 0x06, b' ', b'w', b'o', b'r', b'l', b'd', 0x00,
+];
+
+#[test]
+fn an_origin_in_the_items_own_future_is_refused() {
+    assert_eq!(
+        ysync::validate_update_v1(&ORIGIN_FROM_OWN_FUTURE),
+        Err(PayloadError::ImpossibleReference {
+            client: 1,
+            clock: 5,
+            refers_to: 12
+        })
+    );
+}

@@ -172,6 +172,17 @@ pub fn encode_update(update: Vec<u8>) -> Vec<u8> {
     SyncMessage::Update(update).encode_v1()
 }
 
+/// The v1 update bytes inside a step 2 or update `SYNC` payload (after the message tag and the
+/// length), for relaying or storing them without re-encoding. Meant for a payload
+/// [`decode_sync`] accepted as a step 2 or an update; for anything else the result is
+/// whatever follows two varints (possibly empty).
+pub fn update_bytes(payload: &[u8]) -> &[u8] {
+    let mut reader = crate::varint::Reader::new(payload);
+    let _ = reader.read_varint();
+    let _ = reader.read_varint();
+    reader.rest()
+}
+
 /// Parses the y-protocols awareness update into its entries without applying it:
 /// `(client_id, clock, json)` for each client. Used to learn which awareness client IDs a
 /// connection owns, so they can be removed when it drops.
@@ -231,5 +242,12 @@ mod tests {
         assert!(decode_sync(&update).unwrap().is_write());
         assert!(decode_sync(&[0x05, 0x00]).is_err());
         assert!(decode_sync(&[0x02, 0x09, 0x00]).is_err());
+    }
+
+    #[test]
+    fn update_bytes_are_what_follows_tag_and_length() {
+        let update = vec![0x01, 0x02, 0x03];
+        assert_eq!(update_bytes(&encode_update(update.clone())), &update[..]);
+        assert_eq!(update_bytes(&encode_step2(update.clone())), &update[..]);
     }
 }

@@ -18,7 +18,7 @@
 //!               if neither origin: u32 parent_info (1 → string root name, else id parent),
 //!                                  [string parent_sub if info & 0x20]
 //!               content by info & 0x0f
-//! content     = 1 Deleted u32 len | 2 JSON u32 n, (n + 1) strings | 3 Binary buf
+//! content     = 1 Deleted u32 len | 2 JSON (refused) | 3 Binary buf
 //!             | 4 String string | 5 Embed string (JSON) | 6 Format string key, string (JSON)
 //!             | 7 Type type_ref | 8 Any u32 n, n any | 9 Doc string guid, any options
 //! type_ref    = u8: 0 Array | 1 Map | 2 Text | 3 XmlElement string name | 4 XmlFragment
@@ -30,13 +30,14 @@
 //! delete_set  = u32 clients, (u64 client, u32 ranges, (u32 clock, u32 len)*)*
 //! ```
 //!
-//! Where yrs differs from Yjs the walk follows yrs, since yrs is what reads the bytes next:
-//! it reads `n + 1` strings for JSON content, no name for an XmlHook, one byte (not a varint)
-//! for a type ref, and nothing after the delete set (this walk refuses trailing bytes).
+//! Where yrs differs from Yjs the walk follows yrs, since yrs is what reads the bytes next: no
+//! name for an XmlHook, one byte (not a varint) for a type ref, and nothing after the delete
+//! set (this walk refuses trailing bytes). Legacy JSON content is refused: yrs reads `n + 1`
+//! strings for it and cannot read back what it then writes.
 //!
-//! Lengths are in yrs's units: a string's clock length is its UTF-16 length, JSON content
-//! counts `n + 1`, Any content `n`, Deleted its `len`, every other content 1. An item of
-//! length 0 is dropped by yrs without advancing the clock; that is accepted here too.
+//! Lengths are in yrs's units: a string's clock length is its UTF-16 length, Any content `n`,
+//! Deleted its `len`, every other content 1. An item of length 0 is dropped by yrs without
+//! advancing the clock; that is accepted here too.
 
 use crate::error::{FrameError, PayloadError};
 use crate::varint::Reader;
@@ -105,8 +106,6 @@ mod min_len {
     pub(super) const GROUP: usize = 3;
     /// An info byte and a length (GC, Skip); every item takes at least 4.
     pub(super) const STRUCT: usize = 2;
-    /// A length varint.
-    pub(super) const STRING: usize = 1;
     /// A tag byte.
     pub(super) const ANY: usize = 1;
     /// A key string and a value.
@@ -145,7 +144,7 @@ impl<'a> Walk<'a> {
             let client = self.client_id("client")?;
             let mut clock = self.u32("clock")?;
             for _ in 0..structs {
-                let len = self.struct_len()?;
+                let len = self.struct_len(client, clock)?;
                 clock = clock.checked_add(len).ok_or(PayloadError::ClockOverflow {
                     client,
                     clock,
@@ -156,8 +155,9 @@ impl<'a> Walk<'a> {
         Ok(())
     }
 
-    /// Walks one struct and returns the clock length yrs gives it.
-    fn struct_len(&mut self) -> Result<u32, PayloadError> {
+    /// Walks one struct, the one at `clock` of `client`, and returns the clock length yrs
+    /// gives it.
+    fn struct_len(&mut self, client: u64, clock: u32) -> Result<u32, PayloadError> {
         match self.u8("struct info")? {
             INFO_GC | INFO_SKIP => {
                 let len = self.u32("struct length")?;
@@ -166,23 +166,38 @@ impl<'a> Walk<'a> {
                 }
                 Ok(len)
             }
-            info => self.item(info),
+            info => self.item(info, client, clock),
         }
     }
 
-    fn item(&mut self, info: u8) -> Result<u32, PayloadError> {
+    /// An item's origin, right origin and parent existed before it was made, so one from the
+    /// item's own client has a lower clock. yrs trusts this: an item referring to its own
+    /// client's later clocks made it free a block it still used (heap use-after-free, found
+    /// by the server's fuzz target), so such an item is refused.
+    fn item(&mut self, info: u8, client: u64, clock: u32) -> Result<u32, PayloadError> {
+        let earlier = |this: &mut Self, what: &'static str| {
+            let (id_client, id_clock) = this.id(what)?;
+            if id_client == client && id_clock >= clock {
+                return Err(PayloadError::ImpossibleReference {
+                    client,
+                    clock,
+                    refers_to: id_clock,
+                });
+            }
+            Ok(())
+        };
         if info & HAS_ORIGIN != 0 {
-            self.id("origin")?;
+            earlier(self, "origin")?;
         }
         if info & HAS_RIGHT_ORIGIN != 0 {
-            self.id("right origin")?;
+            earlier(self, "right origin")?;
         }
         if info & (HAS_ORIGIN | HAS_RIGHT_ORIGIN) == 0 {
             // yrs reads the parent info as a u32 varint and names a root type only when it is 1.
             if self.u32("parent info")? == 1 {
                 self.string("root type name")?;
             } else {
-                self.id("parent")?;
+                earlier(self, "parent")?;
             }
             if info & HAS_PARENT_SUB != 0 {
                 self.string("map key")?;
@@ -195,20 +210,13 @@ impl<'a> Walk<'a> {
     fn content(&mut self, content_ref: u8) -> Result<u32, PayloadError> {
         match content_ref {
             content::DELETED => self.u32("deleted length"),
-            content::JSON => {
-                // yrs loops `while remaining >= 0` over `n as i32`: it reads n + 1 strings.
-                let n = self.u32("JSON count")?;
-                let strings = n.checked_add(1).filter(|&s| s <= i32::MAX as u32);
-                let strings = strings.ok_or(PayloadError::ImplausibleCount {
-                    claimed: u64::from(n) + 1,
-                    available: self.reader.remaining(),
-                })?;
-                self.check_count(u64::from(strings), min_len::STRING)?;
-                for _ in 0..strings {
-                    self.string("JSON value")?;
-                }
-                Ok(strings)
-            }
+            // yrs reads `n + 1` values for a count of `n` (Yjs reads `n`) and writes back the
+            // count of what it read, so an update holding this legacy content (no current Yjs
+            // writes it) cannot be read back once stored: the next encoding of the document,
+            // or of its pending part, fails. Refused outright.
+            content::JSON => Err(PayloadError::Unsupported(
+                "legacy JSON content (content ref 2)",
+            )),
             content::BINARY => self.buf("binary content").map(|_| 1),
             content::STRING => {
                 let text = self.string("string content")?;
@@ -377,9 +385,10 @@ impl<'a> Walk<'a> {
     // ---- Primitives -----------------------------------------------------------------------
 
     /// An ID (`client`, `clock`) as yrs's `read_id` reads it.
-    fn id(&mut self, what: &'static str) -> Result<(), PayloadError> {
-        self.client_id(what)?;
-        self.u32(what).map(|_| ())
+    /// An ID: `(client, clock)`.
+    fn id(&mut self, what: &'static str) -> Result<(u64, u32), PayloadError> {
+        let client = self.client_id(what)?;
+        Ok((client, self.u32(what)?))
     }
 
     fn client_id(&mut self, what: &'static str) -> Result<u64, PayloadError> {
