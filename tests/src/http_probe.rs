@@ -6,7 +6,6 @@ use std::sync::Arc;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// A parsed response.
 #[derive(Debug)]
@@ -28,7 +27,19 @@ impl Response {
 /// Sends `head` (request line and headers, without the final blank line) and reads the
 /// response: until the headers of a 101, the end of a `Content-Length` body, or the close.
 pub async fn request(addr: SocketAddr, tls: Arc<ClientConfig>, head: &str) -> Response {
-    let tcp = TcpStream::connect(addr).await.expect("connecting");
+    request_from(addr, None, tls, head).await
+}
+
+/// Like [`request`], from the local address `source` when given.
+pub async fn request_from(
+    addr: SocketAddr,
+    source: Option<std::net::IpAddr>,
+    tls: Arc<ClientConfig>,
+    head: &str,
+) -> Response {
+    let tcp = crate::raw_client::connect_tcp(addr, source)
+        .await
+        .expect("connecting");
     let connector = tokio_rustls::TlsConnector::from(tls);
     let mut stream = connector
         .connect(ServerName::try_from("localhost").unwrap(), tcp)

@@ -50,6 +50,17 @@ impl RawClient {
         tls: Arc<ClientConfig>,
         token: Option<&str>,
     ) -> Result<Self, tungstenite::Error> {
+        Self::connect_from(addr, None, tls, token).await
+    }
+
+    /// Like [`RawClient::connect_to`], from the local address `source` (another 127.0.0.x,
+    /// so many connections stay under the server's per-address limit).
+    pub async fn connect_from(
+        addr: std::net::SocketAddr,
+        source: Option<std::net::IpAddr>,
+        tls: Arc<ClientConfig>,
+        token: Option<&str>,
+    ) -> Result<Self, tungstenite::Error> {
         let mut request = format!("wss://localhost:{}{}", addr.port(), handshake::WS_PATH)
             .into_client_request()?;
         let headers = request.headers_mut();
@@ -60,7 +71,7 @@ impl RawClient {
         if let Some(token) = token {
             headers.insert("Authorization", format!("Bearer {token}").parse().unwrap());
         }
-        let tcp = TcpStream::connect(addr).await?;
+        let tcp = connect_tcp(addr, source).await?;
         tcp.set_nodelay(true)?;
         let tls = tokio_rustls::TlsConnector::from(tls)
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
@@ -228,6 +239,23 @@ impl RawClient {
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
+}
+
+/// A TCP connection to `addr`, from `source` (port chosen by the kernel) when given.
+pub async fn connect_tcp(
+    addr: std::net::SocketAddr,
+    source: Option<std::net::IpAddr>,
+) -> std::io::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = if source.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(std::net::SocketAddr::new(source, 0))?;
+    socket.connect(addr).await
 }
 
 /// The bytes of a mux frame: `channel` as a varint, `kind`, then `body` verbatim.
