@@ -10,8 +10,9 @@
 #
 #   scripts/fuzz.sh 600 -fork=1 -ignore_ooms=1 -ignore_crashes=1
 #
-# Needs a nightly toolchain (the targets build with AddressSanitizer). With QUIRE_FUZZ_STABLE=1
-# the targets build on stable without a sanitizer (`cargo fuzz run -s none`): the short pass
+# Needs a nightly toolchain (the targets build with AddressSanitizer, debug assertions and
+# overflow checks). With QUIRE_FUZZ_STABLE=1 the targets build on stable as a release server is
+# built, without a sanitizer or overflow checks (`cargo fuzz run -s none -O`): the short pass
 # scripts/test.sh runs. Installs cargo-fuzz if it is missing. Exits non-zero if any target found something; inputs that crash, run out of
 # memory or time out are written to <fuzz dir>/artifacts/<target>/.
 set -euo pipefail
@@ -44,7 +45,7 @@ toolchain=(+nightly)
 sanitizer=()
 if [[ "${QUIRE_FUZZ_STABLE:-0}" == 1 ]]; then
     toolchain=()
-    sanitizer=(-s none)
+    sanitizer=(-s none -O)
 fi
 
 status=0

@@ -35,6 +35,8 @@ pub enum ApplyError {
     Panicked,
     #[error("the CRDT library refused the update: {0}")]
     Refused(String),
+    #[error("the update's structs of client {client} start at clock {start}, past the {held} the document holds")]
+    Gap { client: u64, start: u32, held: u32 },
 }
 
 struct State {
@@ -144,6 +146,7 @@ impl Room {
         let state = self.state.lock();
         let changed = {
             let mut txn = state.doc.transact_mut();
+            check_continues(&txn, raw_update)?;
             match catch_unwind(AssertUnwindSafe(|| txn.apply_update(update))) {
                 Ok(Ok(())) => {}
                 Ok(Err(err)) => return Err(ApplyError::Refused(err.to_string())),
@@ -188,6 +191,28 @@ impl Room {
             .transact()
             .encode_state_as_update_v1(&StateVector::default())
     }
+}
+
+/// Refuses an update whose structs for some client start past the clocks the document holds
+/// of that client. A correct peer never sends one: its own edits follow each other, and what
+/// it relays is computed from the receiver's state vector. yrs would integrate such a struct
+/// across the gap or keep it pending, and with a conflicting struct for the same clocks later
+/// it frees a block it still uses (heap use-after-free, found by the server's fuzz target).
+fn check_continues(txn: &impl ReadTxn, raw_update: &[u8]) -> Result<(), ApplyError> {
+    let ranges = quire_protocol::ysync::client_ranges_v1(raw_update)
+        .map_err(|err| ApplyError::Refused(err.to_string()))?;
+    let held = txn.state_vector();
+    for range in ranges {
+        let have = held.get(&yrs::block::ClientID::new(range.client));
+        if range.start > have {
+            return Err(ApplyError::Gap {
+                client: range.client,
+                start: range.start,
+                held: have,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn is_update_message(payload: &[u8]) -> bool {

@@ -42,6 +42,23 @@ fn an_origin_in_the_items_own_future_is_refused_before_yrs_sees_it() {
     check_channel_payload(ORIGIN_FROM_OWN_FUTURE);
 }
 
+/// Found by the third seeded run (under AddressSanitizer), after the fix above: client 1's
+/// clocks 10..15 with no origin (yrs integrated them although it held none of clocks 0..10),
+/// then client 1's clocks 8..13 with other content. yrs again freed a block it still used. The
+/// room now refuses an update whose structs for a client start past the clocks it holds of
+/// that client (a correct peer's update always continues what the receiver holds).
+const STRUCTS_PAST_A_GAP: &[u8] = &[
+    0x00, 0x03, 0x00, 0x00, 0x01, 0x00, 0x00, 0x17, 0x00, 0x01, 0x15, 0x01, 0x01, 0x01, 0x0a, 0x04,
+    0x01, 0x07, 0x63, 0x6e, 0x6f, 0x74, 0x65, 0x6e, 0x74, 0x05, 0x68, 0x65, 0x00, 0x00, 0x01, 0x00,
+    0x00, 0x17, 0x00, 0x01, 0x15, 0x01, 0x01, 0x01, 0x08, 0x04, 0x01, 0x07, 0x63, 0x6f, 0x6e, 0x74,
+    0x65, 0x6e, 0x74, 0x05, 0x68, 0x65, 0x6c, 0x6f, 0x02, 0x00, 0x6c, 0x01, 0x05,
+];
+
+#[test]
+fn structs_past_a_gap_in_their_clients_clocks_are_refused() {
+    check_channel_payload(STRUCTS_PAST_A_GAP);
+}
+
 #[test]
 fn the_committed_seeds_pass() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/channel_payload");

@@ -200,6 +200,15 @@ async fn random_edits_under_faults_and_a_crash_converge_on_the_stored_state() {
         .await;
     }
 
+    // No edit of these correct clients was refused as invalid (counted since the restart).
+    assert_eq!(
+        server
+            .metric("quire_channel_closes_total{code=\"4422\"}")
+            .await,
+        0.0,
+        "the server refused a correct client's update"
+    );
+
     // The server's state as reloaded from SQLite after a crash.
     server.kill9();
     for d in 0..DOCS {
