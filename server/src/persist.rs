@@ -1,13 +1,14 @@
 //! The persister: one task that makes writes durable with group commit. Connections hand it
-//! jobs in arrival order; it takes everything waiting, stores it in one SQLite transaction
-//! (one fsync for many updates of many documents), and only after the commit acknowledges
+//! jobs in arrival order; once a job arrives it waits the commit window for more, takes
+//! everything waiting, stores it in one SQLite transaction (one fsync for many updates of
+//! many documents), and only after the commit acknowledges
 //! each channel's writes with ACK. A failed commit acknowledges nothing and closes the
 //! affected channels with 4500. It also triggers background compaction.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use quire_protocol::{ChannelCode, ChannelId, ConnId};
 use tokio::sync::{mpsc, oneshot};
@@ -19,6 +20,8 @@ use crate::store::{Append, Store};
 
 /// Most jobs in one commit.
 const MAX_BATCH: usize = 4096;
+/// A batch this large commits at once, without waiting out the commit window.
+const FULL_ENOUGH: usize = 64;
 
 /// Where an acknowledgement goes.
 #[derive(Debug)]
@@ -62,9 +65,10 @@ impl Persister {
         metrics: Arc<Metrics>,
         policy: CompactionPolicy,
         depth: usize,
+        commit_window: Duration,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(depth);
-        let task = tokio::spawn(run(store, metrics, policy, rx));
+        let task = tokio::spawn(run(store, metrics, policy, commit_window, rx));
         (Self { tx }, task)
     }
 
@@ -106,15 +110,25 @@ async fn run<S: Store>(
     store: Arc<S>,
     metrics: Arc<Metrics>,
     policy: CompactionPolicy,
+    commit_window: Duration,
     mut rx: mpsc::Receiver<Job>,
 ) {
     let mut batch = Vec::with_capacity(64);
     while let Some(first) = rx.recv().await {
+        // Writes a millisecond apart would each pay for a commit and its fsync (most of the
+        // CPU an update costs at moderate load); waiting a little lets them share one. Under
+        // heavy load the writes queued during the last commit already fill a batch: then
+        // waiting would only add latency.
+        let deadline = tokio::time::Instant::now() + commit_window;
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(job) => batch.push(job),
-                Err(_) => break,
+                Err(_) if commit_window.is_zero() || batch.len() >= FULL_ENOUGH => break,
+                Err(_) => match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(job)) => batch.push(job),
+                    Ok(None) | Err(_) => break,
+                },
             }
         }
         commit_batch(&store, &metrics, policy, &mut batch).await;

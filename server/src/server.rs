@@ -97,6 +97,7 @@ pub async fn run<S: Store>(
             after_updates: config.compact_after_updates,
         },
         config.queue_depth.max(1024),
+        config.commit_window,
     );
     let rooms = Arc::new(Rooms::new(store, config.idle_unload, metrics.clone()));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
