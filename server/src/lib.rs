@@ -8,6 +8,7 @@
 //! - [`connection`]: one task pair per client: reader (frames → channels) and writer (queue →
 //!   socket), heartbeat, token expiry, close codes.
 //! - [`rooms`] / [`room`]: documents in memory, shared by all their subscribers; fan-out.
+//! - [`history`]: what a room's document was built from, to undo an update yrs applied in part.
 //! - [`awareness`]: presence per room, cleared for subscribers that leave.
 //! - [`persist`]: group commit to storage, durable acks after commit, compaction.
 //! - [`store`]: the storage trait and its SQLite implementation.
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod echo;
+pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod persist;

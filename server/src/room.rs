@@ -15,6 +15,7 @@ use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
 use crate::awareness::RoomAwareness;
 use crate::connection::ConnHandle;
+use crate::history::History;
 use crate::store::StoredDoc;
 
 /// One subscription: a channel on a connection.
@@ -41,6 +42,8 @@ pub enum ApplyError {
 
 struct State {
     doc: Doc,
+    /// What `doc` was built from, to undo an update yrs applied only in part.
+    history: History,
     awareness: RoomAwareness,
     subscribers: HashMap<SubKey, Subscriber>,
 }
@@ -76,6 +79,7 @@ impl Room {
             id,
             state: Mutex::new(State {
                 doc: Doc::new(),
+                history: History::default(),
                 awareness: RoomAwareness::default(),
                 subscribers: HashMap::new(),
             }),
@@ -91,8 +95,10 @@ impl Room {
     /// Fills the room from storage: the snapshot, then each logged update in its own
     /// transaction (one big transaction is quadratic in yrs).
     pub fn load_stored(&self, stored: &StoredDoc) -> Result<(), String> {
-        let state = self.state.lock();
+        let mut state = self.state.lock();
+        let state = &mut *state;
         apply_stored(&state.doc, stored)?;
+        state.history = History::from_stored(stored);
         self.log_updates
             .store(stored.updates.len() as u64, Ordering::Relaxed);
         Ok(())
@@ -143,25 +149,36 @@ impl Room {
         payload: &[u8],
         persist: impl FnOnce(bool),
     ) -> Result<bool, ApplyError> {
-        let state = self.state.lock();
-        let changed = {
+        let mut state = self.state.lock();
+        let state = &mut *state;
+        let applied = {
             let mut txn = state.doc.transact_mut();
             check_continues(&txn, raw_update)?;
             match catch_unwind(AssertUnwindSafe(|| txn.apply_update(update))) {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => return Err(ApplyError::Refused(err.to_string())),
-                Err(_) => return Err(ApplyError::Panicked),
+                // Pending parts (waiting for missing dependencies) count as new: they must be
+                // stored too, or an acknowledged update could be lost on restart.
+                Ok(Ok(())) => Ok(txn.before_state() != txn.after_state()
+                    || !txn.delete_set().is_empty()
+                    || txn.has_missing_updates()),
+                Ok(Err(err)) => Err(ApplyError::Refused(err.to_string())),
+                Err(_) => Err(ApplyError::Panicked),
             }
-            // Pending parts (waiting for missing dependencies) count as new: they must be
-            // stored too, or an acknowledged update could be lost on restart.
-            txn.before_state() != txn.after_state()
-                || !txn.delete_set().is_empty()
-                || txn.has_missing_updates()
+        };
+        let changed = match applied {
+            Ok(changed) => changed,
+            Err(err) => {
+                // yrs may have integrated part of the update before failing: start again from
+                // what was accepted, so nothing of a refused update stays in memory (found by
+                // the server's fuzz target: memory and storage drifted apart).
+                state.doc = state.history.rebuild();
+                return Err(err);
+            }
         };
         persist(changed);
         if !changed {
             return Ok(false);
         }
+        state.history.accepted(raw_update, &state.doc);
         if is_update_message(payload) {
             broadcast(&state.subscribers, from, kind::SYNC, payload);
         } else {
