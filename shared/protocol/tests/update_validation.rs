@@ -1,7 +1,8 @@
 //! Updates made by real yrs edits always pass `ysync::validate_update_v1` and decode through
 //! `ysync::decode_update`: random plans of text edits (multi-byte and astral characters,
-//! formatting), embeds, maps holding `Any` values of every kind and nested types, arrays, XML
-//! fragments and subdocuments, on three documents that sync with each other. Every update a
+//! formatting), embeds, maps holding `Any` values of every kind and nested types, arrays and XML
+//! fragments, on three documents that sync with each other (subdocuments, which the validator
+//! refuses, are checked on their own). Every update a
 //! transaction emits is checked, as are the step-2 diffs that sync the documents, each
 //! document's full state, and merges of the emitted updates (which hold skip structs).
 //!
@@ -106,12 +107,6 @@ enum Op {
         text: String,
         value: Any,
     },
-    SubDoc {
-        key: String,
-        guid: String,
-        collection: Option<String>,
-        auto_load: bool,
-    },
     /// Sends everything the target lacks to it, as a step 2 would.
     Sync {
         to: usize,
@@ -185,9 +180,6 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (at, select(vec!["p", "h1", "li", "élément"]), text(), text())
             .prop_map(|(at, tag, attr, text)| Op::XmlElement { at, tag: tag.into(), attr, text }),
         1 => (at, text(), json_value()).prop_map(|(at, text, value)| Op::XmlText { at, text, value }),
-        1 => (key(), text(), proptest::option::of(text()), any::<bool>()).prop_map(
-            |(key, guid, collection, auto_load)| Op::SubDoc { key, guid, collection, auto_load }
-        ),
         3 => (0..DOCS.len()).prop_map(|to| Op::Sync { to }),
     ]
 }
@@ -294,20 +286,6 @@ fn run(doc: &Doc, kind: OffsetKind, op: &Op) {
             let index = at % (xml.len(&txn) + 1);
             let node = xml.insert(&mut txn, index, XmlTextPrelim::new(""));
             node.insert_with_attributes(&mut txn, 0, &text, attrs("em", value));
-        }
-        Op::SubDoc {
-            key,
-            guid,
-            collection,
-            auto_load,
-        } => {
-            let options = Options {
-                guid: guid.into(),
-                collection_id: collection.map(Into::into),
-                auto_load,
-                ..Options::default()
-            };
-            map.insert(&mut txn, key, Doc::with_options(options));
         }
         Op::Sync { .. } => unreachable!("handled by the caller"),
     }
@@ -535,4 +513,21 @@ fn any_nesting_limit_against_yrs_encodings() {
             }
         }
     }
+}
+
+#[test]
+fn a_real_subdocument_is_refused() {
+    let doc = Doc::with_client_id(1);
+    let map = doc.get_or_insert_map("m");
+    let mut txn = doc.transact_mut();
+    let options = Options {
+        guid: "sub".into(),
+        ..Options::default()
+    };
+    map.insert(&mut txn, "doc", Doc::with_options(options));
+    let update = txn.encode_update_v1();
+    assert!(matches!(
+        ysync::validate_update_v1(&update),
+        Err(PayloadError::Unsupported(_))
+    ));
 }
