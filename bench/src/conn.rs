@@ -1,33 +1,37 @@
-//! One driver connection: plain WebSocket, HELLO / WELCOME, OPEN per document, the
-//! y-protocols sync handshake, then open-loop edits while reading relayed updates, ACKs and
-//! PINGs. Each channel is one simulated client with its own yrs `Doc`; it never applies remote
+//! One driver connection: plain WebSocket, the protocol's handshake (Quire: HELLO / WELCOME),
+//! opening each document, the y-protocols sync handshake, then open-loop edits while reading
+//! relayed updates, acknowledgements and PINGs. The protocol's bytes are `wire.rs`'s job.
+//! Each document is one simulated client with its own yrs `Doc`; it never applies remote
 //! updates (it only times them), so its own edits always extend its own text.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use futures_util::{SinkExt, StreamExt};
-use quire_protocol::varint::Reader;
-use quire_protocol::ysync::{self, SyncPayload};
-use quire_protocol::{handshake, Access, ChannelId, DocId, Frame, Hello, Limits, Message};
+use quire_protocol::ysync;
+use quire_protocol::{handshake, ChannelId, Frame, Hello, Limits, Message};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
-use yrs::{Doc, ReadTxn, Text, TextRef, Transact};
+use yrs::{Doc, ReadTxn, StateVector, Text, TextRef, Transact};
 
 use crate::histogram::Histogram;
 use crate::schedule::Schedule;
 use crate::tracker::Tracker;
+use crate::wire::{binary_frame, Codec, Event, Protocol};
 
 /// Where and how one connection connects.
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
+    /// The URL, or for the y-websocket protocol a template with `{doc}` for the room.
     pub(crate) url: String,
+    pub(crate) protocol: Protocol,
     pub(crate) addr: SocketAddr,
     pub(crate) token: Option<String>,
 }
@@ -92,42 +96,24 @@ pub(crate) async fn run(
 ) -> Result<()> {
     let permit = connect_gate.acquire().await?;
     let started = Instant::now();
-    let mut ws = connect(&target, plan.source).await?;
-    let hello = Hello {
-        revision: quire_protocol::PROTOCOL_REVISION,
-        client: "quire-bench".into(),
-    };
-    send(&mut ws, ChannelId::CONTROL, Message::Hello(hello)).await?;
-    let limits = loop {
-        match next_frame(&mut ws).await? {
-            Frame {
-                message: Message::Welcome(w),
-                ..
-            } => break w.limits,
-            Frame {
-                message: Message::Ping(n),
-                ..
-            } => send(&mut ws, ChannelId::CONTROL, Message::Pong(n)).await?,
-            other => bail!("expected WELCOME, got {other:?}"),
-        }
+    let names = plan.channels.iter().map(|c| c.doc_name.clone()).collect();
+    let codec = Codec::new(target.protocol, names)?;
+    let mut ws = connect(&target, &codec, plan.source).await?;
+    let limits = match codec.protocol() {
+        Protocol::Quire => quire_hello(&mut ws).await?,
+        Protocol::YWebsocket | Protocol::Hocuspocus => Limits::default(),
     };
     let connect_time = started.elapsed();
     drop(permit);
 
     let open_at = Instant::now();
+    let empty = StateVector::default();
     let mut channels = Vec::with_capacity(plan.channels.len());
     for (i, ch) in plan.channels.into_iter().enumerate() {
-        let doc = DocId::parse(&ch.doc_name, limits.max_doc_id_len).context("doc id")?;
-        let id = ChannelId(i as u32 + 1);
-        ws.feed(binary(
-            id,
-            Message::Open {
-                access: Access::Write,
-                doc,
-            },
-        ))
-        .await?;
-        let doc = Doc::new();
+        for message in codec.open(i, &limits, &empty)? {
+            ws.feed(message).await?;
+        }
+        let doc = Doc::with_client_id(next_client_id());
         let text = doc.get_or_insert_text("t");
         channels.push(Channel {
             plan: ch,
@@ -188,59 +174,55 @@ pub(crate) async fn run(
                     }
                     Some(Ok(_)) => continue,
                 };
-                let frame = Frame::decode(&bytes, &Limits::default())?;
                 let now = Instant::now();
-                let index = frame.channel.0 as usize;
-                match frame.message {
-                    Message::Ping(n) => send(&mut ws, ChannelId::CONTROL, Message::Pong(n)).await?,
-                    Message::Opened { .. } => {
-                        let ch = channels.get(index - 1).context("OPENED on an unknown channel")?;
+                match codec.decode(&bytes)? {
+                    Event::Ping(n) => ws.send(codec.pong(n)).await?,
+                    Event::Opened(i) => {
+                        let ch = channels.get(i).context("OPENED for an unknown document")?;
                         let sv = ch.doc.transact().state_vector();
-                        send(&mut ws, frame.channel, Message::Sync(ysync::encode_step1(&sv))).await?;
+                        ws.send(codec.sync(i, ysync::encode_step1(&sv))).await?;
                     }
-                    Message::Sync(payload) => {
-                        let ch = channels.get_mut(index - 1).context("SYNC on an unknown channel")?;
-                        let mut reader = Reader::new(&payload);
-                        match reader.read_varint()? {
-                            ysync::SYNC_UPDATE => {
-                                let len = reader.read_varint()? as usize;
-                                let update = reader.read_bytes(len)?;
-                                tracker.received(ch.plan.doc_index, ch.doc.client_id().get(), update, now);
+                    Event::Update(i, update) => {
+                        let ch = channels.get(i).context("update for an unknown document")?;
+                        tracker.received(ch.plan.doc_index, ch.doc.client_id().get(), &update, now);
+                    }
+                    Event::Step1(i, sv) => {
+                        let ch = channels.get_mut(i).context("step 1 for an unknown document")?;
+                        let diff = ch.doc.transact().encode_diff_v1(&sv);
+                        ch.writes += 1;
+                        ch.unacked.push_back((ch.writes, now, false));
+                        ws.send(codec.sync(i, ysync::encode_step2(diff))).await?;
+                    }
+                    Event::Step2(i) => {
+                        let ch = channels.get_mut(i).context("step 2 for an unknown document")?;
+                        if !ch.synced {
+                            ch.synced = true;
+                            unsynced -= 1;
+                            if unsynced == 0 {
+                                let _ = ready.send(Ready {
+                                    connect: connect_time,
+                                    sync: now - open_at,
+                                    synced_at: now,
+                                });
                             }
-                            _ => match ysync::decode_sync(&payload)? {
-                                SyncPayload::Step1(sv) => {
-                                    let diff = ch.doc.transact().encode_diff_v1(&sv);
-                                    ch.writes += 1;
-                                    ch.unacked.push_back((ch.writes, now, false));
-                                    send(&mut ws, frame.channel, Message::Sync(ysync::encode_step2(diff))).await?;
-                                }
-                                SyncPayload::Step2(_) if !ch.synced => {
-                                    ch.synced = true;
-                                    unsynced -= 1;
-                                    if unsynced == 0 {
-                                        let _ = ready.send(Ready {
-                                            connect: connect_time,
-                                            sync: now - open_at,
-                                            synced_at: now,
-                                        });
-                                    }
-                                }
-                                _ => {}
-                            },
                         }
                     }
-                    Message::Ack(n) => {
-                        let ch = channels.get_mut(index - 1).context("ACK on an unknown channel")?;
+                    Event::AckedUpTo(i, n) => {
+                        let ch = channels.get_mut(i).context("ACK for an unknown document")?;
                         while ch.unacked.front().is_some_and(|(seq, ..)| *seq <= n) {
                             if let Some((_, at, true)) = ch.unacked.pop_front() {
                                 acks.record(now.duration_since(at).as_micros() as u64);
                             }
                         }
                     }
-                    Message::Close { code, reason } => {
-                        bail!("server closed channel {} with {code} {reason}", frame.channel.0)
+                    Event::AckedNext(i) => {
+                        let ch = channels.get_mut(i).context("ack for an unknown document")?;
+                        if let Some((_, at, true)) = ch.unacked.pop_front() {
+                            acks.record(now.duration_since(at).as_micros() as u64);
+                        }
                     }
-                    _ => {}
+                    Event::ChannelClosed(i, why) => bail!("the server closed document {i}: {why}"),
+                    Event::Other => {}
                 }
             }
             changed = go.changed(), if timeline.is_none() => {
@@ -273,7 +255,7 @@ pub(crate) async fn run(
                         ch.sent += 1;
                         ch.writes += 1;
                         ch.unacked.push_back((ch.writes, at, measured));
-                        ws.feed(binary(ChannelId(i as u32 + 1), Message::Sync(ysync::encode_update(update)))).await?;
+                        ws.feed(codec.sync(i, ysync::encode_update(update))).await?;
                     }
                 }
                 ws.flush().await?;
@@ -285,7 +267,25 @@ pub(crate) async fn run(
     Ok(())
 }
 
-async fn connect(target: &Target, source: Option<IpAddr>) -> Result<Ws> {
+/// A client ID for one simulated client: 32 bits, as Yjs makes them (yrs's own are 53 bits,
+/// which some servers truncate when they re-encode an update, and which make every update
+/// larger than a browser's). Unique within a run; the base differs between runs.
+fn next_client_id() -> u64 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    static BASE: OnceLock<u32> = OnceLock::new();
+    let base = *BASE.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.subsec_nanos() ^ (d.as_secs() as u32))
+    });
+    // Never 0: keep clear of IDs a server might treat as special.
+    u64::from(
+        base.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed))
+            .max(1),
+    )
+}
+
+async fn connect(target: &Target, codec: &Codec, source: Option<IpAddr>) -> Result<Ws> {
     let socket = if target.addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -296,9 +296,11 @@ async fn connect(target: &Target, source: Option<IpAddr>) -> Result<Ws> {
     }
     let tcp = socket.connect(target.addr).await?;
     tcp.set_nodelay(true)?;
-    let mut request = target.url.as_str().into_client_request()?;
+    let mut request = codec.url(&target.url).as_str().into_client_request()?;
     let headers = request.headers_mut();
-    headers.insert("Sec-WebSocket-Protocol", handshake::SUBPROTOCOL.parse()?);
+    if codec.protocol() == Protocol::Quire {
+        headers.insert("Sec-WebSocket-Protocol", handshake::SUBPROTOCOL.parse()?);
+    }
     if let Some(token) = &target.token {
         headers.insert("Authorization", format!("Bearer {token}").parse()?);
     }
@@ -306,13 +308,30 @@ async fn connect(target: &Target, source: Option<IpAddr>) -> Result<Ws> {
     Ok(ws)
 }
 
-fn binary(channel: ChannelId, message: Message) -> WsMessage {
-    WsMessage::Binary(Frame::new(channel, message).encode().into())
-}
-
-async fn send(ws: &mut Ws, channel: ChannelId, message: Message) -> Result<()> {
-    ws.send(binary(channel, message)).await?;
-    Ok(())
+/// Quire's HELLO / WELCOME; returns the limits the server announced.
+async fn quire_hello(ws: &mut Ws) -> Result<Limits> {
+    let hello = Hello {
+        revision: quire_protocol::PROTOCOL_REVISION,
+        client: "quire-bench".into(),
+    };
+    ws.send(binary_frame(ChannelId::CONTROL, Message::Hello(hello)))
+        .await?;
+    loop {
+        match next_frame(ws).await? {
+            Frame {
+                message: Message::Welcome(w),
+                ..
+            } => return Ok(w.limits),
+            Frame {
+                message: Message::Ping(n),
+                ..
+            } => {
+                ws.send(binary_frame(ChannelId::CONTROL, Message::Pong(n)))
+                    .await?
+            }
+            other => bail!("expected WELCOME, got {other:?}"),
+        }
+    }
 }
 
 async fn next_frame(ws: &mut Ws) -> Result<Frame> {

@@ -1,11 +1,13 @@
-//! `quire-bench`: a load driver for quire-server. It starts nothing; it connects to a running
-//! server over plain WebSocket and speaks Quire's mux protocol with `quire-protocol` frames.
+//! `quire-bench`: a load driver for quire-server and its peers. It starts nothing; it
+//! connects to a running server over plain WebSocket and speaks Quire's mux protocol, the
+//! y-websocket protocol (y-websocket, y-sweet) or Hocuspocus's (`--protocol`).
 //! Results: one JSON line per run on stdout, a readable summary on stderr.
 //!
 //! # Layout
 //! - [`histogram`]: the latency histogram (percentiles in µs).
 //! - [`schedule`]: open-loop edit timing.
 //! - [`tracker`]: matches relayed updates to the edits that made them.
+//! - [`wire`]: the three protocols' bytes, as events for the connection loop.
 //! - [`conn`]: one driver connection (handshake, sync, edits, acks).
 //! - [`procstat`]: server and driver CPU and RSS from /proc.
 //! - [`run`]: one bounded run and its JSON result.
@@ -18,6 +20,7 @@ mod run;
 mod scenario;
 mod schedule;
 mod tracker;
+mod wire;
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -65,9 +68,14 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct Common {
-    /// Server URL, e.g. ws://127.0.0.1:PORT/ws (plain ws only).
+    /// Server URL, e.g. ws://127.0.0.1:PORT/ws (plain ws only). For the y-websocket protocol
+    /// a template: `{doc}` stands for the document's name (ws://127.0.0.1:1234/{doc};
+    /// y-sweet: ws://127.0.0.1:8080/d/{doc}/ws/{doc}).
     #[arg(long)]
     url: String,
+    /// The protocol the server speaks.
+    #[arg(long, value_enum, default_value = "quire")]
+    protocol: wire::Protocol,
     /// Bearer token (omit against a server started with --no-auth).
     #[arg(long)]
     token: Option<String>,
@@ -101,6 +109,7 @@ impl Common {
     fn settings(&self, warmup: f64, duration: f64) -> Settings {
         Settings {
             url: self.url.clone(),
+            protocol: self.protocol,
             token: self.token.clone(),
             server_pid: self.server_pid,
             sources: self.source_addrs.clone(),

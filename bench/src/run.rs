@@ -42,6 +42,7 @@ pub(crate) struct Shape {
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub(crate) url: String,
+    pub(crate) protocol: crate::wire::Protocol,
     pub(crate) token: Option<String>,
     pub(crate) server_pid: Option<u32>,
     pub(crate) sources: Vec<IpAddr>,
@@ -193,6 +194,7 @@ pub(crate) async fn run_once(settings: &Settings, shape: Shape, label: &str) -> 
     };
     Ok(json!({
         "scenario": label,
+        "protocol": format!("{:?}", settings.protocol),
         "shape": {
             "connections": shape.connections, "docs_per_conn": shape.docs_per_conn,
             "clients_per_doc": shape.clients_per_doc, "documents": docs,
@@ -239,6 +241,7 @@ async fn target(settings: &Settings) -> Result<Target> {
         .with_context(|| format!("resolving {authority}"))?;
     Ok(Target {
         url: settings.url.clone(),
+        protocol: settings.protocol,
         addr,
         token: settings.token.clone(),
     })

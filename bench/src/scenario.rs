@@ -59,6 +59,7 @@ pub(crate) async fn run(
             }
             emit(&json!({
                 "scenario": "S2",
+                "protocol": format!("{:?}", settings.protocol),
                 "best_sustained_delivered_updates_per_s": best.as_ref().map(|b| b["delivered_updates_per_s"].clone()),
                 "best_rate_per_client": best.as_ref().map(|b| b["shape"]["rate_per_client"].clone()),
                 "best_p99_us": best.as_ref().map(|b| b["propagation"]["p99_us"].clone()),
