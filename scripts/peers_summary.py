@@ -24,12 +24,19 @@ SATURATION = [
 ]
 
 
-def get(record, path):
+def lookup(record, path):
     for key in path.split("."):
         if not isinstance(record, dict) or record.get(key) is None:
             return None
         record = record[key]
     return record
+
+
+def get(record, path):
+    # A server that sends no acknowledgements has none to time: "-", not 0.
+    if path.startswith("durable_ack.") and not lookup(record, "durable_ack.count"):
+        return None
+    return lookup(record, path)
 
 
 def fmt(x):
