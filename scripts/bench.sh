@@ -18,31 +18,11 @@ cargo build --release -p quire-server -p quire-bench
 SERVER=target/release/quire-server
 DRIVER=target/release/quire-bench
 
-PIN_SERVER=()
-PIN_DRIVER=()
-if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
-    PIN_SERVER=(taskset -c 0)
-    PIN_DRIVER=(taskset -c 1)
-fi
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+# shellcheck source=scripts/lib/loadrun.sh
+source scripts/lib/loadrun.sh
 
 mkdir -p "$(dirname "$OUT")"
 : >"$OUT"
-server_pid=""
-data_dir=""
-
-stop_server() {
-    if [ -n "$server_pid" ]; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-        server_pid=""
-    fi
-    if [ -n "$data_dir" ]; then
-        rm -rf "$data_dir"
-        data_dir=""
-    fi
-}
-trap stop_server EXIT
 
 start_server() {
     data_dir=$(mktemp -d)

@@ -26,14 +26,9 @@ pub struct History {
 
 impl History {
     /// The history of a document just loaded from `stored` (kept as stored: no encoding).
-    pub fn from_stored(stored: &StoredDoc) -> Self {
+    pub fn from_stored(stored: StoredDoc) -> Self {
         Self {
-            base: stored
-                .snapshot
-                .iter()
-                .chain(stored.updates.iter())
-                .cloned()
-                .collect(),
+            base: stored.snapshot.into_iter().chain(stored.updates).collect(),
             since: Vec::new(),
             since_bytes: 0,
         }

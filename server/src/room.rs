@@ -94,13 +94,14 @@ impl Room {
 
     /// Fills the room from storage: the snapshot, then each logged update in its own
     /// transaction (one big transaction is quadratic in yrs).
-    pub fn load_stored(&self, stored: &StoredDoc) -> Result<(), String> {
+    /// The stored bytes are kept as the room's history (moved, not copied).
+    pub fn load_stored(&self, stored: StoredDoc) -> Result<(), String> {
         let mut state = self.state.lock();
         let state = &mut *state;
-        apply_stored(&state.doc, stored)?;
-        state.history = History::from_stored(stored);
+        apply_stored(&state.doc, &stored)?;
         self.log_updates
             .store(stored.updates.len() as u64, Ordering::Relaxed);
+        state.history = History::from_stored(stored);
         Ok(())
     }
 
@@ -153,7 +154,7 @@ impl Room {
         let state = &mut *state;
         let applied = {
             let mut txn = state.doc.transact_mut();
-            check_continues(&txn, raw_update)?;
+            check_continues(&txn, &update)?;
             match catch_unwind(AssertUnwindSafe(|| txn.apply_update(update))) {
                 // Pending parts (waiting for missing dependencies) count as new: they must be
                 // stored too, or an acknowledged update could be lost on restart.
@@ -215,16 +216,15 @@ impl Room {
 /// it relays is computed from the receiver's state vector. yrs would integrate such a struct
 /// across the gap or keep it pending, and with a conflicting struct for the same clocks later
 /// it frees a block it still uses (heap use-after-free, found by the server's fuzz target).
-fn check_continues(txn: &impl ReadTxn, raw_update: &[u8]) -> Result<(), ApplyError> {
-    let ranges = quire_protocol::ysync::client_ranges_v1(raw_update)
-        .map_err(|err| ApplyError::Refused(err.to_string()))?;
+fn check_continues(txn: &impl ReadTxn, update: &Update) -> Result<(), ApplyError> {
+    // The decoded update already knows where each client's first struct starts.
     let held = txn.state_vector();
-    for range in ranges {
-        let have = held.get(&yrs::block::ClientID::new(range.client));
-        if range.start > have {
+    for (client, start) in update.state_vector_lower().iter() {
+        let have = held.get(client);
+        if *start > have {
             return Err(ApplyError::Gap {
-                client: range.client,
-                start: range.start,
+                client: client.get(),
+                start: *start,
                 held: have,
             });
         }

@@ -49,7 +49,7 @@ impl<S: Store> Rooms<S> {
             .loaded
             .get_or_try_init(|| async {
                 let stored = self.store.load(doc.as_str()).await?;
-                room.load_stored(&stored)
+                room.load_stored(stored)
                     .map_err(|detail| StoreError::Corrupt {
                         doc: doc.to_string(),
                         detail,

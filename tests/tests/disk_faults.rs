@@ -11,7 +11,7 @@
 //! After every fault the server is killed and restarted without fiu: every acknowledged insert
 //! is there and `PRAGMA integrity_check` is ok.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -133,6 +133,25 @@ async fn stop_writers(shared: &Shared, tasks: Vec<WriterTask>) -> Vec<(String, V
     reports
 }
 
+/// The server under `fiu-run -x -f <prefix>`, with `extra` flags; the directory holding the
+/// control files lives as long as the returned guard.
+fn start_under_fiu(extra: &[&str]) -> (ServerProcess, tempfile::TempDir, PathBuf) {
+    let fiu = tempfile::tempdir().expect("fiu control directory");
+    let prefix = fiu.path().join("ctrl");
+    let prefix_arg = prefix.to_str().expect("utf-8 path");
+    let server = ServerProcess::start_wrapped(&["fiu-run", "-x", "-f", prefix_arg], extra, &[]);
+    (server, fiu, prefix)
+}
+
+/// A wait condition: at least `target` writes acknowledged, over all writers.
+fn acked_at_least(
+    shared: &Arc<Shared>,
+    target: u64,
+) -> impl FnMut() -> std::future::Ready<Option<()>> {
+    let shared = shared.clone();
+    move || std::future::ready((shared.acked.load(Ordering::Relaxed) >= target).then_some(()))
+}
+
 /// Sends one remote-control command to a process started under `fiu-run -x -f <prefix>`.
 fn fiu_ctrl(prefix: &Path, pid: u32, command: &str) {
     let output = Command::new("fiu-ctrl")
@@ -158,21 +177,14 @@ async fn fresh_text(server: &ServerProcess, token: &str, doc: &str) -> String {
 
 /// `errno`: what the failing call reports (5 EIO, 28 ENOSPC).
 async fn fault_while_streaming(name: &str, failure_point: &str, errno: u32) {
-    let fiu = tempfile::tempdir().expect("fiu control directory");
-    let prefix = fiu.path().join("ctrl");
-    let prefix_arg = prefix.to_str().expect("utf-8 path");
-    let mut server = ServerProcess::start_wrapped(&["fiu-run", "-x", "-f", prefix_arg], &[], &[]);
+    let (mut server, _fiu, prefix) = start_under_fiu(&[]);
     let token = server.token(&["*"], true, "1h");
     let shared = Arc::new(Shared::default());
     let tasks = start_writers(&server, &token, &shared).await;
-    let acked_at_least = |target: u64| {
-        let shared = shared.clone();
-        move || std::future::ready((shared.acked.load(Ordering::Relaxed) >= target).then_some(()))
-    };
     wait::until(
         "acknowledged writes before the fault",
         wait::DEADLINE,
-        acked_at_least(HEALTHY_ACKS),
+        acked_at_least(&shared, HEALTHY_ACKS),
     )
     .await;
 
@@ -219,7 +231,7 @@ async fn fault_while_streaming(name: &str, failure_point: &str, errno: u32) {
     wait::until(
         "acknowledged writes after the fault",
         wait::DEADLINE,
-        acked_at_least(acked_during + HEALTHY_ACKS),
+        acked_at_least(&shared, acked_during + HEALTHY_ACKS),
     )
     .await;
     let acked_after = shared.acked.load(Ordering::Relaxed) - acked_during;
@@ -316,21 +328,14 @@ async fn a_full_disk_acknowledges_nothing_and_recovers() {
 /// kill -9 every acknowledged insert is there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_writes_lose_nothing_acknowledged() {
-    let fiu = tempfile::tempdir().expect("fiu control directory");
-    let prefix = fiu.path().join("ctrl");
-    let prefix_arg = prefix.to_str().expect("utf-8 path");
-    let mut server = ServerProcess::start_wrapped(&["fiu-run", "-x", "-f", prefix_arg], &[], &[]);
+    let (mut server, _fiu, prefix) = start_under_fiu(&[]);
     let token = server.token(&["*"], true, "1h");
     let shared = Arc::new(Shared::default());
     let tasks = start_writers(&server, &token, &shared).await;
-    let acked_at_least = |target: u64| {
-        let shared = shared.clone();
-        move || std::future::ready((shared.acked.load(Ordering::Relaxed) >= target).then_some(()))
-    };
     wait::until(
         "acknowledged writes before the fault",
         wait::DEADLINE,
-        acked_at_least(HEALTHY_ACKS),
+        acked_at_least(&shared, HEALTHY_ACKS),
     )
     .await;
 
@@ -344,7 +349,7 @@ async fn short_writes_lose_nothing_acknowledged() {
     wait::until(
         "acknowledged writes during short writes",
         wait::DEADLINE,
-        acked_at_least(before + HEALTHY_ACKS),
+        acked_at_least(&shared, before + HEALTHY_ACKS),
     )
     .await;
     fiu_ctrl(&prefix, server.pid(), &format!("disable name={point}"));
@@ -362,14 +367,7 @@ async fn short_writes_lose_nothing_acknowledged() {
 /// again the same process serves the whole document.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_fault_while_loading_refuses_the_open_and_keeps_the_document() {
-    let fiu = tempfile::tempdir().expect("fiu control directory");
-    let prefix = fiu.path().join("ctrl");
-    let prefix_arg = prefix.to_str().expect("utf-8 path");
-    let mut server = ServerProcess::start_wrapped(
-        &["fiu-run", "-x", "-f", prefix_arg],
-        &["--idle-unload-ms", "50"],
-        &[],
-    );
+    let (mut server, _fiu, prefix) = start_under_fiu(&["--idle-unload-ms", "50"]);
     let token = server.token(&["*"], true, "1h");
     let doc = "load/big";
 

@@ -83,12 +83,21 @@ struct Target {
 async fn attack(target: &Target, source: IpAddr, attack: Attack, id: usize) -> Result<(), String> {
     let addr = target.server_addr;
     let tls = target.tls.clone();
-    let connect = |token: Option<String>| {
-        let tls = tls.clone();
+    let connect = |token: &str| {
+        let (tls, token) = (tls.clone(), token.to_owned());
         async move {
-            RawClient::connect_from(addr, Some(source), tls, token.as_deref())
+            RawClient::connect_from(addr, Some(source), tls, Some(&token))
                 .await
                 .map_err(|e| format!("connecting: {e}"))
+        }
+    };
+    // Connected and past HELLO / WELCOME, as every attack after the handshake starts.
+    let welcomed = |token: &str| {
+        let connecting = connect(token);
+        async move {
+            let mut client = connecting.await?;
+            client.hello().await;
+            Ok::<_, String>(client)
         }
     };
     let expect = |what: &str, got: u16, want: u16| {
@@ -140,29 +149,23 @@ async fn attack(target: &Target, source: IpAddr, attack: Attack, id: usize) -> R
             }
         }
         Attack::Silent => {
-            let mut client = connect(Some(target.write_token.clone())).await?;
+            let mut client = connect(&target.write_token).await?;
             // No HELLO: the heartbeat timeout ends it.
             expect("no HELLO", client.expect_close().await, 4010)
         }
         Attack::TextMessage => {
-            let mut client = connect(Some(target.write_token.clone())).await?;
-            client.hello().await;
+            let mut client = welcomed(&target.write_token).await?;
             client.send_raw(WsMessage::Text("hello?".into())).await;
             expect("a text message", client.expect_close().await, 1003)
         }
         Attack::MalformedFrame => {
-            let mut client = connect(Some(target.write_token.clone())).await?;
-            client.hello().await;
+            let mut client = welcomed(&target.write_token).await?;
             client.send_frame(ChannelId(1), 0x7f, &[1, 2, 3]).await;
             expect("an unknown frame kind", client.expect_close().await, 1002)
         }
         Attack::Oversized => {
-            let mut client = connect(Some(target.write_token.clone())).await?;
-            client.hello().await;
-            client
-                .open(channel, &doc, quire_protocol::Access::Write)
-                .await
-                .map_err(|code| format!("open refused with {code}"))?;
+            let mut client = welcomed(&target.write_token).await?;
+            open(&mut client, channel, &doc, quire_protocol::Access::Write).await?;
             let piece = vec![0u8; MAX_FRAME as usize - 16];
             for _ in 0..(MAX_MESSAGE as usize / piece.len() + 1) {
                 client.send_frame(channel, kind::FRAGMENT, &piece).await;
@@ -175,17 +178,16 @@ async fn attack(target: &Target, source: IpAddr, attack: Attack, id: usize) -> R
         }
         Attack::Interleaved => {
             // Unfinished messages on every channel, each under the limit, together over it.
-            let mut client = connect(Some(target.write_token.clone())).await?;
-            client.hello().await;
+            let mut client = welcomed(&target.write_token).await?;
             for n in 1..=MAX_CHANNELS {
-                client
-                    .open(
-                        ChannelId(n),
-                        &format!("interleaved/{n}"),
-                        quire_protocol::Access::Write,
-                    )
-                    .await
-                    .map_err(|code| format!("open {n} refused with {code}"))?;
+                let doc = format!("interleaved/{n}");
+                open(
+                    &mut client,
+                    ChannelId(n),
+                    &doc,
+                    quire_protocol::Access::Write,
+                )
+                .await?;
             }
             let piece = vec![0u8; MAX_FRAME as usize - 16];
             let per_channel = MAX_MESSAGE as usize / piece.len() / 4;
@@ -203,12 +205,8 @@ async fn attack(target: &Target, source: IpAddr, attack: Attack, id: usize) -> R
             )
         }
         Attack::DecodeBomb => {
-            let mut client = connect(Some(target.write_token.clone())).await?;
-            client.hello().await;
-            client
-                .open(channel, &doc, quire_protocol::Access::Write)
-                .await
-                .map_err(|code| format!("open refused with {code}"))?;
+            let mut client = welcomed(&target.write_token).await?;
+            open(&mut client, channel, &doc, quire_protocol::Access::Write).await?;
             // Claims ~47.6M client groups in 4 bytes.
             let bomb = ysync::encode_update(vec![0xbd, 0x95, 0xa7, 0x16]);
             client.send_frame(channel, kind::SYNC, &bomb).await;
@@ -217,12 +215,8 @@ async fn attack(target: &Target, source: IpAddr, attack: Attack, id: usize) -> R
             expect("a decode bomb", code, 4422)
         }
         Attack::ReadOnlyWrite => {
-            let mut client = connect(Some(target.read_token.clone())).await?;
-            client.hello().await;
-            client
-                .open(channel, &doc, quire_protocol::Access::Read)
-                .await
-                .map_err(|code| format!("open refused with {code}"))?;
+            let mut client = welcomed(&target.read_token).await?;
+            open(&mut client, channel, &doc, quire_protocol::Access::Read).await?;
             let update = ysync::encode_update(quire_tests::doc_peer::standalone_insert(
                 id as u64 + 1,
                 "not allowed",
@@ -233,8 +227,7 @@ async fn attack(target: &Target, source: IpAddr, attack: Attack, id: usize) -> R
             expect("a write on a read-only channel", code, 4405)
         }
         Attack::UnknownChannel => {
-            let mut client = connect(Some(target.write_token.clone())).await?;
-            client.hello().await;
+            let mut client = welcomed(&target.write_token).await?;
             client
                 .send_frame(ChannelId(7), kind::SYNC, &ysync::encode_update(vec![0, 0]))
                 .await;
@@ -243,17 +236,16 @@ async fn attack(target: &Target, source: IpAddr, attack: Attack, id: usize) -> R
             expect("data on an unknown channel", code, 4404)
         }
         Attack::OpenFlood => {
-            let mut client = connect(Some(target.write_token.clone())).await?;
-            client.hello().await;
+            let mut client = welcomed(&target.write_token).await?;
             for n in 1..=MAX_CHANNELS {
-                client
-                    .open(
-                        ChannelId(n),
-                        &format!("flood/{n}"),
-                        quire_protocol::Access::Write,
-                    )
-                    .await
-                    .map_err(|code| format!("open {n} refused with {code}"))?;
+                let doc = format!("flood/{n}");
+                open(
+                    &mut client,
+                    ChannelId(n),
+                    &doc,
+                    quire_protocol::Access::Write,
+                )
+                .await?;
             }
             let over = client
                 .open(
@@ -269,6 +261,20 @@ async fn attack(target: &Target, source: IpAddr, attack: Attack, id: usize) -> R
             }
         }
     }
+}
+
+/// Opens `doc` on `channel`; a refusal is a wrong answer.
+async fn open(
+    client: &mut RawClient,
+    channel: ChannelId,
+    doc: &str,
+    access: quire_protocol::Access,
+) -> Result<(), String> {
+    client
+        .open(channel, doc, access)
+        .await
+        .map(|_| ())
+        .map_err(|code| format!("open of {doc} refused with {code}"))
 }
 
 /// The server's resident set size, in KiB (`VmRSS` in /proc/PID/status).

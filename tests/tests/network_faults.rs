@@ -13,6 +13,7 @@ use quire_client::{Access, Client, ConnectionState, DocHandle, MemoryStore};
 use quire_tests::client_util::{append, config, occurrences, until_saved, until_text};
 use quire_tests::netns::NetNs;
 use quire_tests::recorder::Recorder;
+use quire_tests::seeded_rng::env_count;
 use quire_tests::server_process::ServerProcess;
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -80,13 +81,6 @@ fn stored_text(server: &mut ServerProcess, doc: &str) -> String {
     String::from_utf8(output.stdout).expect("utf-8 export")
 }
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// How many times a recorded state sequence went from connected to anything else.
 fn disconnections(states: &[ConnectionState]) -> usize {
     states
@@ -101,8 +95,8 @@ fn disconnections(states: &[ConnectionState]) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edits_over_a_lossy_link_arrive_exactly_once() {
     // A soak: QUIRE_LOSS_PERCENT=40 QUIRE_LOSS_ROUNDS=500.
-    let loss_percent: u32 = env_or("QUIRE_LOSS_PERCENT", 20);
-    let rounds: usize = env_or("QUIRE_LOSS_ROUNDS", 25);
+    let loss_percent = env_count("QUIRE_LOSS_PERCENT", 20) as u32;
+    let rounds = env_count("QUIRE_LOSS_ROUNDS", 25);
     let ns = NetNs::create();
     let (mut server, sides) = setup(&ns, "lossy").await;
     let recorders = sides

@@ -63,7 +63,7 @@ pub(crate) fn check_channel_payload(data: &[u8]) {
     let want = snapshot(&room);
     let from_snapshot = Room::new(DocId::parse("fuzz", 256).unwrap());
     from_snapshot
-        .load_stored(&StoredDoc {
+        .load_stored(StoredDoc {
             snapshot: Some(state.clone()),
             updates: Vec::new(),
         })
@@ -71,7 +71,7 @@ pub(crate) fn check_channel_payload(data: &[u8]) {
     assert_eq!(snapshot(&from_snapshot), want, "snapshot reload differs");
     let from_log = Room::new(DocId::parse("fuzz", 256).unwrap());
     from_log
-        .load_stored(&StoredDoc {
+        .load_stored(StoredDoc {
             snapshot: None,
             updates: accepted,
         })

@@ -20,7 +20,7 @@ use crate::varint::Reader;
 
 pub mod validate;
 
-pub use validate::{client_ranges_v1, validate_update_v1, ClientRange, MAX_ANY_DEPTH};
+pub use validate::{validate_update_v1, MAX_ANY_DEPTH};
 
 /// y-protocols sync message tags (the first varint of a SYNC payload).
 pub const SYNC_STEP_1: u64 = 0;

@@ -122,37 +122,19 @@ mod min_len {
 /// allocation larger than its content, an arithmetic overflow, a debug assertion or deep
 /// recursion; it does not mean the update applies to a given document.
 pub fn validate_update_v1(bytes: &[u8]) -> Result<(), PayloadError> {
-    client_ranges_v1(bytes).map(|_| ())
-}
-
-/// The clocks an update's structs occupy: one client group's first clock and the clock
-/// after its last struct.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientRange {
-    pub client: u64,
-    pub start: u32,
-    pub end: u32,
-}
-
-/// Like [`validate_update_v1`], returning the clock range of each non-empty client group, so
-/// a receiver can see, before the CRDT library does, whether an update continues what it
-/// already holds of each client.
-pub fn client_ranges_v1(bytes: &[u8]) -> Result<Vec<ClientRange>, PayloadError> {
     let mut walk = Walk {
         reader: Reader::new(bytes),
-        ranges: Vec::new(),
     };
     walk.client_groups()?;
     walk.delete_set()?;
     match walk.reader.remaining() {
-        0 => Ok(walk.ranges),
+        0 => Ok(()),
         trailing => Err(PayloadError::TrailingBytes(trailing)),
     }
 }
 
 struct Walk<'a> {
     reader: Reader<'a>,
-    ranges: Vec<ClientRange>,
 }
 
 impl<'a> Walk<'a> {
@@ -161,8 +143,7 @@ impl<'a> Walk<'a> {
         for _ in 0..groups {
             let structs = self.count("struct count", min_len::STRUCT)?;
             let client = self.client_id("client")?;
-            let start = self.u32("clock")?;
-            let mut clock = start;
+            let mut clock = self.u32("clock")?;
             for _ in 0..structs {
                 let len = self.struct_len(client, clock)?;
                 clock = clock.checked_add(len).ok_or(PayloadError::ClockOverflow {
@@ -170,13 +151,6 @@ impl<'a> Walk<'a> {
                     clock,
                     len,
                 })?;
-            }
-            if clock > start {
-                self.ranges.push(ClientRange {
-                    client,
-                    start,
-                    end: clock,
-                });
             }
         }
         Ok(())
