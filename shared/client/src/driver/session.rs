@@ -41,6 +41,10 @@ struct Chan {
     /// We sent CLOSE and wait for the answer.
     closing: bool,
     synced: bool,
+    /// We answered the server's step 1 with our step 2. Until then local edits are not sent
+    /// on their own: the step 2 carries them, and an update sent before it could start past
+    /// what the server holds (PROTOCOL.md §6.4), which the server refuses.
+    answered: bool,
     /// Writes sent on this channel (the server numbers them the same way).
     seq: u64,
     /// (write number, highest local-store ID that write carries), in order.
@@ -293,6 +297,7 @@ impl<S: LocalStore> Driver<S> {
                 opened: false,
                 closing: false,
                 synced: false,
+                answered: false,
                 seq: 0,
                 watermarks: VecDeque::new(),
                 reassembler: Reassembler::default(),
@@ -422,6 +427,7 @@ impl<S: LocalStore> Driver<S> {
                 chan.seq += 1;
                 chan.watermarks
                     .push_back((chan.seq, entry.pending.back().copied().unwrap_or(0)));
+                chan.answered = true;
                 s.send(channel, Message::Sync(encode_step2(diff))).await;
             }
             Ok(SyncPayload::Step2(update)) | Ok(SyncPayload::Update(update)) => {
@@ -536,7 +542,7 @@ impl<S: LocalStore> Driver<S> {
                 let chan = s.channels.get_mut(&channel)?;
                 // On a read-only channel local edits stay local (and pending): the server
                 // would refuse them and close the channel.
-                if chan.opened && !chan.closing && chan.granted == Some(Access::Write) {
+                if chan.answered && !chan.closing && chan.granted == Some(Access::Write) {
                     chan.seq += 1;
                     let id = ids.first().copied().flatten().unwrap_or(0);
                     chan.watermarks.push_back((chan.seq, id));
