@@ -11,10 +11,15 @@
 #   scripts/fuzz.sh 600 -fork=1 -ignore_ooms=1 -ignore_crashes=1
 #
 # Needs a nightly toolchain (the targets build with AddressSanitizer, debug assertions and
-# overflow checks). With QUIRE_FUZZ_STABLE=1 the targets build on stable as a release server is
-# built, without a sanitizer or overflow checks (`cargo fuzz run -s none -O`): the short pass
-# scripts/test.sh runs. Installs cargo-fuzz if it is missing. Exits non-zero if any target found something; inputs that crash, run out of
-# memory or time out are written to <fuzz dir>/artifacts/<target>/.
+# overflow checks). Installs cargo-fuzz if it is missing. Exits non-zero if any target found
+# something; inputs that crash, run out of memory or time out are written to
+# <fuzz dir>/artifacts/<target>/.
+#
+# QUIRE_FUZZ_STABLE=1 is the short pass scripts/test.sh runs: the targets build on stable as a
+# release server is built (`cargo fuzz run -s none -O`), start from an empty corpus plus the
+# committed seeds, and run QUIRE_FUZZ_RUNS inputs (default 1000000) from a fixed libFuzzer seed
+# instead of SECONDS, so that every run of the test command tries the same inputs and passes or
+# fails alike. Open-ended exploration is the nightly run above.
 set -euo pipefail
 
 seconds="${1:-60}"
@@ -43,27 +48,40 @@ targets=(
 
 toolchain=(+nightly)
 sanitizer=()
+length=(-max_total_time="$seconds")
+stable=0
 if [[ "${QUIRE_FUZZ_STABLE:-0}" == 1 ]]; then
+    stable=1
     toolchain=()
     sanitizer=(-s none -O)
+    length=(-seed=1 -runs="${QUIRE_FUZZ_RUNS:-1000000}")
 fi
 
 status=0
 for entry in "${targets[@]}"; do
     read -r dir target max_len seeded <<<"$entry"
-    corpora=()
-    if [[ "$seeded" == yes ]]; then
+    # The first directory is where libFuzzer writes new inputs: a fresh one for the short pass.
+    if [[ "$stable" == 1 ]]; then
+        fresh=$(mktemp -d)
+        corpora=("$fresh")
+    else
         mkdir -p "$root/$dir/corpus/$target"
-        corpora=("corpus/$target" "seeds/$target")
+        corpora=("corpus/$target")
     fi
-    echo "== fuzzing $target for ${seconds}s" >&2
+    if [[ "$seeded" == yes ]]; then
+        corpora+=("seeds/$target")
+    fi
+    echo "== fuzzing $target: ${length[*]}" >&2
     if (cd "$root/$dir" && cargo "${toolchain[@]}" fuzz run "${sanitizer[@]}" "$target" "${corpora[@]}" -- \
-        -max_total_time="$seconds" -rss_limit_mb=512 -max_len="$max_len" "$@"); then
+        "${length[@]}" -rss_limit_mb=512 -max_len="$max_len" "$@"); then
         echo "fuzz result: $target passed"
     else
         echo "== $target found something: see $root/$dir/artifacts/$target/" >&2
         echo "fuzz result: $target failed"
         status=1
+    fi
+    if [[ "$stable" == 1 ]]; then
+        rm -rf "$fresh"
     fi
 done
 exit "$status"
