@@ -33,7 +33,7 @@ set +e
 QUIRE_E2E_DESKTOP=1 cargo test --workspace --no-fail-fast 2>&1 | tee "$LOG_DIR/rust.log"
 status=${PIPESTATUS[0]}
 
-echo "==> fuzzing each target with 1,000,000 fixed-seed inputs on stable (scripts/fuzz.sh 120 is the documented run)"
+echo "==> fuzz targets on stable: fixed-seed inputs, the server's seeds replayed (scripts/fuzz.sh 120 is the documented run)"
 QUIRE_FUZZ_STABLE=1 scripts/fuzz.sh 2>&1 | tee "$LOG_DIR/fuzz.log"
 fuzz_status=${PIPESTATUS[0]}
 [ "$status" -eq 0 ] && status=$fuzz_status
