@@ -38,6 +38,8 @@ pub enum ApplyError {
     Refused(String),
     #[error("the update's structs of client {client} start at clock {start}, past the {held} the document holds")]
     Gap { client: u64, start: u32, held: u32 },
+    #[error("the update refers to structs the document does not hold")]
+    MissingDependencies,
 }
 
 struct State {
@@ -155,9 +157,17 @@ impl Room {
         let applied = {
             let mut txn = state.doc.transact_mut();
             check_continues(&txn, &update)?;
+            // A document loaded from storage written before the dependency rule may already
+            // hold parts waiting for dependencies; only updates that add some are refused.
+            let was_waiting = txn.has_missing_updates();
             match catch_unwind(AssertUnwindSafe(|| txn.apply_update(update))) {
-                // Pending parts (waiting for missing dependencies) count as new: they must be
-                // stored too, or an acknowledged update could be lost on restart.
+                // A correct peer's update only refers to what the receiver holds (see
+                // PROTOCOL §6.4, §6.8). yrs would keep the rest pending and, once structs of the
+                // same clocks with other content arrive, merge both into a state it cannot
+                // load again (found by the server's fuzz target).
+                Ok(Ok(())) if txn.has_missing_updates() && !was_waiting => {
+                    Err(ApplyError::MissingDependencies)
+                }
                 Ok(Ok(())) => Ok(txn.before_state() != txn.after_state()
                     || !txn.delete_set().is_empty()
                     || txn.has_missing_updates()),

@@ -109,6 +109,80 @@ fn an_update_yrs_applies_in_part_leaves_nothing_behind() {
     check_channel_payload(PARTIAL_APPLY_THEN_ERROR);
 }
 
+/// Found by the short stable pass in a CI dry run (the whole input is the committed seed
+/// `server/fuzz/seeds/channel_payload/reload-invalid-parent`; here it is reduced to its two
+/// updates): client 1's clocks 0..17 whose first item names as parent an item of client 0
+/// the document does not hold, so yrs kept them pending; then client 1's clocks 0..5 as
+/// "hello". yrs integrated "hello" and, encoding the document, merged the pending structs
+/// after it, one of which has a letter of "hello" as its parent: a state that yrs refuses to
+/// load again (`InvalidParent`), so the next snapshot or compaction would have written a
+/// document no restart could open. The room now refuses an update that leaves anything
+/// waiting for structs the document does not hold (PROTOCOL §6.8).
+const PENDING_THEN_SAME_CLOCKS: &[u8] = &[
+    0x00, 0x17, 0x00, 0x01, 0x15, 0x01, 0x03, 0x01, 0x00, 0x03, 0x00, 0x00, 0x01, 0x04, 0x00, 0x00,
+    0x40, 0x17, 0x00, 0x09, 0x01, 0x00, 0x01, 0x01, 0x07, 0x00, 0x00, 0x17, 0x00, 0x01, 0x15, 0x01,
+    0x01, 0x01, 0x00, 0x04, 0x01, 0x07, 0x63, 0x6f, 0x6e, 0x74, 0x65, 0x2e, 0x74, 0x05, 0x68, 0x65,
+    0x6c, 0x6c, 0x6f, 0x00,
+];
+
+#[test]
+fn an_update_waiting_for_missing_structs_is_refused_and_the_room_stays_loadable() {
+    check_channel_payload(PENDING_THEN_SAME_CLOCKS);
+}
+
+#[test]
+fn missing_dependencies_are_named_as_such() {
+    use quire_protocol::ysync::{self, SyncPayload};
+    use quire_protocol::{ChannelId, ConnId, DocId};
+    use quire_server::room::{ApplyError, Room, SubKey};
+
+    let room = Room::new(DocId::parse("missing", 256).unwrap());
+    let from = SubKey {
+        conn: ConnId(1),
+        channel: ChannelId(1),
+    };
+    let payload = &PENDING_THEN_SAME_CLOCKS[3..3 + 23];
+    let Ok(SyncPayload::Step2(update)) = ysync::decode_sync(payload) else {
+        panic!("the first record is a step 2");
+    };
+    let result = room.apply(from, update, ysync::update_bytes(payload), payload, |_| {
+        panic!("nothing of a refused update is stored")
+    });
+    assert!(
+        matches!(result, Err(ApplyError::MissingDependencies)),
+        "{result:?}"
+    );
+    assert_eq!(
+        room.encode_state(),
+        vec![0, 0],
+        "nothing of it stays in memory"
+    );
+}
+
+/// Found by a 240 s stable search after the fix above: two updates of client 0 made of skip
+/// structs and GC structs, the second overlapping a skip the first left integrated. yrs
+/// subtracted past zero in `BlockStore::push` ("this replaces an integrated skip"): with
+/// overflow checks, as in the server's release build, a panic that `Room::apply` contains;
+/// without them (the fuzz build then lacked them) a delete range of length 2^32 − 2 that the
+/// room's own state could not be reloaded with. Skip structs only appear in merged updates
+/// with gaps, which no correct peer sends: the validator now refuses them (PROTOCOL §6.8).
+const OVERLAPPING_SKIPS: &[u8] = &[
+    0x00, 0x17, 0x00, 0x01, 0x15, 0x01, 0x08, 0x00, 0x00, 0x00, 0x40, 0x00, 0x17, 0x00, 0x01, 0x0a,
+    0x0a, 0x0a, 0x0a, 0x0a, 0x0a, 0x0a, 0x0a, 0x00, 0x0a, 0x00, 0x00, 0x17, 0x00, 0x01, 0x15, 0x01,
+    0x08, 0x00, 0x40, 0x00, 0x42, 0x00, 0x17, 0x00, 0x11, 0x0a, 0x3a, 0x0a, 0x0a, 0x0a, 0x2e, 0x0a,
+    0x0a, 0x00, 0x0a, 0x00, 0xff, 0x00, 0x6c, 0xff, 0x00, 0x6c,
+];
+
+#[test]
+fn skip_structs_are_refused_before_yrs_sees_them() {
+    check_channel_payload(OVERLAPPING_SKIPS);
+    let first = &OVERLAPPING_SKIPS[3..3 + 23];
+    assert!(matches!(
+        quire_protocol::ysync::decode_sync(first),
+        Err(quire_protocol::PayloadError::Unsupported(what)) if what.contains("skip")
+    ));
+}
+
 #[test]
 fn the_committed_seeds_pass() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/channel_payload");

@@ -160,10 +160,14 @@ impl<'a> Walk<'a> {
     /// gives it.
     fn struct_len(&mut self, client: u64, clock: u32) -> Result<u32, PayloadError> {
         match self.u8("struct info")? {
-            INFO_GC | INFO_SKIP => {
+            // A skip stands for clocks missing inside the update: only merged updates with
+            // gaps hold one, which no correct peer sends (PROTOCOL §6.8), and yrs underflows
+            // a clock counter when a later struct overlaps a skip it integrated.
+            INFO_SKIP => Err(PayloadError::Unsupported("a skip struct (info 10)")),
+            INFO_GC => {
                 let len = self.u32("struct length")?;
                 if len == 0 {
-                    return Err(PayloadError::EmptyRange("GC or skip struct"));
+                    return Err(PayloadError::EmptyRange("GC struct"));
                 }
                 Ok(len)
             }
