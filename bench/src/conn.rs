@@ -14,17 +14,20 @@ use anyhow::{bail, Context, Result};
 use futures_util::{SinkExt, StreamExt};
 use quire_protocol::ysync;
 use quire_protocol::{handshake, ChannelId, Frame, Hello, Limits, Message};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpSocket;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
 use yrs::{Doc, ReadTxn, StateVector, Text, TextRef, Transact};
 
 use crate::histogram::Histogram;
 use crate::schedule::Schedule;
+use crate::tls;
 use crate::tracker::Tracker;
-use crate::wire::{binary_frame, Codec, Event, Protocol};
+use crate::wire::{awareness_update, binary_frame, Codec, Event, Protocol};
 
 /// Where and how one connection connects.
 #[derive(Debug, Clone)]
@@ -34,6 +37,8 @@ pub(crate) struct Target {
     pub(crate) protocol: Protocol,
     pub(crate) addr: SocketAddr,
     pub(crate) token: Option<String>,
+    /// For `wss://`: the TLS client set up to trust the server's certificate.
+    pub(crate) tls: Option<tls::Tls>,
 }
 
 /// One document this connection opens: its channel, global index and name.
@@ -44,6 +49,8 @@ pub(crate) struct ChannelPlan {
     /// Subscribers of this document besides this one.
     pub(crate) others: u32,
     pub(crate) schedule: Option<Schedule>,
+    /// When this client sends awareness updates (its cursor), if it does.
+    pub(crate) awareness: Option<Schedule>,
 }
 
 #[derive(Debug, Clone)]
@@ -77,13 +84,18 @@ struct Channel {
     text: TextRef,
     len: u32,
     sent: u64,
+    awareness_sent: u64,
     writes: u64,
     /// (write number, sent at, measured edit)
     unacked: VecDeque<(u64, Instant, bool)>,
     synced: bool,
 }
 
-type Ws = WebSocketStream<TcpStream>;
+/// A plain or TLS byte stream under the WebSocket.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+pub(crate) type Ws = WebSocketStream<Box<dyn Io>>;
 
 /// Runs one connection to the end of the timeline.
 pub(crate) async fn run(
@@ -97,7 +109,7 @@ pub(crate) async fn run(
     let permit = connect_gate.acquire().await?;
     let started = Instant::now();
     let names = plan.channels.iter().map(|c| c.doc_name.clone()).collect();
-    let codec = Codec::new(target.protocol, names)?;
+    let mut codec = Codec::new(target.protocol, names)?;
     let mut ws = connect(&target, &codec, plan.source).await?;
     let limits = match codec.protocol() {
         Protocol::Quire => quire_hello(&mut ws).await?,
@@ -121,6 +133,7 @@ pub(crate) async fn run(
             text,
             len: 0,
             sent: 0,
+            awareness_sent: 0,
             writes: 0,
             unacked: VecDeque::new(),
             synced: false,
@@ -152,7 +165,12 @@ pub(crate) async fn run(
                 let next_edit = if now < t.stop_sending {
                     channels
                         .iter()
-                        .filter_map(|c| c.plan.schedule.map(|s| t.start + s.due(c.sent)))
+                        .flat_map(|c| {
+                            let edit = c.plan.schedule.map(|s| t.start + s.due(c.sent));
+                            let awareness =
+                                c.plan.awareness.map(|s| t.start + s.due(c.awareness_sent));
+                            edit.into_iter().chain(awareness)
+                        })
                         .min()
                 } else {
                     None
@@ -193,7 +211,7 @@ pub(crate) async fn run(
                         ch.unacked.push_back((ch.writes, now, false));
                         ws.send(codec.sync(i, ysync::encode_step2(diff))).await?;
                     }
-                    Event::Step2(i) => {
+                    Event::Step2(i, _) => {
                         let ch = channels.get_mut(i).context("step 2 for an unknown document")?;
                         if !ch.synced {
                             ch.synced = true;
@@ -221,6 +239,7 @@ pub(crate) async fn run(
                             acks.record(now.duration_since(at).as_micros() as u64);
                         }
                     }
+                    Event::Awareness => tracker.awareness(false, now),
                     Event::ChannelClosed(i, why) => bail!("the server closed document {i}: {why}"),
                     Event::Other => {}
                 }
@@ -240,6 +259,16 @@ pub(crate) async fn run(
                 }
                 let elapsed = now - t.start;
                 for (i, ch) in channels.iter_mut().enumerate() {
+                    if let Some(schedule) = ch.plan.awareness {
+                        let due = schedule.due_by(elapsed);
+                        while ch.awareness_sent < due {
+                            ch.awareness_sent += 1;
+                            let client = ch.doc.client_id().get();
+                            let update = awareness_update(client, ch.awareness_sent, ch.len);
+                            tracker.awareness(true, Instant::now());
+                            ws.feed(codec.awareness(i, update)).await?;
+                        }
+                    }
                     let Some(schedule) = ch.plan.schedule else { continue };
                     let due = schedule.due_by(elapsed);
                     while ch.sent < due {
@@ -270,7 +299,7 @@ pub(crate) async fn run(
 /// A client ID for one simulated client: 32 bits, as Yjs makes them (yrs's own are 53 bits,
 /// which some servers truncate when they re-encode an update, and which make every update
 /// larger than a browser's). Unique within a run; the base differs between runs.
-fn next_client_id() -> u64 {
+pub(crate) fn next_client_id() -> u64 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     static BASE: OnceLock<u32> = OnceLock::new();
     let base = *BASE.get_or_init(|| {
@@ -285,7 +314,7 @@ fn next_client_id() -> u64 {
     )
 }
 
-async fn connect(target: &Target, codec: &Codec, source: Option<IpAddr>) -> Result<Ws> {
+pub(crate) async fn connect(target: &Target, codec: &Codec, source: Option<IpAddr>) -> Result<Ws> {
     let socket = if target.addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -296,6 +325,10 @@ async fn connect(target: &Target, codec: &Codec, source: Option<IpAddr>) -> Resu
     }
     let tcp = socket.connect(target.addr).await?;
     tcp.set_nodelay(true)?;
+    let stream: Box<dyn Io> = match &target.tls {
+        Some(tls) => Box::new(tls.connect(tcp).await?),
+        None => Box::new(tcp),
+    };
     let mut request = codec.url(&target.url).as_str().into_client_request()?;
     let headers = request.headers_mut();
     if codec.protocol() == Protocol::Quire {
@@ -304,12 +337,18 @@ async fn connect(target: &Target, codec: &Codec, source: Option<IpAddr>) -> Resu
     if let Some(token) = &target.token {
         headers.insert("Authorization", format!("Bearer {token}").parse()?);
     }
-    let (ws, _) = tokio_tungstenite::client_async(request, tcp).await?;
+    // The peers send a large document (S9) as one message of one frame: allow what Quire's
+    // own limit on a message allows.
+    let config = WebSocketConfig::default()
+        .max_frame_size(Some(Limits::DEFAULT_MAX_MESSAGE_SIZE as usize))
+        .max_message_size(Some(Limits::DEFAULT_MAX_MESSAGE_SIZE as usize));
+    let (ws, _) =
+        tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
     Ok(ws)
 }
 
 /// Quire's HELLO / WELCOME; returns the limits the server announced.
-async fn quire_hello(ws: &mut Ws) -> Result<Limits> {
+pub(crate) async fn quire_hello(ws: &mut Ws) -> Result<Limits> {
     let hello = Hello {
         revision: quire_protocol::PROTOCOL_REVISION,
         client: "quire-bench".into(),

@@ -1,5 +1,5 @@
 //! `quire-bench`: a load driver for quire-server and its peers. It starts nothing; it
-//! connects to a running server over plain WebSocket and speaks Quire's mux protocol, the
+//! connects to a running server over WebSocket (plain, or TLS to measure its cost) and speaks Quire's mux protocol, the
 //! y-websocket protocol (y-websocket, y-sweet) or Hocuspocus's (`--protocol`).
 //! Results: one JSON line per run on stdout, a readable summary on stderr.
 //!
@@ -8,10 +8,13 @@
 //! - [`schedule`]: open-loop edit timing.
 //! - [`tracker`]: matches relayed updates to the edits that made them.
 //! - [`wire`]: the three protocols' bytes, as events for the connection loop.
+//! - [`tls`]: the TLS client for `wss://` (trusting one given certificate).
 //! - [`conn`]: one driver connection (handshake, sync, edits, acks).
+//! - [`session`]: one connection with one document, driven step by step (for `trace`).
+//! - [`trace`]: the B4 editing trace, F0 (the floor) and S9 (cold load).
 //! - [`procstat`]: server and driver CPU and RSS from /proc.
 //! - [`run`]: one bounded run and its JSON result.
-//! - [`scenario`]: the named scenarios (S1, S2, S5, S7, S8).
+//! - [`scenario`]: the named scenarios (S1 to S8, S10).
 
 mod conn;
 mod histogram;
@@ -19,6 +22,9 @@ mod procstat;
 mod run;
 mod scenario;
 mod schedule;
+mod session;
+mod tls;
+mod trace;
 mod tracker;
 mod wire;
 
@@ -57,18 +63,40 @@ enum Command {
         /// Edits per second per client; 0 for idle.
         #[arg(long, default_value_t = 5.0)]
         rate: f64,
+        /// How many clients of each document edit; 0 for all.
+        #[arg(long, default_value_t = 0)]
+        writers_per_doc: usize,
+        /// Awareness updates per second per client; 0 for none.
+        #[arg(long, default_value_t = 0.0)]
+        awareness_rate: f64,
     },
-    /// A named scenario: S1, S2, S5, S7 or S8.
+    /// A named scenario: S1 to S8, or S10.
     Scenario {
         name: String,
         #[command(flatten)]
         common: Common,
     },
+    /// A scenario replaying the B4 editing trace: F0 (the floor, then through the server),
+    /// S9-store (store the cold-load document) or S9-open (open it after a restart).
+    Trace {
+        name: String,
+        #[command(flatten)]
+        common: Common,
+        /// S9: copies of the trace in the document (1, or 100 for the large one).
+        #[arg(long, default_value_t = 1)]
+        scale: usize,
+        /// S9: the document's name (the same for S9-store and S9-open).
+        #[arg(long, default_value = "bench/S9/doc")]
+        doc: String,
+        /// S9: where generated documents are cached.
+        #[arg(long)]
+        cache_dir: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
 struct Common {
-    /// Server URL, e.g. ws://127.0.0.1:PORT/ws (plain ws only). For the y-websocket protocol
+    /// Server URL, e.g. ws://127.0.0.1:PORT/ws, or wss:// with --ca-cert. For the y-websocket protocol
     /// a template: `{doc}` stands for the document's name (ws://127.0.0.1:1234/{doc};
     /// y-sweet: ws://127.0.0.1:8080/d/{doc}/ws/{doc}).
     #[arg(long)]
@@ -76,6 +104,9 @@ struct Common {
     /// The protocol the server speaks.
     #[arg(long, value_enum, default_value = "quire")]
     protocol: wire::Protocol,
+    /// PEM certificate to trust for wss:// (a `--dev` server's dev-cert.pem).
+    #[arg(long)]
+    ca_cert: Option<std::path::PathBuf>,
     /// Bearer token (omit against a server started with --no-auth).
     #[arg(long)]
     token: Option<String>,
@@ -117,6 +148,7 @@ impl Common {
             duration: Duration::from_secs_f64(self.duration.unwrap_or(duration)),
             drain: Duration::from_secs_f64(self.drain),
             connect_concurrency: self.connect_concurrency,
+            ca_cert: self.ca_cert.clone(),
         }
     }
 }
@@ -124,7 +156,9 @@ impl Common {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let threads = match &cli.command {
-        Command::Run { common, .. } | Command::Scenario { common, .. } => common.threads,
+        Command::Run { common, .. }
+        | Command::Scenario { common, .. }
+        | Command::Trace { common, .. } => common.threads,
     };
     let runtime = if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -147,6 +181,8 @@ async fn async_main(cli: Cli) -> Result<()> {
             docs_per_conn,
             clients_per_doc,
             rate,
+            writers_per_doc,
+            awareness_rate,
         } => {
             let shape = Shape {
                 connections,
@@ -154,6 +190,8 @@ async fn async_main(cli: Cli) -> Result<()> {
                 clients_per_doc,
                 rate,
                 edit_size: common.edit_size,
+                writers_per_doc,
+                awareness_rate,
             };
             let result = run::run_once(&common.settings(3.0, 15.0), shape, "run").await?;
             emit(&result)
@@ -162,11 +200,28 @@ async fn async_main(cli: Cli) -> Result<()> {
             // Idle and multiplexing scenarios measure the connected state, not a load window.
             let (warmup, duration) = match name.as_str() {
                 "S2" => (2.0, 6.0),
-                "S5" | "S7" => (0.0, 1.0),
+                "S5" | "S7" | "S10" => (0.0, 1.0),
                 _ => (3.0, 15.0),
             };
             let settings = common.settings(warmup, duration);
             scenario::run(&name, &settings, common.edit_size, emit).await
+        }
+        Command::Trace {
+            name,
+            common,
+            scale,
+            doc,
+            cache_dir,
+        } => {
+            let settings = common.settings(0.0, 0.0);
+            let cache_dir = cache_dir.unwrap_or_else(trace::default_cache_dir);
+            let result = match name.as_str() {
+                "F0" => trace::f0(&settings).await?,
+                "S9-store" => trace::s9_store(&settings, &doc, scale, &cache_dir).await?,
+                "S9-open" => trace::s9_open(&settings, &doc, scale).await?,
+                other => anyhow::bail!("unknown trace scenario {other} (F0, S9-store, S9-open)"),
+            };
+            emit(&result)
         }
     }
 }

@@ -19,8 +19,8 @@ use crate::tracker::Tracker;
 
 /// Above this share of one core the driver, not the server, may be the bottleneck.
 pub(crate) const DRIVER_CPU_LIMIT: f64 = 0.8;
-/// How long to wait for every connection to be connected and synced.
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long to wait for every connection to be connected and synced (S3 connects 10,000).
+const READY_TIMEOUT: Duration = Duration::from_secs(180);
 /// Gap between releasing the load and its first edit, so every connection sees the timeline.
 const START_DELAY: Duration = Duration::from_millis(200);
 
@@ -36,6 +36,31 @@ pub(crate) struct Shape {
     /// Edits per second per client (channel); 0 = idle.
     pub(crate) rate: f64,
     pub(crate) edit_size: usize,
+    /// How many of a document's clients edit (the first ones); 0 = all of them.
+    pub(crate) writers_per_doc: usize,
+    /// Awareness updates per second per client; 0 = none.
+    pub(crate) awareness_rate: f64,
+}
+
+impl Shape {
+    /// `connections` connections of one document each, `clients_per_doc` per document, every
+    /// client editing at `rate`, no awareness.
+    pub(crate) fn pairs(
+        connections: usize,
+        clients_per_doc: usize,
+        rate: f64,
+        edit_size: usize,
+    ) -> Self {
+        Self {
+            connections,
+            docs_per_conn: 1,
+            clients_per_doc,
+            rate,
+            edit_size,
+            writers_per_doc: 0,
+            awareness_rate: 0.0,
+        }
+    }
 }
 
 /// Where to connect and how long to run.
@@ -50,6 +75,8 @@ pub(crate) struct Settings {
     pub(crate) duration: Duration,
     pub(crate) drain: Duration,
     pub(crate) connect_concurrency: usize,
+    /// For `wss://`: the PEM certificate to trust.
+    pub(crate) ca_cert: Option<std::path::PathBuf>,
 }
 
 /// Runs `shape` once and returns its JSON result.
@@ -79,11 +106,18 @@ pub(crate) async fn run_once(settings: &Settings, shape: Shape, label: &str) -> 
             .map(|j| {
                 let slot = c * shape.docs_per_conn + j;
                 let doc = slot % docs;
+                // Slots of one document are `docs` apart: this is its (slot / docs)-th client.
+                let writes = shape.writers_per_doc == 0 || slot / docs < shape.writers_per_doc;
                 ChannelPlan {
                     doc_index: doc as u32,
                     doc_name: format!("bench/{label}/{run_id}/{doc}"),
                     others: subscribers(doc).saturating_sub(1) as u32,
-                    schedule: Schedule::new(shape.rate, slot as u64, slots as u64),
+                    schedule: Schedule::new(
+                        if writes { shape.rate } else { 0.0 },
+                        slot as u64,
+                        slots as u64,
+                    ),
+                    awareness: Schedule::new(shape.awareness_rate, slot as u64, slots as u64),
                 }
             })
             .collect();
@@ -199,6 +233,7 @@ pub(crate) async fn run_once(settings: &Settings, shape: Shape, label: &str) -> 
             "connections": shape.connections, "docs_per_conn": shape.docs_per_conn,
             "clients_per_doc": shape.clients_per_doc, "documents": docs,
             "rate_per_client": shape.rate, "edit_size": shape.edit_size,
+            "writers_per_doc": shape.writers_per_doc, "awareness_rate_per_client": shape.awareness_rate,
         },
         "warmup_s": settings.warmup.as_secs_f64(),
         "duration_s": secs,
@@ -209,6 +244,8 @@ pub(crate) async fn run_once(settings: &Settings, shape: Shape, label: &str) -> 
         "delivered_updates_per_s": delivered_per_s,
         "delivered_fraction": delivered_fraction,
         "unmatched_updates": totals.unmatched,
+        "awareness_sent_per_s": totals.awareness_sent as f64 / secs,
+        "awareness_received_per_s": totals.awareness_received as f64 / secs,
         "propagation": pct(&totals.propagation),
         "durable_ack": pct(&totals.ack),
         "acked_writes_per_s": totals.ack.count() as f64 / secs,
@@ -230,9 +267,16 @@ pub(crate) async fn run_once(settings: &Settings, shape: Shape, label: &str) -> 
     }))
 }
 
-async fn target(settings: &Settings) -> Result<Target> {
-    let Some(rest) = settings.url.strip_prefix("ws://") else {
-        bail!("only plain ws:// URLs are supported (start the server with --insecure-plain-ws)");
+pub(crate) async fn target(settings: &Settings) -> Result<Target> {
+    let (rest, tls) = if let Some(rest) = settings.url.strip_prefix("ws://") {
+        (rest, None)
+    } else if let Some(rest) = settings.url.strip_prefix("wss://") {
+        let ca = settings.ca_cert.as_deref().context(
+            "wss:// needs --ca-cert (a --dev server's is dev-cert.pem in its data directory)",
+        )?;
+        (rest, Some(crate::tls::Tls::trusting(ca)?))
+    } else {
+        bail!("the URL must start with ws:// or wss://");
     };
     let authority = rest.split('/').next().unwrap_or(rest);
     let addr = tokio::net::lookup_host(authority)
@@ -244,5 +288,6 @@ async fn target(settings: &Settings) -> Result<Target> {
         protocol: settings.protocol,
         addr,
         token: settings.token.clone(),
+        tls,
     })
 }

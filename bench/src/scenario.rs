@@ -1,26 +1,31 @@
-//! The named scenarios of the performance issue, each a bounded composition of runs:
-//! S1 steady, S2 saturation (rising rate), S5 idle memory, S7 multiplexing, S8 durable acks.
+//! The named scenarios of the performance issue, each a bounded composition of runs: S1
+//! steady, S2 saturation (rising rate), S3 connections, S4 fan-out, S5 idle memory, S6
+//! awareness, S7 multiplexing, S8 durable acks, S10 connection storm. S9 (cold load) and F0
+//! (the floor) replay an editing trace: `trace.rs`.
 
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
 
 use crate::run::{run_once, Settings, Shape};
+use crate::wire::Protocol;
 
-/// Per-client rates S2 tries, in order, on the S1 shape (200 senders → ×200 deliveries/s).
-pub(crate) const S2_RATES: &[f64] = &[5.0, 10.0, 15.0, 20.0, 25.0, 35.0, 50.0, 75.0, 100.0, 200.0];
+/// Per-client rates S2 tries, in order, on the S1 shape (200 senders → ×200 deliveries/s):
+/// 5,000/s (S1 covers less), then 10,000/s and up in finer steps around where every server
+/// measured so far saturates (10,000–20,000/s).
+pub(crate) const S2_RATES: &[f64] = &[25.0, 50.0, 60.0, 70.0, 80.0, 100.0, 125.0, 150.0, 200.0];
 /// S2 stops once p99 propagation exceeds this.
 const S2_P99_LIMIT_US: u64 = 50_000;
 
 /// S1's shape: 100 documents × 2 clients, one connection each, 5 edits/s per client.
 pub(crate) fn s1(edit_size: usize) -> Shape {
-    Shape {
-        connections: 200,
-        docs_per_conn: 1,
-        clients_per_doc: 2,
-        rate: 5.0,
-        edit_size,
-    }
+    Shape::pairs(200, 2, 5.0, edit_size)
 }
+
+/// S3's connection counts: 500 × 2, then 5,000 and 10,000 connections, 2 clients per document
+/// (one connection each) at 2 edits/s.
+const S3_CONNECTIONS: &[usize] = &[1000, 5000, 10000];
+/// S10: this many clients (one connection and document each, two per document) connect at once.
+const S10_CLIENTS: usize = 1000;
 
 /// Runs scenario `name`; every run's JSON goes to `emit`, summaries included.
 pub(crate) async fn run(
@@ -67,43 +72,72 @@ pub(crate) async fn run(
                 "stopped": stop_reason,
             }))
         }
-        "S5" => {
-            let shape = Shape {
-                connections: 2000,
-                docs_per_conn: 1,
-                clients_per_doc: 2,
-                rate: 0.0,
-                edit_size,
+        "S3" => {
+            for &connections in S3_CONNECTIONS {
+                let shape = Shape::pairs(connections, 2, 2.0, edit_size);
+                let result = run_once(settings, shape, &format!("S3-{connections}")).await?;
+                emit(&result)?;
+            }
+            Ok(())
+        }
+        "S4" => {
+            // 10 documents × 20 clients at 1/s; then 1 document × 200 clients, one writing 20/s.
+            let docs = Shape::pairs(200, 20, 1.0, edit_size);
+            emit(&run_once(settings, docs, "S4-docs").await?)?;
+            let broadcast = Shape {
+                writers_per_doc: 1,
+                ..Shape::pairs(200, 200, 20.0, edit_size)
             };
+            emit(&run_once(settings, broadcast, "S4-broadcast").await?)
+        }
+        "S5" => {
+            let shape = Shape::pairs(2000, 2, 0.0, edit_size);
             let result = run_once(settings, shape, "S5").await?;
             emit(&result)
         }
+        "S6" => {
+            let shape = Shape {
+                awareness_rate: 5.0,
+                ..s1(edit_size)
+            };
+            emit(&run_once(settings, shape, "S6").await?)
+        }
         "S7" => {
-            let one = Shape {
-                connections: 1,
-                docs_per_conn: 1000,
-                clients_per_doc: 1,
-                rate: 0.0,
-                edit_size,
+            // The y-websocket protocol has one document per socket: no multiplexed half.
+            let a = if settings.protocol == Protocol::YWebsocket {
+                Value::Null
+            } else {
+                let one = Shape {
+                    docs_per_conn: 1000,
+                    ..Shape::pairs(1, 1, 0.0, edit_size)
+                };
+                let a = run_once(settings, one, "S7-mux").await?;
+                emit(&a)?;
+                a
             };
-            let a = run_once(settings, one, "S7-mux").await?;
-            emit(&a)?;
-            let many = Shape {
-                connections: 1000,
-                docs_per_conn: 1,
-                ..one
-            };
+            let many = Shape::pairs(1000, 1, 0.0, edit_size);
             let b = run_once(settings, many, "S7-conns").await?;
             emit(&b)?;
             emit(&json!({
                 "scenario": "S7",
+                "protocol": format!("{:?}", settings.protocol),
                 "one_conn_all_synced_ms": a["all_synced_ms"],
                 "one_conn_rss_delta_kib": rss_delta(&a),
                 "many_conns_all_synced_ms": b["all_synced_ms"],
                 "many_conns_rss_delta_kib": rss_delta(&b),
             }))
         }
-        other => bail!("unknown scenario {other} (S1, S2, S5, S7, S8)"),
+        "S10" => {
+            // Every connection starts its handshake at once.
+            let storm = Settings {
+                connect_concurrency: S10_CLIENTS,
+                ..settings.clone()
+            };
+            let shape = Shape::pairs(S10_CLIENTS, 2, 0.0, edit_size);
+            emit(&run_once(&storm, shape, "S10").await?)
+        }
+        "S9" | "F0" => bail!("{name} replays an editing trace: use the `trace` subcommand"),
+        other => bail!("unknown scenario {other} (S1 … S8, S10)"),
     }
 }
 

@@ -34,6 +34,9 @@ pub(crate) struct Totals {
     pub(crate) propagation: Histogram,
     /// Update write → ACK covering it, µs (measured edits only).
     pub(crate) ack: Histogram,
+    /// Awareness updates sent, and received from others, inside the measurement window.
+    pub(crate) awareness_sent: u64,
+    pub(crate) awareness_received: u64,
 }
 
 #[derive(Debug)]
@@ -71,6 +74,18 @@ impl Tracker {
     /// Whether `at` falls in the measurement window.
     pub(crate) fn in_window(&self, at: Instant) -> bool {
         matches!(self.lock().window, Some((from, to)) if at >= from && at < to)
+    }
+
+    /// Counts an awareness update sent (`sent`) or received, if `at` is in the window.
+    pub(crate) fn awareness(&self, sent: bool, at: Instant) {
+        let mut inner = self.lock();
+        if matches!(inner.window, Some((from, to)) if at >= from && at < to) {
+            if sent {
+                inner.totals.awareness_sent += 1;
+            } else {
+                inner.totals.awareness_received += 1;
+            }
+        }
     }
 
     /// Registers an edit that `receivers` other subscribers should get.

@@ -9,6 +9,8 @@
 use std::collections::HashMap;
 
 use anyhow::{bail, Context, Result};
+use quire_protocol::fragment::{encode_body_fragmented, Reassembler};
+use quire_protocol::frame::kind;
 use quire_protocol::varint::{write_varint, Reader};
 use quire_protocol::ysync::{self, SyncPayload};
 use quire_protocol::{Access, ChannelId, DocId, Frame, Limits, Message};
@@ -29,6 +31,7 @@ pub(crate) enum Protocol {
 
 /// y-websocket / Hocuspocus message types.
 const MSG_SYNC: u64 = 0;
+const MSG_AWARENESS: u64 = 1;
 const HOCUSPOCUS_AUTH: u64 = 2;
 const HOCUSPOCUS_SYNC_STATUS: u64 = 8;
 /// Hocuspocus Auth sub-type "token" (client → server).
@@ -42,14 +45,16 @@ pub(crate) enum Event {
     Opened(usize),
     /// The server's sync step 1: answer with what it lacks.
     Step1(usize, StateVector),
-    /// The server's sync step 2: the document is synced.
-    Step2(usize),
+    /// The server's sync step 2 (its v1 update bytes): the document is synced.
+    Step2(usize, Vec<u8>),
     /// A relayed update (the raw v1 bytes).
     Update(usize, Vec<u8>),
     /// Writes up to `n` acknowledged (Quire: cumulative and durable).
     AckedUpTo(usize, u64),
     /// The next write acknowledged (Hocuspocus: applied, in order).
     AckedNext(usize),
+    /// Another client's awareness update.
+    Awareness,
     /// A Quire heartbeat PING to answer.
     Ping(u64),
     /// The server closed a document's channel.
@@ -64,6 +69,8 @@ pub(crate) struct Codec {
     protocol: Protocol,
     doc_names: Vec<String>,
     by_name: HashMap<String, usize>,
+    /// Quire: fragmented messages being put back together, per channel.
+    reassembly: HashMap<ChannelId, Reassembler>,
 }
 
 impl Codec {
@@ -82,6 +89,7 @@ impl Codec {
             protocol,
             doc_names,
             by_name,
+            reassembly: HashMap::new(),
         })
     }
 
@@ -150,19 +158,67 @@ impl Codec {
         }
     }
 
+    /// A y-protocols awareness update for document `i`.
+    pub(crate) fn awareness(&self, i: usize, payload: Vec<u8>) -> WsMessage {
+        match self.protocol {
+            Protocol::Quire => quire(i, Message::Awareness(payload)),
+            Protocol::YWebsocket => {
+                let mut out = Vec::with_capacity(payload.len() + 1);
+                write_varint(&mut out, MSG_AWARENESS);
+                out.extend_from_slice(&payload);
+                WsMessage::Binary(out.into())
+            }
+            Protocol::Hocuspocus => {
+                let mut out = self.hocuspocus_prefix(i, MSG_AWARENESS);
+                out.extend_from_slice(&payload);
+                WsMessage::Binary(out.into())
+            }
+        }
+    }
+
     /// The answer to a Quire PING.
     pub(crate) fn pong(&self, nonce: u64) -> WsMessage {
         binary_frame(ChannelId::CONTROL, Message::Pong(nonce))
     }
 
+    /// A sync message for document `i` as one or more WebSocket messages: Quire splits a
+    /// body larger than a frame into fragments (PROTOCOL §7); the others send it whole.
+    pub(crate) fn sync_frames(
+        &self,
+        i: usize,
+        payload: Vec<u8>,
+        limits: &Limits,
+    ) -> Vec<WsMessage> {
+        if self.protocol != Protocol::Quire {
+            return vec![self.sync(i, payload)];
+        }
+        let mut frames = Vec::new();
+        encode_body_fragmented(
+            ChannelId(i as u32 + 1),
+            kind::SYNC,
+            &payload,
+            limits.max_frame_size,
+            |frame| frames.push(WsMessage::Binary(frame.into())),
+        );
+        frames
+    }
+
     /// Reads one binary message from the server.
-    pub(crate) fn decode(&self, bytes: &[u8]) -> Result<Event> {
+    pub(crate) fn decode(&mut self, bytes: &[u8]) -> Result<Event> {
         match self.protocol {
-            Protocol::Quire => decode_quire(bytes),
+            Protocol::Quire => {
+                let frame = Frame::decode(bytes, &Limits::default())?;
+                let reassembler = self.reassembly.entry(frame.channel).or_default();
+                match reassembler.push(frame.message, Limits::DEFAULT_MAX_MESSAGE_SIZE)? {
+                    Some(message) => quire_event(frame.channel, message),
+                    None => Ok(Event::Other),
+                }
+            }
             Protocol::YWebsocket => {
                 let mut reader = Reader::new(bytes);
                 match reader.read_varint()? {
                     MSG_SYNC => decode_sync(0, reader.rest()),
+                    MSG_AWARENESS => Ok(Event::Awareness),
                     _ => Ok(Event::Other),
                 }
             }
@@ -175,6 +231,7 @@ impl Codec {
                 };
                 match reader.read_varint()? {
                     MSG_SYNC => decode_sync(i, reader.rest()),
+                    MSG_AWARENESS => Ok(Event::Awareness),
                     HOCUSPOCUS_SYNC_STATUS if reader.read_varint()? == 1 => Ok(Event::AckedNext(i)),
                     HOCUSPOCUS_SYNC_STATUS => Ok(Event::ChannelClosed(i, "update refused".into())),
                     _ => Ok(Event::Other),
@@ -194,32 +251,37 @@ impl Codec {
 /// A y-protocols sync message: the update bytes of an update are passed on undecoded.
 fn decode_sync(i: usize, payload: &[u8]) -> Result<Event> {
     let mut reader = Reader::new(payload);
-    if reader.read_varint()? == ysync::SYNC_UPDATE {
+    let tag = reader.read_varint()?;
+    if tag == ysync::SYNC_UPDATE || tag == ysync::SYNC_STEP_2 {
         let len = reader.read_varint()? as usize;
-        return Ok(Event::Update(i, reader.read_bytes(len)?.to_vec()));
+        let update = reader.read_bytes(len)?.to_vec();
+        return Ok(if tag == ysync::SYNC_UPDATE {
+            Event::Update(i, update)
+        } else {
+            Event::Step2(i, update)
+        });
     }
     Ok(match ysync::decode_sync(payload)? {
         SyncPayload::Step1(sv) => Event::Step1(i, sv),
-        SyncPayload::Step2(_) => Event::Step2(i),
-        SyncPayload::Update(_) => Event::Other,
+        SyncPayload::Step2(_) | SyncPayload::Update(_) => Event::Other,
     })
 }
 
-fn decode_quire(bytes: &[u8]) -> Result<Event> {
-    let frame = Frame::decode(bytes, &Limits::default())?;
-    if frame.channel == ChannelId::CONTROL {
-        return Ok(match frame.message {
+fn quire_event(channel: ChannelId, message: Message) -> Result<Event> {
+    if channel == ChannelId::CONTROL {
+        return Ok(match message {
             Message::Ping(n) => Event::Ping(n),
             _ => Event::Other,
         });
     }
-    let i = (frame.channel.0 as usize)
+    let i = (channel.0 as usize)
         .checked_sub(1)
         .context("channel 0 carries no document")?;
-    Ok(match frame.message {
+    Ok(match message {
         Message::Opened { .. } => Event::Opened(i),
         Message::Sync(payload) => decode_sync(i, &payload)?,
         Message::Ack(n) => Event::AckedUpTo(i, n),
+        Message::Awareness(_) => Event::Awareness,
         Message::Close { code, reason } => Event::ChannelClosed(i, format!("{code} {reason}")),
         _ => Event::Other,
     })
@@ -232,6 +294,18 @@ fn quire(i: usize, message: Message) -> WsMessage {
 
 pub(crate) fn binary_frame(channel: ChannelId, message: Message) -> WsMessage {
     WsMessage::Binary(Frame::new(channel, message).encode().into())
+}
+
+/// A y-protocols awareness update holding one client's state: its cursor at `at`.
+pub(crate) fn awareness_update(client: u64, clock: u64, at: u32) -> Vec<u8> {
+    let state =
+        format!(r#"{{"user":{{"name":"bench-{client}"}},"cursor":{{"anchor":{at},"head":{at}}}}}"#);
+    let mut out = Vec::with_capacity(state.len() + 16);
+    write_varint(&mut out, 1);
+    write_varint(&mut out, client);
+    write_varint(&mut out, clock);
+    write_var_string(&mut out, &state);
+    out
 }
 
 /// lib0's `writeVarString`: the UTF-8 length as a varuint, then the bytes.
@@ -253,7 +327,7 @@ mod tests {
 
     #[test]
     fn hocuspocus_messages_carry_the_document_name() {
-        let codec = Codec::new(Protocol::Hocuspocus, vec!["a".into(), "doc-b".into()]).unwrap();
+        let mut codec = Codec::new(Protocol::Hocuspocus, vec!["a".into(), "doc-b".into()]).unwrap();
         let open = codec
             .open(1, &Limits::default(), &StateVector::default())
             .unwrap();
@@ -267,8 +341,20 @@ mod tests {
     }
 
     #[test]
+    fn awareness_updates_decode_as_y_protocols_awareness() {
+        let update = awareness_update(7, 3, 12);
+        let decoded = ysync::decode_awareness(&update).unwrap();
+        let (client, entry) = decoded.clients.iter().next().unwrap();
+        assert_eq!((client.get(), entry.clock), (7, 3));
+        assert!(entry.json.contains(r#""anchor":12"#));
+        let mut codec = Codec::new(Protocol::YWebsocket, vec!["a".into()]).unwrap();
+        assert_eq!(bytes(codec.awareness(0, vec![5]))[..], [1, 5]);
+        assert!(matches!(codec.decode(&[1, 5]).unwrap(), Event::Awareness));
+    }
+
+    #[test]
     fn y_websocket_messages_are_typed_sync_messages() {
-        let codec = Codec::new(Protocol::YWebsocket, vec!["bench/s1/room".into()]).unwrap();
+        let mut codec = Codec::new(Protocol::YWebsocket, vec!["bench/s1/room".into()]).unwrap();
         assert_eq!(
             codec.url("ws://h:1/d/{doc}/ws/{doc}"),
             "ws://h:1/d/bench-s1-room/ws/bench-s1-room"
@@ -281,7 +367,12 @@ mod tests {
             codec.decode(&[0, 0, 1, 0]).unwrap(),
             Event::Step1(0, _)
         ));
-        assert!(matches!(codec.decode(&[1, 3, 0]).unwrap(), Event::Other));
+        // Type 1 is awareness; type 3 (auth) means nothing to the driver.
+        assert!(matches!(
+            codec.decode(&[1, 3, 0]).unwrap(),
+            Event::Awareness
+        ));
+        assert!(matches!(codec.decode(&[3, 0]).unwrap(), Event::Other));
         assert!(Codec::new(Protocol::YWebsocket, vec!["a".into(), "b".into()]).is_err());
     }
 }

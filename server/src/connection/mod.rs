@@ -24,7 +24,7 @@ use tracing::Instrument;
 
 use self::channel::{ChannelState, OpenChannel};
 pub(crate) use self::outbound::ConnEvent;
-pub use self::outbound::ConnHandle;
+pub use self::outbound::{ConnHandle, QueueOnly};
 use crate::auth::Claims;
 use crate::persist::{AckTarget, Job};
 use crate::room::SubKey;

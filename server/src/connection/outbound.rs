@@ -72,6 +72,25 @@ struct Shared {
 #[derive(Debug, Clone)]
 pub struct ConnHandle(Arc<Shared>);
 
+/// The receiving end of a [`ConnHandle::queue_only`] handle.
+#[derive(Debug)]
+pub struct QueueOnly(ConnQueues);
+
+impl QueueOnly {
+    /// Takes every queued frame out (returning how many there were), as a writer would.
+    pub fn drain(&mut self, handle: &ConnHandle) -> usize {
+        let mut frames = 0;
+        while let Ok(item) = self.0.frames.try_recv() {
+            if let Outgoing::Frames(queued) = item {
+                let len: usize = queued.iter().map(Bytes::len).sum();
+                handle.0.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                frames += queued.len();
+            }
+        }
+        frames
+    }
+}
+
 /// The receiving ends, owned by the connection's tasks.
 #[derive(Debug)]
 pub(crate) struct ConnQueues {
@@ -116,6 +135,19 @@ impl ConnHandle {
 
     pub fn id(&self) -> ConnId {
         self.0.id
+    }
+
+    /// A handle whose frames only queue up, with no socket behind it: for measuring fan-out
+    /// (`server/benches/`). Empty the queue with [`QueueOnly::drain`] before it fills.
+    pub fn queue_only(id: ConnId, queue_depth: usize) -> (Self, QueueOnly) {
+        let (handle, queues) = Self::new(
+            id,
+            queue_depth,
+            usize::MAX,
+            quire_protocol::Limits::DEFAULT_MAX_FRAME_SIZE,
+            Arc::new(Metrics::default()),
+        );
+        (handle, QueueOnly(queues))
     }
 
     /// Queues a message on `channel`, fragmenting sync and awareness bodies larger than a
