@@ -158,22 +158,22 @@ impl Codec {
         }
     }
 
-    /// A y-protocols awareness update for document `i`.
+    /// A y-protocols awareness update for document `i`. Quire's AWARENESS body is the update
+    /// itself; y-websocket and Hocuspocus carry it as a length-prefixed byte array
+    /// (`writeVarUint8Array`) after the message type.
     pub(crate) fn awareness(&self, i: usize, payload: Vec<u8>) -> WsMessage {
-        match self.protocol {
-            Protocol::Quire => quire(i, Message::Awareness(payload)),
+        let mut out = match self.protocol {
+            Protocol::Quire => return quire(i, Message::Awareness(payload)),
             Protocol::YWebsocket => {
-                let mut out = Vec::with_capacity(payload.len() + 1);
+                let mut out = Vec::with_capacity(payload.len() + 6);
                 write_varint(&mut out, MSG_AWARENESS);
-                out.extend_from_slice(&payload);
-                WsMessage::Binary(out.into())
+                out
             }
-            Protocol::Hocuspocus => {
-                let mut out = self.hocuspocus_prefix(i, MSG_AWARENESS);
-                out.extend_from_slice(&payload);
-                WsMessage::Binary(out.into())
-            }
-        }
+            Protocol::Hocuspocus => self.hocuspocus_prefix(i, MSG_AWARENESS),
+        };
+        write_varint(&mut out, payload.len() as u64);
+        out.extend_from_slice(&payload);
+        WsMessage::Binary(out.into())
     }
 
     /// The answer to a Quire PING.
@@ -348,7 +348,7 @@ mod tests {
         assert_eq!((client.get(), entry.clock), (7, 3));
         assert!(entry.json.contains(r#""anchor":12"#));
         let mut codec = Codec::new(Protocol::YWebsocket, vec!["a".into()]).unwrap();
-        assert_eq!(bytes(codec.awareness(0, vec![5]))[..], [1, 5]);
+        assert_eq!(bytes(codec.awareness(0, vec![5, 6]))[..], [1, 2, 5, 6]);
         assert!(matches!(codec.decode(&[1, 5]).unwrap(), Event::Awareness));
     }
 
