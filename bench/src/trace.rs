@@ -44,7 +44,7 @@ pub(crate) struct Trace {
 /// trace transaction, and keeps each transaction's update.
 pub(crate) fn replay(client: u64, root: &str) -> Result<Trace> {
     let doc = Doc::with_client_id(client);
-    let (end, updates) = replay_into(&doc, root, true)?;
+    let (end, updates) = replay_into(&parse()?, &doc, root, true)?;
     let final_clock = doc
         .transact()
         .state_vector()
@@ -59,8 +59,7 @@ pub(crate) fn replay(client: u64, root: &str) -> Result<Trace> {
 
 /// Replays the trace into `root` of `doc`, one yrs transaction per trace transaction;
 /// returns the final text and, if `keep`, each transaction's update.
-fn replay_into(doc: &Doc, root: &str, keep: bool) -> Result<(String, Vec<Vec<u8>>)> {
-    let trace = parse()?;
+fn replay_into(trace: &Value, doc: &Doc, root: &str, keep: bool) -> Result<(String, Vec<Vec<u8>>)> {
     let end = trace["endContent"]
         .as_str()
         .context("endContent")?
@@ -236,9 +235,11 @@ pub(crate) fn s9_document(scale: usize, cache_dir: &Path) -> Result<Vec<Vec<u8>>
     if let Ok(bytes) = std::fs::read(&path) {
         return split_lengths(&bytes);
     }
+    // Parsed once for every copy (the JSON is ~10 MB).
+    let trace = parse()?;
     let copy = |k: usize| -> Result<Vec<u8>> {
         let doc = Doc::with_client_id(S9_CLIENT + k as u64);
-        replay_into(&doc, &format!("t{k}"), false)?;
+        replay_into(&trace, &doc, &format!("t{k}"), false)?;
         let state = doc
             .transact()
             .encode_state_as_update_v1(&yrs::StateVector::default());
