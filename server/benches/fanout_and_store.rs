@@ -86,16 +86,20 @@ fn store_append(c: &mut Criterion) {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = runtime.block_on(SqliteStore::open(dir.path())).unwrap();
-    let payloads = edits(64);
+    let docs: Vec<String> = (0..32).map(|d| format!("bench/store/{d}")).collect();
     let mut group = c.benchmark_group("store_append_batch");
     group.sample_size(20);
-    for batch in [1usize, 64] {
+    // (updates, documents they are spread over, round robin as many clients' edits arrive)
+    for (batch, spread) in [(1usize, 1usize), (64, 1), (64, 32), (1024, 32)] {
+        let payloads = edits(batch);
         group.throughput(Throughput::Elements(batch as u64));
-        group.bench_with_input(BenchmarkId::from_parameter(batch), &batch, |b, &batch| {
-            let appends: Vec<Append<'_>> = payloads[..batch]
+        let id = format!("{batch}_updates_{spread}_docs");
+        group.bench_function(BenchmarkId::from_parameter(id), |b| {
+            let appends: Vec<Append<'_>> = payloads
                 .iter()
-                .map(|data| Append {
-                    doc: "bench/store",
+                .enumerate()
+                .map(|(i, data)| Append {
+                    doc: &docs[i % spread],
                     data,
                 })
                 .collect();

@@ -7,10 +7,51 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-/// Upper bounds of the durable-ack latency histogram, in seconds.
-const ACK_BUCKETS: [f64; 12] = [
+/// Upper bounds of the latency histograms, in seconds.
+const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0,
 ];
+
+/// A Prometheus histogram of durations over [`BUCKETS`].
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, duration: Duration) {
+        let secs = duration.as_secs_f64();
+        for (bucket, bound) in self.buckets.iter().zip(BUCKETS) {
+            if secs <= bound {
+                bucket.fetch_add(1, Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_micros
+            .fetch_add(duration.as_micros() as u64, Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (bucket, bound) in self.buckets.iter().zip(BUCKETS) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{bound}\"}} {}",
+                bucket.load(Relaxed)
+            );
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum_micros.load(Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -27,26 +68,15 @@ pub struct Metrics {
     pub commits: AtomicU64,
     pub storage_errors: AtomicU64,
     pub refused_upgrades: AtomicU64,
-    ack_buckets: [AtomicU64; ACK_BUCKETS.len()],
-    ack_count: AtomicU64,
-    ack_sum_micros: AtomicU64,
+    /// Time from receiving a write to acknowledging it durable.
+    pub durable_ack: Histogram,
+    /// Time one group commit takes in storage (its fsync included).
+    pub commit_duration: Histogram,
     closes: Mutex<BTreeMap<u16, u64>>,
     channel_closes: Mutex<BTreeMap<u16, u64>>,
 }
 
 impl Metrics {
-    pub fn observe_ack_latency(&self, latency: Duration) {
-        let secs = latency.as_secs_f64();
-        for (bucket, bound) in self.ack_buckets.iter().zip(ACK_BUCKETS) {
-            if secs <= bound {
-                bucket.fetch_add(1, Relaxed);
-            }
-        }
-        self.ack_count.fetch_add(1, Relaxed);
-        self.ack_sum_micros
-            .fetch_add(latency.as_micros() as u64, Relaxed);
-    }
-
     /// A connection ended with `code` (sent or received).
     pub fn count_close(&self, code: u16) {
         *self.closes.lock().entry(code).or_default() += 1;
@@ -150,27 +180,16 @@ impl Metrics {
             self.refused_upgrades.load(Relaxed),
         );
 
-        let name = "quire_durable_ack_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Time from receiving a write to acknowledging it durable."
+        self.durable_ack.render(
+            &mut out,
+            "quire_durable_ack_seconds",
+            "Time from receiving a write to acknowledging it durable.",
         );
-        let _ = writeln!(out, "# TYPE {name} histogram");
-        for (bucket, bound) in self.ack_buckets.iter().zip(ACK_BUCKETS) {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{le=\"{bound}\"}} {}",
-                bucket.load(Relaxed)
-            );
-        }
-        let count = self.ack_count.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            out,
-            "{name}_sum {}",
-            self.ack_sum_micros.load(Relaxed) as f64 / 1e6
+        self.commit_duration.render(
+            &mut out,
+            "quire_commit_seconds",
+            "Time one storage group commit takes, its fsync included.",
         );
-        let _ = writeln!(out, "{name}_count {count}");
 
         for (name, help, map) in [
             (
@@ -201,13 +220,15 @@ mod tests {
     fn renders_prometheus_text() {
         let m = Metrics::default();
         m.connections.fetch_add(2, Relaxed);
-        m.observe_ack_latency(Duration::from_millis(3));
+        m.durable_ack.observe(Duration::from_millis(3));
+        m.commit_duration.observe(Duration::from_millis(30));
         m.count_close(1001);
         let text = m.render();
         assert!(text.contains("quire_connections 2\n"));
         assert!(text.contains("quire_durable_ack_seconds_bucket{le=\"0.002\"} 0\n"));
         assert!(text.contains("quire_durable_ack_seconds_bucket{le=\"0.005\"} 1\n"));
         assert!(text.contains("quire_durable_ack_seconds_count 1\n"));
+        assert!(text.contains("quire_commit_seconds_bucket{le=\"0.05\"} 1\n"));
         assert!(text.contains("quire_closes_total{code=\"1001\"} 1\n"));
     }
 }

@@ -174,7 +174,9 @@ async fn commit_batch<S: Store>(
             });
         }
     }
+    let started = Instant::now();
     let result = store.append_batch(&appends).await;
+    metrics.commit_duration.observe(started.elapsed());
     let stored = appends.len() as u64;
     drop(appends);
     let now = Instant::now();
@@ -208,7 +210,7 @@ async fn commit_batch<S: Store>(
                 room.pending_writes.fetch_sub(1, Ordering::AcqRel);
                 let key = (ack.conn.id(), ack.channel, ack.generation);
                 if result.is_ok() {
-                    metrics.observe_ack_latency(now - received);
+                    metrics.durable_ack.observe(now - received);
                     let entry = acks.entry(key).or_insert((ack.conn, 0));
                     entry.1 = entry.1.max(ack.seq);
                     if data.is_some() {

@@ -40,7 +40,7 @@ pub async fn stored_blobs(db: &Path, doc: &str) -> Vec<Vec<u8>> {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    let updates = sqlx::query("SELECT data FROM updates WHERE doc_id = ? ORDER BY id")
+    let updates = sqlx::query("SELECT data FROM updates WHERE doc_id = ? ORDER BY seq")
         .bind(doc)
         .fetch_all(&mut conn)
         .await

@@ -1,22 +1,39 @@
 //! The embedded SQLite store (sqlx). WAL journal with `synchronous=FULL`: every commit is
 //! fsynced before it returns, so an acknowledged update survives power loss, not only a crash.
+//!
+//! Writes (group commits and compactions) go through one dedicated connection, reads through a
+//! small pool. SQLite admits one writer at a time anyway; a single writer connection keeps its
+//! page cache valid from commit to commit (a pooled connection finds the database changed by
+//! another one and rereads every page it touches) and never waits on another writer's lock.
+//! Compaction merges outside the write transaction, so commits wait only for its short write.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, Row, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
 use super::{Append, LogSize, Store, StoreError, StoredDoc};
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "quire.db";
 
+/// The journal file is cut back to this size when it restarts after a checkpoint, so a burst
+/// does not leave a large file behind.
+const JOURNAL_SIZE_LIMIT: &str = "67108864";
+
+/// Pages the writer keeps cached (negative: KiB): the tail of the log and its index.
+const WRITER_CACHE_KIB: &str = "-16384";
+
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
+    /// Reads and backups.
     pool: SqlitePool,
+    /// The one connection that writes.
+    writer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -29,13 +46,18 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(std::time::Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("journal_size_limit", JOURNAL_SIZE_LIMIT);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.pragma("cache_size", WRITER_CACHE_KIB))
+            .await?;
+        Ok(Self { pool, writer })
     }
 
     /// `PRAGMA integrity_check`: "ok" when the file is sound.
@@ -47,93 +69,185 @@ impl SqliteStore {
     }
 
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 }
 
-/// One group commit on `conn`.
+/// Rows per multi-row INSERT, largest first. A commit's rows go out in as few statements as
+/// these sizes allow; the fixed sizes keep each statement's text, and so its prepared form in
+/// sqlx's cache, reused from commit to commit instead of parsed anew for every batch length.
+const ROWS_PER_STATEMENT: [usize; 4] = [256, 32, 4, 1];
+
+/// Splits `n` rows into statement sizes from [`ROWS_PER_STATEMENT`], greedily.
+fn statement_sizes(mut n: usize) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        let size = ROWS_PER_STATEMENT.into_iter().find(|&size| size <= n)?;
+        n -= size;
+        Some(size)
+    })
+}
+
+/// One group commit on `conn`. A multi-row upsert of the documents touched reserves each
+/// one's next log numbers (`last_seq`, returned), then multi-row inserts store the updates,
+/// numbered in batch order so each document's log keeps its order. Each statement is a round
+/// trip to sqlx's SQLite thread; one per row made those round trips most of a commit's cost.
 async fn append_on(conn: &mut SqliteConnection, batch: &[Append<'_>]) -> Result<(), StoreError> {
     let now = unix_now();
-    let mut tx = conn.begin().await?;
-    let mut last_doc: Option<&str> = None;
+    // Documents in order of first appearance, with how many updates each brings.
+    let mut counts: HashMap<&str, i64> = HashMap::new();
+    let mut docs: Vec<&str> = Vec::new();
     for append in batch {
-        if last_doc != Some(append.doc) {
-            sqlx::query(
-                "INSERT INTO documents (id, created_at, updated_at) VALUES (?, ?, ?)
-                 ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at",
-            )
-            .bind(append.doc)
-            .bind(now)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            last_doc = Some(append.doc);
+        let count = counts.entry(append.doc).or_insert(0);
+        if *count == 0 {
+            docs.push(append.doc);
         }
-        sqlx::query("INSERT INTO updates (doc_id, data) VALUES (?, ?)")
-            .bind(append.doc)
-            .bind(append.data)
-            .execute(&mut *tx)
-            .await?;
+        *count += 1;
+    }
+    let mut tx = conn.begin().await?;
+    let mut next_seq: HashMap<&str, i64> = HashMap::with_capacity(docs.len());
+    let mut rest = &docs[..];
+    for size in statement_sizes(docs.len()) {
+        let (chunk, after) = rest.split_at(size);
+        rest = after;
+        let mut upsert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO documents (id, created_at, updated_at, last_seq) ",
+        );
+        upsert.push_values(chunk, |mut row, doc| {
+            row.push_bind(*doc)
+                .push_bind(now)
+                .push_bind(now)
+                .push_bind(counts[doc]);
+        });
+        upsert.push(
+            " ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at,
+                 last_seq = documents.last_seq + excluded.last_seq
+             RETURNING id, last_seq",
+        );
+        for row in upsert.build().fetch_all(&mut *tx).await? {
+            let id: String = row.try_get(0)?;
+            let last_seq: i64 = row.try_get(1)?;
+            let (&doc, &count) =
+                counts
+                    .get_key_value(id.as_str())
+                    .ok_or_else(|| StoreError::Corrupt {
+                        doc: id.clone(),
+                        detail: "the documents upsert returned a document it was not given".into(),
+                    })?;
+            next_seq.insert(doc, last_seq - count + 1);
+        }
+    }
+    // Sorted by document (stably, so each keeps its order): rows go into the table's B-tree
+    // in key order.
+    let mut rows: Vec<(&str, i64, &[u8])> = Vec::with_capacity(batch.len());
+    for append in batch {
+        let next = next_seq
+            .get_mut(append.doc)
+            .ok_or_else(|| StoreError::Corrupt {
+                doc: append.doc.to_owned(),
+                detail: "the documents upsert did not return this document".into(),
+            })?;
+        rows.push((append.doc, *next, append.data));
+        *next += 1;
+    }
+    rows.sort_by_key(|&(doc, _, _)| doc);
+    let mut rest = &rows[..];
+    for size in statement_sizes(rows.len()) {
+        let (chunk, after) = rest.split_at(size);
+        rest = after;
+        let mut insert = QueryBuilder::<Sqlite>::new("INSERT INTO updates (doc_id, seq, data) ");
+        insert.push_values(chunk, |mut row, &(doc, seq, data)| {
+            row.push_bind(doc).push_bind(seq).push_bind(data);
+        });
+        insert.build().execute(&mut *tx).await?;
     }
     tx.commit().await?;
     Ok(())
 }
 
-/// Compacts `doc` on `conn`, see [`Store::compact`].
-async fn compact_on(
+/// What a compaction merges: the log of `doc` after `snapshot_through`, through `last_seq`.
+struct CompactionInput {
+    snapshot_through: i64,
+    last_seq: i64,
+    stored: StoredDoc,
+}
+
+/// Reads what [`Store::compact`] merges, in one read transaction (no write lock held). `None`
+/// when the log after the snapshot is empty.
+async fn read_for_compaction(
     conn: &mut SqliteConnection,
     doc: &str,
-    merge: fn(&StoredDoc) -> Result<Vec<u8>, String>,
-) -> Result<(), StoreError> {
-    // One write transaction: read what is stored, merge, replace. SQLite serializes writers,
-    // so no append can slip between the read and the delete.
+) -> Result<Option<CompactionInput>, StoreError> {
     let mut tx = conn.begin().await?;
-    sqlx::query("UPDATE documents SET updated_at = updated_at WHERE id = ?")
-        .bind(doc)
-        .execute(&mut *tx)
-        .await?;
-    let snapshot = sqlx::query("SELECT data FROM snapshots WHERE doc_id = ?")
-        .bind(doc)
-        .fetch_optional(&mut *tx)
-        .await?
-        .map(|row| row.try_get::<Vec<u8>, _>(0))
-        .transpose()?;
-    let rows = sqlx::query(
-        "SELECT id, data FROM updates WHERE doc_id = ?
-           AND id > COALESCE((SELECT through_id FROM snapshots WHERE doc_id = ?), 0) ORDER BY id",
-    )
-    .bind(doc)
-    .bind(doc)
-    .fetch_all(&mut *tx)
-    .await?;
-    let Some(last_id) = rows
+    let (snapshot, snapshot_through) =
+        match sqlx::query("SELECT data, through_id FROM snapshots WHERE doc_id = ?")
+            .bind(doc)
+            .fetch_optional(&mut *tx)
+            .await?
+        {
+            Some(row) => (
+                Some(row.try_get::<Vec<u8>, _>(0)?),
+                row.try_get::<i64, _>(1)?,
+            ),
+            None => (None, 0),
+        };
+    let rows =
+        sqlx::query("SELECT seq, data FROM updates WHERE doc_id = ? AND seq > ? ORDER BY seq")
+            .bind(doc)
+            .bind(snapshot_through)
+            .fetch_all(&mut *tx)
+            .await?;
+    tx.commit().await?;
+    let Some(last_seq) = rows
         .last()
         .map(|row| row.try_get::<i64, _>(0))
         .transpose()?
     else {
-        return Ok(());
+        return Ok(None);
     };
     let updates = rows
         .iter()
         .map(|row| row.try_get::<Vec<u8>, _>(1))
         .collect::<Result<Vec<_>, _>>()?;
-    let stored = StoredDoc { snapshot, updates };
-    let merged = merge(&stored).map_err(|detail| StoreError::Corrupt {
-        doc: doc.to_owned(),
-        detail,
-    })?;
+    Ok(Some(CompactionInput {
+        snapshot_through,
+        last_seq,
+        stored: StoredDoc { snapshot, updates },
+    }))
+}
+
+/// Replaces the snapshot of `doc` with `merged` (the log through `input.last_seq`) and deletes
+/// that log, unless another compaction got there first. Updates appended since the read have
+/// larger numbers (`documents.last_seq` only grows) and stay.
+async fn write_compaction(
+    conn: &mut SqliteConnection,
+    doc: &str,
+    input: &CompactionInput,
+    merged: &[u8],
+) -> Result<(), StoreError> {
+    let mut tx = conn.begin().await?;
+    let through: i64 = sqlx::query_scalar(
+        "SELECT COALESCE((SELECT through_id FROM snapshots WHERE doc_id = ?), 0)",
+    )
+    .bind(doc)
+    .fetch_one(&mut *tx)
+    .await?;
+    if through != input.snapshot_through {
+        tracing::debug!(doc, "compacted meanwhile by someone else; merge dropped");
+        return Ok(());
+    }
     sqlx::query(
         "INSERT INTO snapshots (doc_id, data, through_id) VALUES (?, ?, ?)
          ON CONFLICT(doc_id) DO UPDATE SET data = excluded.data, through_id = excluded.through_id",
     )
     .bind(doc)
-    .bind(&merged)
-    .bind(last_id)
+    .bind(merged)
+    .bind(input.last_seq)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("DELETE FROM updates WHERE doc_id = ? AND id <= ?")
+    sqlx::query("DELETE FROM updates WHERE doc_id = ? AND seq <= ?")
         .bind(doc)
-        .bind(last_id)
+        .bind(input.last_seq)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
@@ -174,7 +288,7 @@ impl Store for SqliteStore {
             None => (None, 0),
         };
         let updates =
-            sqlx::query("SELECT data FROM updates WHERE doc_id = ? AND id > ? ORDER BY id")
+            sqlx::query("SELECT data FROM updates WHERE doc_id = ? AND seq > ? ORDER BY seq")
                 .bind(doc)
                 .bind(after)
                 .fetch_all(&mut *conn)
@@ -189,7 +303,7 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.writer.acquire().await?;
         let result = append_on(&mut conn, batch).await;
         discard_if_failed(conn, &result).await;
         result
@@ -198,7 +312,7 @@ impl Store for SqliteStore {
     async fn log_size(&self, doc: &str) -> Result<LogSize, StoreError> {
         let row = sqlx::query(
             "SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0) FROM updates WHERE doc_id = ?
-               AND id > COALESCE((SELECT through_id FROM snapshots WHERE doc_id = ?), 0)",
+               AND seq > COALESCE((SELECT through_id FROM snapshots WHERE doc_id = ?), 0)",
         )
         .bind(doc)
         .bind(doc)
@@ -215,8 +329,29 @@ impl Store for SqliteStore {
         doc: &str,
         merge: fn(&StoredDoc) -> Result<Vec<u8>, String>,
     ) -> Result<(), StoreError> {
+        // Read and merge without the write lock: merging a large document takes long, and
+        // every commit (and every ACK behind it) would wait for it.
         let mut conn = self.pool.acquire().await?;
-        let result = compact_on(&mut conn, doc, merge).await;
+        let input = read_for_compaction(&mut conn, doc).await;
+        discard_if_failed(conn, &input).await;
+        let Some(input) = input? else {
+            return Ok(());
+        };
+        let (input, merged) = tokio::task::spawn_blocking(move || {
+            let merged = merge(&input.stored);
+            (input, merged)
+        })
+        .await
+        .map_err(|err| StoreError::Corrupt {
+            doc: doc.to_owned(),
+            detail: format!("merge did not finish: {err}"),
+        })?;
+        let merged = merged.map_err(|detail| StoreError::Corrupt {
+            doc: doc.to_owned(),
+            detail,
+        })?;
+        let mut conn = self.writer.acquire().await?;
+        let result = write_compaction(&mut conn, doc, &input, &merged).await;
         discard_if_failed(conn, &result).await;
         result
     }
@@ -250,6 +385,152 @@ mod tests {
             out.extend_from_slice(update);
         }
         Ok(out)
+    }
+
+    #[test]
+    fn statement_sizes_cover_every_row_with_few_statements() {
+        for n in 0..1000 {
+            let sizes: Vec<usize> = statement_sizes(n).collect();
+            assert_eq!(sizes.iter().sum::<usize>(), n);
+            assert!(sizes.iter().all(|size| ROWS_PER_STATEMENT.contains(size)));
+        }
+        assert_eq!(statement_sizes(300).collect::<Vec<_>>(), [256, 32, 4, 4, 4]);
+    }
+
+    /// A commit larger than one statement keeps every document's log in batch order.
+    #[tokio::test]
+    async fn large_commit_keeps_log_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let data: Vec<Vec<u8>> = (0..301u32).map(|i| i.to_be_bytes().to_vec()).collect();
+        let docs = ["a", "b", "c"];
+        let batch: Vec<Append<'_>> = data
+            .iter()
+            .enumerate()
+            .map(|(i, data)| Append {
+                doc: docs[i % 3],
+                data,
+            })
+            .collect();
+        store.append_batch(&batch).await.unwrap();
+        for (d, doc) in docs.iter().enumerate() {
+            let expected: Vec<Vec<u8>> = data.iter().skip(d).step_by(3).cloned().collect();
+            assert_eq!(store.load(doc).await.unwrap().updates, expected, "{doc}");
+        }
+        assert_eq!(store.list().await.unwrap(), docs.map(str::to_owned));
+    }
+
+    /// A database of the first layout (a rowid log) moves to the per-document log: every
+    /// document loads as before, and new updates are numbered after both the log and the
+    /// snapshot, also for a document whose log was compacted away entirely.
+    #[tokio::test]
+    async fn migration_to_per_document_log_keeps_every_update() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = tempfile::tempdir().unwrap();
+        let init = "20261127000001_init.sql";
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("migrations")
+                .join(init),
+            first.path().join(init),
+        )
+        .unwrap();
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .unwrap()
+            .filename(dir.path().join(DB_FILE))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        let mut conn = SqliteConnection::connect_with(&options).await.unwrap();
+        sqlx::migrate::Migrator::new(first.path())
+            .await
+            .unwrap()
+            .run(&mut conn)
+            .await
+            .unwrap();
+        for sql in [
+            "INSERT INTO documents (id, created_at, updated_at) VALUES ('a', 0, 0), ('b', 0, 0)",
+            // a: a snapshot through id 2, then ids 4 and 6 (ids 3 and 5 are b's).
+            "INSERT INTO updates (id, doc_id, data) VALUES (3, 'b', x'62'), (4, 'a', x'34'),
+                 (5, 'b', x'63'), (6, 'a', x'36')",
+            "INSERT INTO snapshots (doc_id, data, through_id) VALUES ('a', x'3132', 2)",
+            // b: compacted through id 9, its log deleted since.
+            "INSERT INTO snapshots (doc_id, data, through_id) VALUES ('b', x'626364', 9)",
+            "DELETE FROM updates WHERE doc_id = 'b'",
+        ] {
+            sqlx::query(sql).execute(&mut conn).await.unwrap();
+        }
+        conn.close().await.unwrap();
+
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let a = store.load("a").await.unwrap();
+        assert_eq!(a.snapshot.as_deref(), Some(&b"12"[..]));
+        assert_eq!(a.updates, vec![b"4".to_vec(), b"6".to_vec()]);
+        store
+            .append_batch(&[
+                Append {
+                    doc: "b",
+                    data: b"e",
+                },
+                Append {
+                    doc: "a",
+                    data: b"7",
+                },
+            ])
+            .await
+            .unwrap();
+        let b = store.load("b").await.unwrap();
+        assert_eq!(b.snapshot.as_deref(), Some(&b"bcd"[..]));
+        assert_eq!(
+            b.updates,
+            vec![b"e".to_vec()],
+            "numbered after the snapshot"
+        );
+        assert_eq!(
+            store.load("a").await.unwrap().updates,
+            vec![b"4".to_vec(), b"6".to_vec(), b"7".to_vec()]
+        );
+        assert_eq!(store.integrity_check().await.unwrap(), "ok");
+    }
+
+    /// Updates appended while a compaction merges stay in the log; a second compaction that
+    /// read the same log before the first one wrote drops its merge.
+    #[tokio::test]
+    async fn compaction_keeps_what_arrives_while_it_merges() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let append = |data: &'static [u8]| {
+            let store = store.clone();
+            async move {
+                store
+                    .append_batch(&[Append { doc: "a", data }])
+                    .await
+                    .unwrap()
+            }
+        };
+        append(b"1").await;
+        append(b"2").await;
+        let mut reader = store.pool.acquire().await.unwrap();
+        let input = read_for_compaction(&mut reader, "a")
+            .await
+            .unwrap()
+            .unwrap();
+        let stale = read_for_compaction(&mut reader, "a")
+            .await
+            .unwrap()
+            .unwrap();
+        append(b"3").await;
+        let merged = concat(&input.stored).unwrap();
+        let mut writer = store.writer.acquire().await.unwrap();
+        write_compaction(&mut writer, "a", &input, &merged)
+            .await
+            .unwrap();
+        write_compaction(&mut writer, "a", &stale, b"stale")
+            .await
+            .unwrap();
+        drop(writer);
+        let a = store.load("a").await.unwrap();
+        assert_eq!(a.snapshot.as_deref(), Some(&b"12"[..]));
+        assert_eq!(a.updates, vec![b"3".to_vec()]);
     }
 
     #[tokio::test]
