@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 use quire_protocol::frame::kind;
@@ -64,6 +64,8 @@ pub struct Room {
     pub(crate) needs_snapshot: AtomicBool,
     /// Updates stored since the last compaction, to decide when to compact.
     pub(crate) log_updates: AtomicU64,
+    /// The largest number the store gave an update of this room (see `persist::maybe_compact`).
+    pub(crate) stored_through: AtomicI64,
     pub(crate) compacting: AtomicBool,
 }
 
@@ -90,6 +92,7 @@ impl Room {
             pending_writes: AtomicU64::new(0),
             needs_snapshot: AtomicBool::new(false),
             log_updates: AtomicU64::new(0),
+            stored_through: AtomicI64::new(0),
             compacting: AtomicBool::new(false),
         }
     }
@@ -218,6 +221,19 @@ impl Room {
             .doc
             .transact()
             .encode_state_as_update_v1(&StateVector::default())
+    }
+
+    /// The document's state for a compaction snapshot, or `None` while parts of it wait for
+    /// missing dependencies (only documents stored before the dependency rule): encoding
+    /// merges those parts into structs that may not load again (PROTOCOL §6.8), so such a
+    /// document is compacted from what storage holds instead.
+    pub fn compaction_state(&self) -> Option<Vec<u8>> {
+        let state = self.state.lock();
+        let txn = state.doc.transact();
+        if txn.has_missing_updates() {
+            return None;
+        }
+        Some(txn.encode_state_as_update_v1(&StateVector::default()))
     }
 }
 

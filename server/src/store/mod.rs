@@ -51,14 +51,27 @@ pub trait Store: Send + Sync + 'static {
     /// Loads a document; an unknown document is empty.
     fn load(&self, doc: &str) -> impl Future<Output = Result<StoredDoc, StoreError>> + Send;
 
-    /// Appends many updates, of any documents, in one durable commit (group commit).
+    /// Appends many updates, of any documents, in one durable commit (group commit). Returns
+    /// the number each update got in its document's log, in batch order; numbers only grow.
     fn append_batch(
         &self,
         batch: &[Append<'_>],
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<i64>, StoreError>> + Send;
 
     /// The size of a document's log since its snapshot.
     fn log_size(&self, doc: &str) -> impl Future<Output = Result<LogSize, StoreError>> + Send;
+
+    /// Stores `state` as a document's snapshot and drops its log through update `through`,
+    /// atomically, unless the snapshot already covers `through`. `state` must hold at least
+    /// everything stored through `through` (a server's in-memory document does, once it read
+    /// `through` from what [`Store::append_batch`] numbered its own updates: each update is
+    /// applied before it is committed).
+    fn compact_to(
+        &self,
+        doc: &str,
+        through: i64,
+        state: &[u8],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Replaces a document's snapshot and log with one snapshot built by `merge` from what is
     /// stored, atomically. Updates appended meanwhile are kept.

@@ -92,7 +92,10 @@ fn statement_sizes(mut n: usize) -> impl Iterator<Item = usize> {
 /// one's next log numbers (`last_seq`, returned), then multi-row inserts store the updates,
 /// numbered in batch order so each document's log keeps its order. Each statement is a round
 /// trip to sqlx's SQLite thread; one per row made those round trips most of a commit's cost.
-async fn append_on(conn: &mut SqliteConnection, batch: &[Append<'_>]) -> Result<(), StoreError> {
+async fn append_on(
+    conn: &mut SqliteConnection,
+    batch: &[Append<'_>],
+) -> Result<Vec<i64>, StoreError> {
     let now = unix_now();
     // Documents in order of first appearance, with how many updates each brings.
     let mut counts: HashMap<&str, i64> = HashMap::new();
@@ -150,6 +153,7 @@ async fn append_on(conn: &mut SqliteConnection, batch: &[Append<'_>]) -> Result<
         rows.push((append.doc, *next, append.data));
         *next += 1;
     }
+    let seqs = rows.iter().map(|&(_, seq, _)| seq).collect();
     rows.sort_by_key(|&(doc, _, _)| doc);
     let mut rest = &rows[..];
     for size in statement_sizes(rows.len()) {
@@ -162,12 +166,11 @@ async fn append_on(conn: &mut SqliteConnection, batch: &[Append<'_>]) -> Result<
         insert.build().execute(&mut *tx).await?;
     }
     tx.commit().await?;
-    Ok(())
+    Ok(seqs)
 }
 
-/// What a compaction merges: the log of `doc` after `snapshot_through`, through `last_seq`.
+/// What a compaction merges: the snapshot and the log after it, through `last_seq`.
 struct CompactionInput {
-    snapshot_through: i64,
     last_seq: i64,
     stored: StoredDoc,
 }
@@ -210,30 +213,35 @@ async fn read_for_compaction(
         .map(|row| row.try_get::<Vec<u8>, _>(1))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Some(CompactionInput {
-        snapshot_through,
         last_seq,
         stored: StoredDoc { snapshot, updates },
     }))
 }
 
-/// Replaces the snapshot of `doc` with `merged` (the log through `input.last_seq`) and deletes
-/// that log, unless another compaction got there first. Updates appended since the read have
-/// larger numbers (`documents.last_seq` only grows) and stay.
+/// Replaces the snapshot of `doc` with `state` (which holds the log through `through`) and
+/// deletes that log, unless the snapshot already covers `through` (another compaction got
+/// there first). Updates appended meanwhile have larger numbers (`documents.last_seq` only
+/// grows) and stay.
 async fn write_compaction(
     conn: &mut SqliteConnection,
     doc: &str,
-    input: &CompactionInput,
-    merged: &[u8],
+    through: i64,
+    state: &[u8],
 ) -> Result<(), StoreError> {
     let mut tx = conn.begin().await?;
-    let through: i64 = sqlx::query_scalar(
+    let covered: i64 = sqlx::query_scalar(
         "SELECT COALESCE((SELECT through_id FROM snapshots WHERE doc_id = ?), 0)",
     )
     .bind(doc)
     .fetch_one(&mut *tx)
     .await?;
-    if through != input.snapshot_through {
-        tracing::debug!(doc, "compacted meanwhile by someone else; merge dropped");
+    if covered >= through {
+        tracing::debug!(
+            doc,
+            through,
+            covered,
+            "already compacted this far; snapshot kept"
+        );
         return Ok(());
     }
     sqlx::query(
@@ -241,13 +249,13 @@ async fn write_compaction(
          ON CONFLICT(doc_id) DO UPDATE SET data = excluded.data, through_id = excluded.through_id",
     )
     .bind(doc)
-    .bind(merged)
-    .bind(input.last_seq)
+    .bind(state)
+    .bind(through)
     .execute(&mut *tx)
     .await?;
     sqlx::query("DELETE FROM updates WHERE doc_id = ? AND seq <= ?")
         .bind(doc)
-        .bind(input.last_seq)
+        .bind(through)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
@@ -299,9 +307,9 @@ impl Store for SqliteStore {
         Ok(StoredDoc { snapshot, updates })
     }
 
-    async fn append_batch(&self, batch: &[Append<'_>]) -> Result<(), StoreError> {
+    async fn append_batch(&self, batch: &[Append<'_>]) -> Result<Vec<i64>, StoreError> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut conn = self.writer.acquire().await?;
         let result = append_on(&mut conn, batch).await;
@@ -350,8 +358,12 @@ impl Store for SqliteStore {
             doc: doc.to_owned(),
             detail,
         })?;
+        self.compact_to(doc, input.last_seq, &merged).await
+    }
+
+    async fn compact_to(&self, doc: &str, through: i64, state: &[u8]) -> Result<(), StoreError> {
         let mut conn = self.writer.acquire().await?;
-        let result = write_compaction(&mut conn, doc, &input, &merged).await;
+        let result = write_compaction(&mut conn, doc, through, state).await;
         discard_if_failed(conn, &result).await;
         result
     }
@@ -521,10 +533,10 @@ mod tests {
         append(b"3").await;
         let merged = concat(&input.stored).unwrap();
         let mut writer = store.writer.acquire().await.unwrap();
-        write_compaction(&mut writer, "a", &input, &merged)
+        write_compaction(&mut writer, "a", input.last_seq, &merged)
             .await
             .unwrap();
-        write_compaction(&mut writer, "a", &stale, b"stale")
+        write_compaction(&mut writer, "a", stale.last_seq, b"stale")
             .await
             .unwrap();
         drop(writer);
