@@ -10,7 +10,6 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use quire_protocol::yrs::{self, GetString, ReadTxn, Text, Transact};
-use tokio::net::TcpListener;
 
 use crate::auth::{unix_now, Claims, Grant, Secret};
 use crate::config::{default_data_dir, ServeArgs, Transport};
@@ -269,9 +268,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let store = Arc::new(open_store(&config.data_dir).await?);
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    let listener =
+        crate::http::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;
     let local = listener.local_addr()?;
     writeln!(
         out,
