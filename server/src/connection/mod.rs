@@ -4,6 +4,7 @@
 //! closing with 1001.
 
 mod channel;
+mod lane;
 mod outbound;
 
 use std::collections::HashMap;
@@ -64,8 +65,7 @@ pub async fn serve<S, W>(
         );
         let (sink, stream) = ws.split();
         let writer = tokio::spawn(
-            outbound::run_writer(handle.clone(), queues.frames, queues.control, sink)
-                .in_current_span(),
+            outbound::run_writer(handle.clone(), queues.frames, sink).in_current_span(),
         );
         server.metrics.connections.fetch_add(1, Ordering::Relaxed);
         server
@@ -84,7 +84,7 @@ pub async fn serve<S, W>(
             next_generation: 1,
             heartbeat: Heartbeat::new(Instant::now(), config.heartbeat),
         };
-        let ending = reader.run(stream, queues.events).await;
+        let ending = reader.run(stream).await;
         if let Ending::Shutdown = ending {
             // The channels stay open until their writes are acknowledged.
             server.persister.flush().await;
@@ -136,11 +136,7 @@ struct Reader<S> {
 }
 
 impl<S: Store> Reader<S> {
-    async fn run<R>(
-        &mut self,
-        mut stream: R,
-        mut events: tokio::sync::mpsc::UnboundedReceiver<ConnEvent>,
-    ) -> Ending
+    async fn run<R>(&mut self, mut stream: R) -> Ending
     where
         R: Stream<Item = Result<WsMessage, tungstenite::Error>> + Unpin,
     {
@@ -160,7 +156,7 @@ impl<S: Store> Reader<S> {
                         Err(err) => return self.on_ws_error(err),
                     }
                 }
-                Some(event) = events.recv() => match event {
+                event = self.conn.next_event() => match event {
                     ConnEvent::Killed => return self.drain_after_kill(&mut stream).await,
                     ConnEvent::CloseChannel { channel, generation, code } => {
                         if matches!(self.channels.get(&channel), Some(ChannelState::Open(open)) if open.generation == generation) {

@@ -22,6 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCode
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
+use super::lane::Lane;
 use crate::metrics::Metrics;
 
 /// Control frames waiting at most; a peer that floods PINGs loses the excess PONGs.
@@ -56,8 +57,8 @@ pub(crate) enum ConnEvent {
 struct Shared {
     id: ConnId,
     frames: mpsc::Sender<Outgoing>,
-    control: mpsc::Sender<Bytes>,
-    events: mpsc::UnboundedSender<ConnEvent>,
+    control: Lane<Bytes>,
+    events: Lane<ConnEvent>,
     kill: Notify,
     kill_code: AtomicU16,
     queued_bytes: AtomicUsize,
@@ -95,8 +96,6 @@ impl QueueOnly {
 #[derive(Debug)]
 pub(crate) struct ConnQueues {
     pub frames: mpsc::Receiver<Outgoing>,
-    pub control: mpsc::Receiver<Bytes>,
-    pub events: mpsc::UnboundedReceiver<ConnEvent>,
 }
 
 impl ConnHandle {
@@ -108,13 +107,12 @@ impl ConnHandle {
         metrics: Arc<Metrics>,
     ) -> (Self, ConnQueues) {
         let (frames_tx, frames_rx) = mpsc::channel(queue_depth.max(1));
-        let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
         let shared = Shared {
             id,
             frames: frames_tx,
-            control: control_tx,
-            events: events_tx,
+            control: Lane::new(CONTROL_QUEUE),
+            // Rare: a storage failure per channel, or the one kill.
+            events: Lane::new(usize::MAX),
             kill: Notify::new(),
             kill_code: AtomicU16::new(0),
             queued_bytes: AtomicUsize::new(0),
@@ -123,14 +121,7 @@ impl ConnHandle {
             metrics,
             open_channels: Mutex::new(HashMap::new()),
         };
-        (
-            Self(Arc::new(shared)),
-            ConnQueues {
-                frames: frames_rx,
-                control: control_rx,
-                events: events_rx,
-            },
-        )
+        (Self(Arc::new(shared)), ConnQueues { frames: frames_rx })
     }
 
     pub fn id(&self) -> ConnId {
@@ -155,7 +146,7 @@ impl ConnHandle {
     pub fn send(&self, channel: ChannelId, message: &Message) -> bool {
         if channel.is_control() {
             let frame = Bytes::from(Frame::new(channel, message.clone()).encode());
-            return self.0.control.try_send(frame).is_ok();
+            return self.0.control.push(frame);
         }
         match message {
             Message::Sync(body) => self.send_body(channel, kind::SYNC, body),
@@ -236,7 +227,7 @@ impl ConnHandle {
             .is_ok()
         {
             self.0.kill.notify_one();
-            let _ = self.0.events.send(ConnEvent::Killed);
+            self.0.events.push(ConnEvent::Killed);
         }
     }
 
@@ -249,7 +240,12 @@ impl ConnHandle {
     }
 
     pub(crate) fn event(&self, event: ConnEvent) {
-        let _ = self.0.events.send(event);
+        self.0.events.push(event);
+    }
+
+    /// The next event for the connection's reader.
+    pub(crate) async fn next_event(&self) -> ConnEvent {
+        self.0.events.pop().await
     }
 }
 
@@ -258,7 +254,6 @@ impl ConnHandle {
 pub(crate) async fn run_writer<S>(
     handle: ConnHandle,
     mut queue: mpsc::Receiver<Outgoing>,
-    mut control: mpsc::Receiver<Bytes>,
     mut sink: S,
 ) -> CloseCode
 where
@@ -269,7 +264,7 @@ where
         let (first_control, item) = tokio::select! {
             biased;
             _ = shared.kill.notified() => break handle.kill_code().unwrap_or(CloseCode::InternalError),
-            Some(frame) = control.recv() => (Some(frame), queue.try_recv().ok()),
+            frame = shared.control.pop() => (Some(frame), queue.try_recv().ok()),
             item = queue.recv() => match item {
                 Some(item) => (None, Some(item)),
                 None => break CloseCode::Normal,
@@ -283,7 +278,7 @@ where
             let mut written = 0usize;
             while let Some(item) = next.take() {
                 // Control frames go ahead of whatever document traffic is queued.
-                while let Ok(frame) = control.try_recv() {
+                while let Some(frame) = shared.control.try_pop() {
                     write_control(&shared, &mut sink, frame).await?;
                 }
                 match item {
