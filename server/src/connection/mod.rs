@@ -1,5 +1,6 @@
 //! One client connection: the reader loop (this file) decodes mux frames and drives channels;
-//! the writer task (`outbound`) owns the socket's sending half. The reader also runs the
+//! the writer task (`outbound`) owns the socket's sending half; `lane` holds the small queues
+//! for control frames and the reader's events. The reader also runs the
 //! heartbeat and the token's expiry, and on shutdown flushes this connection's writes before
 //! closing with 1001.
 
