@@ -175,12 +175,14 @@ struct CompactionInput {
     stored: StoredDoc,
 }
 
-/// Reads what [`Store::compact`] merges, in one read transaction (no write lock held). `None`
-/// when the log after the snapshot is empty.
-async fn read_for_compaction(
+/// A document as stored, read in one read transaction (no write lock held), so that a
+/// compaction committing in between cannot pair an old snapshot with a log it already
+/// deleted: the snapshot, the log after it, and the number of the log's last update (`None`
+/// when the log is empty).
+async fn read_stored(
     conn: &mut SqliteConnection,
     doc: &str,
-) -> Result<Option<CompactionInput>, StoreError> {
+) -> Result<(StoredDoc, Option<i64>), StoreError> {
     let mut tx = conn.begin().await?;
     let (snapshot, snapshot_through) =
         match sqlx::query("SELECT data, through_id FROM snapshots WHERE doc_id = ?")
@@ -201,21 +203,24 @@ async fn read_for_compaction(
             .fetch_all(&mut *tx)
             .await?;
     tx.commit().await?;
-    let Some(last_seq) = rows
+    let last_seq = rows
         .last()
         .map(|row| row.try_get::<i64, _>(0))
-        .transpose()?
-    else {
-        return Ok(None);
-    };
+        .transpose()?;
     let updates = rows
         .iter()
         .map(|row| row.try_get::<Vec<u8>, _>(1))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Some(CompactionInput {
-        last_seq,
-        stored: StoredDoc { snapshot, updates },
-    }))
+    Ok((StoredDoc { snapshot, updates }, last_seq))
+}
+
+/// Reads what [`Store::compact`] merges. `None` when the log after the snapshot is empty.
+async fn read_for_compaction(
+    conn: &mut SqliteConnection,
+    doc: &str,
+) -> Result<Option<CompactionInput>, StoreError> {
+    let (stored, last_seq) = read_stored(conn, doc).await?;
+    Ok(last_seq.map(|last_seq| CompactionInput { last_seq, stored }))
 }
 
 /// Replaces the snapshot of `doc` with `state` (which holds the log through `through`) and
@@ -284,27 +289,9 @@ fn unix_now() -> i64 {
 impl Store for SqliteStore {
     async fn load(&self, doc: &str) -> Result<StoredDoc, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        let snapshot = sqlx::query("SELECT data, through_id FROM snapshots WHERE doc_id = ?")
-            .bind(doc)
-            .fetch_optional(&mut *conn)
-            .await?;
-        let (snapshot, after) = match snapshot {
-            Some(row) => (
-                Some(row.try_get::<Vec<u8>, _>(0)?),
-                row.try_get::<i64, _>(1)?,
-            ),
-            None => (None, 0),
-        };
-        let updates =
-            sqlx::query("SELECT data FROM updates WHERE doc_id = ? AND seq > ? ORDER BY seq")
-                .bind(doc)
-                .bind(after)
-                .fetch_all(&mut *conn)
-                .await?
-                .into_iter()
-                .map(|row| row.try_get::<Vec<u8>, _>(0))
-                .collect::<Result<Vec<_>, _>>()?;
-        Ok(StoredDoc { snapshot, updates })
+        let result = read_stored(&mut conn, doc).await;
+        discard_if_failed(conn, &result).await;
+        Ok(result?.0)
     }
 
     async fn append_batch(&self, batch: &[Append<'_>]) -> Result<Vec<i64>, StoreError> {
