@@ -12,12 +12,16 @@
 //! - [`conn`]: one driver connection (handshake, sync, edits, acks).
 //! - [`session`]: one connection with one document, driven step by step (for `trace`).
 //! - [`trace`]: the B4 editing trace, F0 (the floor) and S9 (cold load).
+//! - [`link`]: one connection as a reader and a writer task, small frames ahead of bulk ones.
+//! - [`isolation`]: S11 (small edits beside a large upload and a cold load).
 //! - [`procstat`]: server and driver CPU and RSS from /proc.
 //! - [`run`]: one bounded run and its JSON result.
 //! - [`scenario`]: the named scenarios (S1 to S8, S10).
 
 mod conn;
 mod histogram;
+mod isolation;
+mod link;
 mod procstat;
 mod run;
 mod scenario;
@@ -77,15 +81,17 @@ enum Command {
         common: Common,
     },
     /// A scenario replaying the B4 editing trace: F0 (the floor, then through the server),
-    /// S9-store (store the cold-load document) or S9-open (open it after a restart).
+    /// S9-store (store the cold-load document) or S9-open (open it after a restart); S11-store
+    /// (S9-store for S11) and S11 (isolation: after a restart, small edits beside a large
+    /// upload and the cold load of the stored document; pass --scale 100).
     Trace {
         name: String,
         #[command(flatten)]
         common: Common,
-        /// S9: copies of the trace in the document (1, or 100 for the large one).
+        /// S9, S11: copies of the trace in the document (1, or 100 for the large one).
         #[arg(long, default_value_t = 1)]
         scale: usize,
-        /// S9: the document's name (the same for S9-store and S9-open).
+        /// S9, S11: the document's name (the same for the store and the open).
         #[arg(long, default_value = "bench/S9/doc")]
         doc: String,
         /// S9: where generated documents are cached.
@@ -219,7 +225,17 @@ async fn async_main(cli: Cli) -> Result<()> {
                 "F0" => trace::f0(&settings).await?,
                 "S9-store" => trace::s9_store(&settings, &doc, scale, &cache_dir).await?,
                 "S9-open" => trace::s9_open(&settings, &doc, scale).await?,
-                other => anyhow::bail!("unknown trace scenario {other} (F0, S9-store, S9-open)"),
+                "S11-store" => {
+                    let mut stored = trace::s9_store(&settings, &doc, scale, &cache_dir).await?;
+                    stored["scenario"] = format!("S11-store-x{scale}").into();
+                    stored
+                }
+                "S11" => {
+                    isolation::s11(&settings, &doc, scale, &cache_dir, common.edit_size).await?
+                }
+                other => anyhow::bail!(
+                    "unknown trace scenario {other} (F0, S9-store, S9-open, S11-store, S11)"
+                ),
             };
             emit(&result)
         }
@@ -244,6 +260,20 @@ fn summary(r: &Value) -> String {
         v.as_f64()
             .map_or("-".to_owned(), |x| format!("{x:.digits$}"))
     };
+    if r["scenario"] == "S11" {
+        let p99 = |stream: &str, phase: &str| ms(&r["streams"][stream][phase]["p99_us"]);
+        return format!(
+            "S11 same conn p99 ms rest {} heavy {} | other conn p99 ms rest {} heavy {} | A acked {} ms, B synced {} ms | errors {} | {}",
+            p99("same_conn", "rest"),
+            p99("same_conn", "heavy"),
+            p99("other_conn", "rest"),
+            p99("other_conn", "heavy"),
+            num(&r["a_acked_ms"], 0),
+            num(&r["b_synced_ms"], 0),
+            r["errors"],
+            if r["valid"].as_bool() == Some(true) { "valid" } else { "INVALID" },
+        );
+    }
     if r.get("propagation").is_none() {
         return format!("summary {r}");
     }

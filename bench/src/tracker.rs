@@ -17,6 +17,18 @@ struct Pending {
     sent_at: Instant,
     remaining: u32,
     measured: bool,
+    /// Set for edits registered with [`Tracker::sent_tagged`]: their own totals.
+    tag: Option<usize>,
+}
+
+/// Totals of the edits registered under one tag.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct TagTotals {
+    pub(crate) sent: u64,
+    /// Receipts (edit × receiving subscriber).
+    pub(crate) delivered: u64,
+    /// Edit → all other subscribers have it, µs.
+    pub(crate) propagation: Histogram,
 }
 
 /// Totals of one run, read once its load has drained.
@@ -37,6 +49,8 @@ pub(crate) struct Totals {
     /// Awareness updates sent, and received from others, inside the measurement window.
     pub(crate) awareness_sent: u64,
     pub(crate) awareness_received: u64,
+    /// Per tag, for edits registered with [`Tracker::sent_tagged`] (index = tag).
+    pub(crate) tagged: Vec<TagTotals>,
 }
 
 #[derive(Debug)]
@@ -44,6 +58,15 @@ struct Inner {
     pending: BTreeMap<(u32, u64, u32), Pending>,
     window: Option<(Instant, Instant)>,
     totals: Totals,
+}
+
+impl Inner {
+    fn tag_totals(&mut self, tag: usize) -> &mut TagTotals {
+        if self.totals.tagged.len() <= tag {
+            self.totals.tagged.resize_with(tag + 1, TagTotals::default);
+        }
+        &mut self.totals.tagged[tag]
+    }
 }
 
 #[derive(Debug)]
@@ -111,6 +134,35 @@ impl Tracker {
                 sent_at: at,
                 remaining: receivers,
                 measured,
+                tag: None,
+            },
+        );
+    }
+
+    /// Registers an edit whose latency goes to the totals of `tag` only, not to the
+    /// measurement window's (S11 sorts its edits by phase and stream, which a single time
+    /// window cannot express).
+    pub(crate) fn sent_tagged(
+        &self,
+        doc: u32,
+        client: u64,
+        clock: u32,
+        at: Instant,
+        receivers: u32,
+        tag: usize,
+    ) {
+        if receivers == 0 {
+            return;
+        }
+        let mut inner = self.lock();
+        inner.tag_totals(tag).sent += 1;
+        inner.pending.insert(
+            (doc, client, clock),
+            Pending {
+                sent_at: at,
+                remaining: receivers,
+                measured: false,
+                tag: Some(tag),
             },
         );
     }
@@ -149,22 +201,41 @@ impl Tracker {
                 continue;
             };
             pending.remaining -= 1;
-            let (done, measured, sent_at) =
-                (pending.remaining == 0, pending.measured, pending.sent_at);
+            let (done, measured, sent_at, tag) = (
+                pending.remaining == 0,
+                pending.measured,
+                pending.sent_at,
+                pending.tag,
+            );
             if in_window {
                 inner.totals.delivered_in_window += 1;
             }
             if measured {
                 inner.totals.delivered_measured += 1;
             }
+            if let Some(tag) = tag {
+                inner.tag_totals(tag).delivered += 1;
+            }
             if done {
                 inner.pending.remove(&key);
+                let us = now.duration_since(sent_at).as_micros() as u64;
                 if measured {
-                    let us = now.duration_since(sent_at).as_micros() as u64;
                     inner.totals.propagation.record(us);
+                }
+                if let Some(tag) = tag {
+                    inner.tag_totals(tag).propagation.record(us);
                 }
             }
         }
+    }
+
+    /// Tagged edits some subscriber has not received yet.
+    pub(crate) fn tagged_outstanding(&self) -> usize {
+        self.lock()
+            .pending
+            .values()
+            .filter(|p| p.tag.is_some())
+            .count()
     }
 
     /// Adds one connection's durable-ack latencies.
@@ -232,5 +303,24 @@ mod tests {
         let totals = tracker.totals();
         assert_eq!(totals.propagation.count(), 1);
         assert_eq!(totals.delivered_measured, 2);
+    }
+
+    #[test]
+    fn tagged_edits_have_totals_of_their_own() {
+        let tracker = Tracker::new();
+        let doc = Doc::with_client_id(7);
+        let first = edit(&doc, 0, "abcdefgh");
+        let second = edit(&doc, 8, "ijklmnop");
+        let t0 = Instant::now();
+        tracker.sent_tagged(0, 7, 0, t0, 1, 0);
+        tracker.sent_tagged(0, 7, 8, t0, 1, 2);
+        tracker.received(0, 9, &first, t0);
+        tracker.received(0, 9, &second, t0);
+        let totals = tracker.totals();
+        assert_eq!(totals.propagation.count(), 0);
+        assert_eq!(totals.tagged.len(), 3);
+        assert_eq!((totals.tagged[0].sent, totals.tagged[0].delivered), (1, 1));
+        assert_eq!(totals.tagged[1].sent, 0);
+        assert_eq!(totals.tagged[2].propagation.count(), 1);
     }
 }
