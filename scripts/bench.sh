@@ -3,8 +3,13 @@
 # auth, temp data dir), server pinned to core 0 and driver to core 1 where `taskset` exists.
 # Every run's JSON line goes to $OUT; a median-of-runs summary table is printed at the end
 # (paste it into docs/BENCHMARKS.md).
+# S11 (isolation) stores S9's large document, restarts the server on the same data and runs
+# the isolation phase against the cold server (as scripts/peers.sh does for S9).
+# QUIRE_SERVER=PATH runs a given server binary instead of building this checkout's (the
+# driver is still built from this checkout); BUILD=LABEL adds "build": LABEL to every line.
 # Usage: scripts/bench.sh                      # S1 S2 S5 S7 S8, 3 times each
 #        SCENARIOS="S1 S7" REPEATS=1 scripts/bench.sh
+#        QUIRE_SERVER=/path/to/quire-server BUILD=before SCENARIOS=S11 scripts/bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,9 +19,15 @@ OUT=${OUT:-target/bench/results.jsonl}
 # 8 loopback source addresses keep 2,000 connections under the server's 256-per-address limit.
 SOURCES=${SOURCES:-127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5,127.0.0.6,127.0.0.7,127.0.0.8}
 
-cargo build --release -p quire-server -p quire-bench
-SERVER=target/release/quire-server
-DRIVER=target/release/quire-bench
+TARGET=${CARGO_TARGET_DIR:-target}
+if [ -n "${QUIRE_SERVER:-}" ]; then
+    cargo build --release -p quire-bench
+    SERVER=$QUIRE_SERVER
+else
+    cargo build --release -p quire-server -p quire-bench
+    SERVER=$TARGET/release/quire-server
+fi
+DRIVER=$TARGET/release/quire-bench
 
 # shellcheck source=scripts/lib/loadrun.sh
 source scripts/lib/loadrun.sh
@@ -24,8 +35,10 @@ source scripts/lib/loadrun.sh
 mkdir -p "$(dirname "$OUT")"
 : >"$OUT"
 
+# start_server [DATA_DIR]: on DATA_DIR to reopen what an earlier start stored, else on a
+# fresh one; sets server_pid and url.
 start_server() {
-    data_dir=$(mktemp -d)
+    data_dir=${1:-$(mktemp -d)}
     "${PIN_SERVER[@]}" "$SERVER" serve --insecure-plain-ws --no-auth --listen 127.0.0.1:0 \
         --data-dir "$data_dir" >"$data_dir/stdout" 2>"$data_dir/stderr" &
     server_pid=$!
@@ -41,12 +54,51 @@ start_server() {
     return 1
 }
 
+# Stops the server but keeps its data directory.
+halt_server() {
+    kill "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=""
+}
+
+tag() {
+    if [ -n "${BUILD:-}" ]; then
+        python3 -c 'import json, sys
+for line in sys.stdin:
+    r = json.loads(line); r["build"] = sys.argv[1]; print(json.dumps(r))' "$BUILD"
+    else
+        cat
+    fi
+}
+
+# S11: store the 26.7 MB document, restart the server on the same data so that it is cold,
+# then the isolation phase (small edits beside a 20 MB upload and the cold document's load).
+run_s11() {
+    "${PIN_DRIVER[@]}" "$DRIVER" trace S11-store --scale 100 --doc bench-S11-cold \
+        --url "$url" --server-pid "$server_pid" >/dev/null
+    halt_server
+    start_server "$data_dir"
+    "${PIN_DRIVER[@]}" "$DRIVER" trace S11 --scale 100 --doc bench-S11-cold \
+        --url "$url" --server-pid "$server_pid"
+}
+
 for scenario in $SCENARIOS; do
     for run in $(seq "$REPEATS"); do
         echo "==> $scenario run $run/$REPEATS" >&2
         start_server
-        "${PIN_DRIVER[@]}" "$DRIVER" scenario "$scenario" --url "$url" \
-            --server-pid "$server_pid" --source-addrs "$SOURCES" >>"$OUT" || echo "    $scenario run $run failed" >&2
+        # Into a file, not a pipe: run_s11 restarts the server, which a subshell would hide
+        # from stop_server.
+        line=$(mktemp)
+        if case $scenario in
+            S11) run_s11 ;;
+            *) "${PIN_DRIVER[@]}" "$DRIVER" scenario "$scenario" --url "$url" \
+                --server-pid "$server_pid" --source-addrs "$SOURCES" ;;
+        esac >"$line"; then
+            tag <"$line" >>"$OUT"
+        else
+            echo "    $scenario run $run failed" >&2
+        fi
+        rm -f "$line"
         stop_server
     done
 done

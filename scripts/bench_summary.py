@@ -50,6 +50,23 @@ METRICS = {
         ("1,000 conns × 1 doc: all synced ms", "many_conns_all_synced_ms", 1),
         ("1,000 conns × 1 doc: RSS delta KiB", "many_conns_rss_delta_kib", 1),
     ],
+    "S11": [
+        ("same connection (C): edits p50 ms, heavy", "streams.same_conn.heavy.p50_us", 1e-3),
+        ("same connection (C): edits p99 ms, heavy", "streams.same_conn.heavy.p99_us", 1e-3),
+        ("same connection (C): edits max ms, heavy", "streams.same_conn.heavy.max_us", 1e-3),
+        ("same connection (C): edits timed, heavy", "streams.same_conn.heavy.count", 1),
+        ("same connection (C): edits p99 ms, at rest", "streams.same_conn.rest.p99_us", 1e-3),
+        ("other connection: edits p50 ms, heavy", "streams.other_conn.heavy.p50_us", 1e-3),
+        ("other connection: edits p99 ms, heavy", "streams.other_conn.heavy.p99_us", 1e-3),
+        ("other connection: edits max ms, heavy", "streams.other_conn.heavy.max_us", 1e-3),
+        ("other connection: edits timed, heavy", "streams.other_conn.heavy.count", 1),
+        ("other connection: edits p99 ms, at rest", "streams.other_conn.rest.p99_us", 1e-3),
+        ("A: 20 MB upload acknowledged ms", "a_acked_ms", 1),
+        ("B: 26.7 MB cold document synced ms", "b_synced_ms", 1),
+        ("B: whole document received", "b_complete", 1),
+        ("server CPU (share of a core), heavy window", "server_cpu_share", 1),
+        ("driver CPU (share of a core), heavy window", "driver_core_share", 1),
+    ],
 }
 
 
@@ -81,6 +98,8 @@ def main():
     print("|---|---|---:|---:|---:|")
     for scenario, metrics in METRICS.items():
         records = runs.get(scenario, [])
+        if not records:
+            continue
         valid = sum(1 for r in records if r.get("valid", True))
         for name, path, scale in metrics:
             values = [get(r, path) for r in records]

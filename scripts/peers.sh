@@ -14,7 +14,11 @@
 # SQLite, y-websocket with LevelDB, y-sweet to its store directory); S9 stores a document,
 # waits until each server has written it (Quire: its durable ACK; the others: past their
 # store intervals), restarts the server on the same data and times a new client's sync.
+# S11 (isolation) stores S9's large document the same way, restarts the server and runs small
+# edits beside a 20 MB upload and that document's cold load on one connection; it needs
+# several documents per socket, so y-websocket and y-sweet skip it.
 # ALL_CORES=1 leaves server and driver unpinned (the all-cores pass).
+# QUIRE_SERVER=PATH runs that quire-server binary instead of building this checkout's.
 # Usage: scripts/peers.sh                                   # every scenario, 3 runs, every server
 #        SERVERS="quire hocuspocus" SCENARIOS=S1 REPEATS=1 scripts/peers.sh
 #        PERSIST=1 SCENARIOS=S1 scripts/peers.sh            # every server persisting
@@ -26,7 +30,7 @@ source scripts/lib/setup.sh
 SERVERS=${SERVERS:-"quire quire-tls hocuspocus y-websocket y-sweet"}
 # quire-tls (Quire over TLS) runs only these scenarios: its cost beside plain ws.
 TLS_SCENARIOS=${TLS_SCENARIOS:-"S1 S2 S5"}
-SCENARIOS=${SCENARIOS:-"S1 S2 S3 S4 S5 S6 S7 S8 S9 S10 F0"}
+SCENARIOS=${SCENARIOS:-"S1 S2 S3 S4 S5 S6 S7 S8 S9 S10 S11 F0"}
 REPEATS=${REPEATS:-3}
 PERSIST=${PERSIST:-0}
 OUT=${OUT:-target/peers/results.jsonl}
@@ -36,8 +40,14 @@ SOURCES=${SOURCES:-$(seq -s, -f '127.0.0.%g' 1 64)}
 
 ensure_rust
 ensure_node
-cargo build --release -p quire-server -p quire-bench
-DRIVER=target/release/quire-bench
+TARGET=${CARGO_TARGET_DIR:-target}
+if [ -n "${QUIRE_SERVER:-}" ]; then
+    cargo build --release -p quire-bench
+else
+    cargo build --release -p quire-server -p quire-bench
+fi
+QUIRE_BIN=${QUIRE_SERVER:-$TARGET/release/quire-server}
+DRIVER=$TARGET/release/quire-bench
 
 install_node_peers() {
     mkdir -p "$PEERS/node"
@@ -107,13 +117,13 @@ start_server() {
     port=$(free_port)
     case $1 in
         quire)
-            "${PIN_SERVER[@]}" target/release/quire-server serve --insecure-plain-ws --no-auth \
+            "${PIN_SERVER[@]}" "$QUIRE_BIN" serve --insecure-plain-ws --no-auth \
                 --listen "127.0.0.1:$port" --data-dir "$data_dir" >>"$data_dir/log" 2>&1 &
             url="ws://127.0.0.1:$port/ws" protocol=quire ;;
         quire-tls)
             # Quire's TLS cost, reported beside the plain-ws comparison: its self-signed
             # development certificate, which the driver is told to trust.
-            "${PIN_SERVER[@]}" target/release/quire-server serve --dev --no-auth \
+            "${PIN_SERVER[@]}" "$QUIRE_BIN" serve --dev --no-auth \
                 --listen "127.0.0.1:$port" --data-dir "$data_dir" >>"$data_dir/log" 2>&1 &
             url="wss://127.0.0.1:$port/ws" protocol=quire
             driver_tls=(--ca-cert "$data_dir/dev-cert.pem") ;;
@@ -175,7 +185,7 @@ for line in sys.stdin:
 run_one() {
     local server=$1 scenario=$2
     persist=$PERSIST
-    case $scenario in S8 | S9) persist=1 ;; esac
+    case $scenario in S8 | S9 | S11) persist=1 ;; esac
     start_server "$server"
     # DRIVER_ARGS: extra driver options, e.g. "--warmup 1 --duration 3" for a smoke run.
     # shellcheck disable=SC2206
@@ -199,6 +209,16 @@ run_one() {
                     --protocol "$protocol" --url "$url" --server-pid "$server_pid" "${driver_tls[@]}" \
                     | tag "$server" >>"$OUT"
             done ;;
+        S11)
+            # As S9 at scale 100, then the isolation phase on the restarted (cold) server.
+            "${PIN_DRIVER[@]}" "$DRIVER" trace S11-store --scale 100 --doc bench-S11-cold \
+                --protocol "$protocol" --url "$url" --server-pid "$server_pid" "${driver_tls[@]}" >/dev/null
+            sleep "$(store_wait "$server")"
+            halt_server
+            start_server "$server" "$data_dir"
+            "${PIN_DRIVER[@]}" "$DRIVER" trace S11 --scale 100 --doc bench-S11-cold \
+                --protocol "$protocol" --url "$url" --server-pid "$server_pid" "${driver_tls[@]}" \
+                | tag "$server" >>"$OUT" ;;
         *)
             "${PIN_DRIVER[@]}" "$DRIVER" scenario "$scenario" "${common[@]}" | tag "$server" >>"$OUT" ;;
     esac
@@ -215,6 +235,10 @@ for scenario in $SCENARIOS; do
         # Servers alternate within a round, so a busy spell on the machine hits them alike.
         for server in $SERVERS; do
             if [ "$server" = quire-tls ] && [[ " $TLS_SCENARIOS " != *" $scenario "* ]]; then
+                continue
+            fi
+            # One document per socket: S11's heavy connection cannot be built.
+            if [ "$scenario" = S11 ] && { [ "$server" = y-websocket ] || [ "$server" = y-sweet ]; }; then
                 continue
             fi
             echo "==> $server $scenario run $run/$REPEATS" >&2
