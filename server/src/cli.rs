@@ -163,6 +163,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 name: name.unwrap_or_else(|| user.clone()),
                 sub: user,
                 exp: unix_now() + ttl.as_secs(),
+                nbf: None,
                 docs: docs
                     .into_iter()
                     .map(|pattern| Grant { pattern, write })
