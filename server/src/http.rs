@@ -163,6 +163,18 @@ pub(crate) fn header_pairs(req: &Request<Incoming>) -> Vec<(&str, &str)> {
         .collect()
 }
 
+/// The request line's HTTP version as written there (`HTTP/1.1`), for `check_upgrade`.
+pub(crate) fn http_version(req: &Request<Incoming>) -> &'static str {
+    match req.version() {
+        hyper::Version::HTTP_09 => "HTTP/0.9",
+        hyper::Version::HTTP_10 => "HTTP/1.0",
+        hyper::Version::HTTP_11 => "HTTP/1.1",
+        hyper::Version::HTTP_2 => "HTTP/2.0",
+        hyper::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/?",
+    }
+}
+
 /// The 101 response completing a WebSocket handshake.
 pub(crate) fn switching_protocols(key: &str, protocol: Option<&'static str>) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::new()));
@@ -223,6 +235,7 @@ fn upgrade<S: Store>(
     };
     let checked = check_upgrade(
         req.method().as_str(),
+        http_version(&req),
         req.uri().query(),
         &header_pairs(&req),
     );

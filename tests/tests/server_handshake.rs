@@ -58,6 +58,16 @@ async fn malformed_upgrades_get_the_documented_status() {
             400,
         ),
         (
+            "HTTP/1.0",
+            upgrade_head("GET", "/ws", &[], &with_token).replacen(" HTTP/1.1", " HTTP/1.0", 1),
+            400,
+        ),
+        (
+            "no Host header",
+            upgrade_head("GET", "/ws", &["Host"], &with_token),
+            400,
+        ),
+        (
             "not a GET",
             upgrade_head("POST", "/ws", &[], &with_token),
             405,
