@@ -65,6 +65,9 @@ enum Command {
         doc: String,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// Write to this new file (owner-only, mode 0600) instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -172,8 +175,26 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("{}", secret.sign(&claims));
             Ok(())
         }
-        Command::Export { doc, format, store } => {
-            export(&open_store(&store.dir()).await?, &doc, format).await
+        Command::Export {
+            doc,
+            format,
+            output,
+            store,
+        } => {
+            let store = open_store(&store.dir()).await?;
+            match output {
+                None => export(&store, &doc, format, &mut std::io::stdout().lock()).await,
+                Some(path) => {
+                    if path.exists() {
+                        bail!("{} exists; choose a new file", path.display());
+                    }
+                    let mut file = crate::private::create_file(&path)
+                        .with_context(|| format!("creating {}", path.display()))?;
+                    export(&store, &doc, format, &mut file).await?;
+                    file.sync_all()?;
+                    Ok(())
+                }
+            }
         }
         Command::Import { doc, file, store } => {
             import(&open_store(&store.dir()).await?, &doc, &file).await
@@ -207,8 +228,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
+/// Creates the data directory owner-only (`0700`) if it is missing.
+fn create_data_dir(dir: &Path) -> anyhow::Result<()> {
+    crate::private::create_dir(dir).with_context(|| format!("creating {}", dir.display()))
+}
+
 async fn open_store(dir: &Path) -> anyhow::Result<SqliteStore> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    create_data_dir(dir)?;
     SqliteStore::open(dir)
         .await
         .with_context(|| format!("opening the database in {}", dir.display()))
@@ -225,14 +251,14 @@ fn load_secret(flag: Option<&str>, dir: &Path) -> anyhow::Result<Secret> {
         }
         return Ok(Secret::new(bytes));
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    create_data_dir(dir)?;
     Secret::load_or_create(dir).with_context(|| format!("reading the secret in {}", dir.display()))
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    warn_if_data_dir_is_open(&config.data_dir);
+    create_data_dir(&config.data_dir)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "quire-server {}", env!("CARGO_PKG_VERSION"))?;
     writeln!(out, "data directory: {}", config.data_dir.display())?;
@@ -295,6 +321,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Warns when an existing data directory lets its group or others in: it holds the token
+/// secret, the TLS key and every document. The server does not change it (the operator may
+/// have reasons); `chmod 700` does.
+fn warn_if_data_dir_is_open(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.permissions().mode() & 0o077 != 0 => tracing::warn!(
+            dir = %dir.display(),
+            mode = format!("{:o}", meta.permissions().mode() & 0o777),
+            "the data directory is open to its group or others; it should be 0700 (chmod 700)"
+        ),
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => {
+            tracing::warn!(dir = %dir.display(), error = %err, "cannot read the data directory's mode")
+        }
+    }
+}
+
 async fn load_doc(store: &SqliteStore, doc: &str) -> anyhow::Result<yrs::Doc> {
     let stored = store.load(doc).await?;
     if stored.is_empty() {
@@ -306,13 +351,18 @@ async fn load_doc(store: &SqliteStore, doc: &str) -> anyhow::Result<yrs::Doc> {
     Ok(ydoc)
 }
 
-async fn export(store: &SqliteStore, doc: &str, format: Format) -> anyhow::Result<()> {
+async fn export(
+    store: &SqliteStore,
+    doc: &str,
+    format: Format,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     let ydoc = load_doc(store, doc).await?;
     let text = ydoc.get_or_insert_text(CONTENT);
     let txn = ydoc.transact();
     let content = text.get_string(&txn);
     match format {
-        Format::Text => print!("{content}"),
+        Format::Text => write!(out, "{content}")?,
         Format::Json => {
             let state_vector: serde_json::Map<String, serde_json::Value> = txn
                 .state_vector()
@@ -321,9 +371,10 @@ async fn export(store: &SqliteStore, doc: &str, format: Format) -> anyhow::Resul
                 .collect();
             let json =
                 serde_json::json!({ "id": doc, "content": content, "state_vector": state_vector });
-            println!("{}", serde_json::to_string_pretty(&json)?);
+            writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
         }
     }
+    out.flush()?;
     Ok(())
 }
 

@@ -13,6 +13,7 @@
 //! - [`persist`]: group commit to storage, durable acks after commit, compaction.
 //! - [`store`]: the storage trait and its SQLite implementation.
 //! - [`auth`]: HS256 tokens with per-document rights.
+//! - [`private`]: owner-only modes for the data directory and every file written in it.
 //! - [`tls`]: certificates, including the `--dev` self-signed one.
 //! - [`metrics`]: Prometheus figures.
 //! - [`echo`]: a test-only echo endpoint for WebSocket conformance runs.
@@ -28,6 +29,7 @@ pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod persist;
+pub mod private;
 pub mod room;
 pub mod rooms;
 pub mod server;
