@@ -298,6 +298,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener =
         crate::http::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;
     let local = listener.local_addr()?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => {
+            let listener =
+                crate::http::bind(addr).with_context(|| format!("binding {addr} for metrics"))?;
+            writeln!(out, "metrics on http://{}/metrics", listener.local_addr()?)?;
+            Some(listener)
+        }
+        None => None,
+    };
     writeln!(
         out,
         "listening on {scheme}://{local}{}",
@@ -312,6 +321,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         secret,
         store.clone(),
         listener,
+        metrics_listener,
         acceptor,
         crate::shutdown::signal(),
     )

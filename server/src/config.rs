@@ -34,6 +34,10 @@ pub struct ServeArgs {
     /// Address and port to listen on (port 0 picks a free port and prints it).
     #[arg(long, env = "QUIRE_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Serve `/metrics` and `/healthz` on this separate plain-HTTP address (e.g. a private
+    /// interface for Prometheus); `/metrics` on the main listener then answers 404.
+    #[arg(long, env = "QUIRE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Directory for the database, the token secret and the dev certificate.
     #[arg(long, env = "QUIRE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -109,6 +113,8 @@ pub struct ServeArgs {
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub listen: SocketAddr,
+    /// Where `/metrics` is served instead of the main listener, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub transport: Transport,
     pub no_auth: bool,
@@ -169,6 +175,7 @@ impl ServeArgs {
         }
         Ok(merge!(
             listen,
+            metrics_listen,
             data_dir,
             dev,
             tls_cert,
@@ -242,6 +249,7 @@ impl ServeArgs {
             listen: self
                 .listen
                 .unwrap_or_else(|| "127.0.0.1:7700".parse().expect("valid address")),
+            metrics_listen: self.metrics_listen,
             data_dir: self.data_dir.unwrap_or_else(default_data_dir),
             transport,
             no_auth: self.no_auth.unwrap_or(false),
@@ -270,7 +278,11 @@ mod tests {
     fn flags_win_over_the_file_and_defaults_fill_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("quire.toml");
-        std::fs::write(&file, "dev = true\nmax_channels = 7\nqueue_depth = 10\n").unwrap();
+        std::fs::write(
+            &file,
+            "dev = true\nmax_channels = 7\nqueue_depth = 10\nmetrics_listen = \"127.0.0.1:9100\"\n",
+        )
+        .unwrap();
         let args = ServeArgs {
             queue_depth: Some(99),
             ..ServeArgs::default()
@@ -279,6 +291,10 @@ mod tests {
         assert_eq!(config.transport, Transport::Dev);
         assert_eq!(config.limits.max_channels, 7);
         assert_eq!(config.queue_depth, 99);
+        assert_eq!(
+            config.metrics_listen,
+            Some("127.0.0.1:9100".parse().unwrap())
+        );
         assert_eq!(config.limits.max_frame_size, Limits::DEFAULT_MAX_FRAME_SIZE);
     }
 

@@ -24,11 +24,14 @@ use tokio_tungstenite::WebSocketStream;
 use crate::auth::{unix_now, Claims};
 use crate::connection;
 use crate::echo;
+use crate::metrics::Metrics;
 use crate::server::Server;
 use crate::store::Store;
 
 /// Time allowed for a TLS handshake before the socket is dropped.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for a request's head to arrive; a connection that sends none in time is closed.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Body = Full<Bytes>;
 
@@ -104,7 +107,7 @@ where
     });
     let result = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
+        .header_read_timeout(HEADER_READ_TIMEOUT)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades()
         .await;
@@ -120,17 +123,56 @@ fn route<S: Store>(
 ) -> Response<Body> {
     match (req.method().as_str(), req.uri().path()) {
         ("GET", "/healthz") => text(StatusCode::OK, "ok\n"),
-        ("GET", "/metrics") => {
-            let mut response = text(StatusCode::OK, server.metrics.render());
-            response.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            response
+        ("GET", "/metrics") if server.config.metrics_listen.is_none() => {
+            metrics_response(&server.metrics)
         }
         (_, handshake::WS_PATH) => upgrade(server, req, peer),
         (_, echo::PATH) if server.config.echo_endpoint => echo::upgrade(req, &server.config.limits),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// `/metrics`: the Prometheus text format.
+fn metrics_response(metrics: &Metrics) -> Response<Body> {
+    let mut response = text(StatusCode::OK, metrics.render());
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+/// Serves `/metrics` and `/healthz` over plain HTTP on the separate `--metrics-listen`
+/// address, until the task is dropped. Nothing else is served there: no upgrades.
+pub async fn metrics_loop(metrics: Arc<Metrics>, listener: TcpListener) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                tracing::warn!(error = %err, "metrics accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let response = match (req.method().as_str(), req.uri().path()) {
+                    ("GET", "/healthz") => text(StatusCode::OK, "ok\n"),
+                    ("GET", "/metrics") => metrics_response(&metrics),
+                    _ => text(StatusCode::NOT_FOUND, "not found\n"),
+                };
+                std::future::ready(Ok::<_, Infallible>(response))
+            });
+            let result = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(err) = result {
+                tracing::debug!(%peer, error = %err, "metrics connection ended with an error");
+            }
+        });
     }
 }
 

@@ -80,12 +80,14 @@ impl<S: Store> Server<S> {
     }
 }
 
-/// Serves `listener` until `shutdown` resolves, then shuts down gracefully.
+/// Serves `listener` (and `/metrics` on `metrics_listener`, if given) until `shutdown`
+/// resolves, then shuts down gracefully.
 pub async fn run<S: Store>(
     config: ServeConfig,
     secret: Option<Secret>,
     store: Arc<S>,
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -115,7 +117,12 @@ pub async fn run<S: Store>(
         shutdown: shutdown_rx,
     });
 
+    let metrics_task = metrics_listener
+        .map(|listener| tokio::spawn(http::metrics_loop(server.metrics.clone(), listener)));
     http::accept_loop(server.clone(), listener, tls, shutdown).await;
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     tracing::info!("shutting down: flushing pending writes and closing connections with 1001");
     let _ = shutdown_tx.send(true);
     // Each connection flushes its own writes, waits for their acks to go out, then closes
