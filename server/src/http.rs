@@ -288,7 +288,7 @@ fn upgrade<S: Store>(
     if server.is_shutting_down() {
         return refused(&handshake::SHUTTING_DOWN);
     }
-    let claims = match authenticate(&server, upgrade.token.as_deref()) {
+    let claims = match authenticate(&server, upgrade.token.as_deref(), peer) {
         Ok(claims) => claims,
         Err(refusal) => return refused(refusal),
     };
@@ -314,20 +314,28 @@ fn upgrade<S: Store>(
     response
 }
 
+/// Checks the token; a refusal is logged at `warn` with the peer and the kind of failure
+/// (never the token), within the budget of [`crate::failed_login`].
 fn authenticate<S: Store>(
     server: &Server<S>,
     token: Option<&str>,
+    peer: SocketAddr,
 ) -> Result<Claims, &'static Refusal> {
     let Some(secret) = &server.secret else {
         return Ok(Claims::local_user());
     };
-    let token = token.ok_or(&handshake::UNAUTHORIZED)?;
-    let claims = secret.verify(token, unix_now()).map_err(|err| {
-        tracing::debug!(error = %err, "token refused");
-        &handshake::UNAUTHORIZED
-    })?;
-    if claims.docs.is_empty() {
-        return Err(&handshake::FORBIDDEN);
-    }
-    Ok(claims)
+    let checked = match token {
+        None => Err((&handshake::UNAUTHORIZED, "missing")),
+        Some(token) => match secret.verify(token, unix_now()) {
+            Err(err) => Err((&handshake::UNAUTHORIZED, err.kind())),
+            Ok(claims) if claims.docs.is_empty() => Err((&handshake::FORBIDDEN, "no_grants")),
+            Ok(claims) => Ok(claims),
+        },
+    };
+    checked.map_err(|(refusal, reason)| {
+        if let Some(suppressed) = server.failed_logins.record(std::time::Instant::now()) {
+            tracing::warn!(%peer, reason, status = refusal.status, suppressed, "login refused");
+        }
+        refusal
+    })
 }

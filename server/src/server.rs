@@ -14,6 +14,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::auth::Secret;
 use crate::config::ServeConfig;
+use crate::failed_login::FailedLogins;
 use crate::http;
 use crate::metrics::Metrics;
 use crate::persist::{CompactionPolicy, Persister};
@@ -29,6 +30,8 @@ pub struct Server<S> {
     pub rooms: Arc<Rooms<S>>,
     pub persister: Persister,
     pub metrics: Arc<Metrics>,
+    /// The log-line budget for refused logins.
+    pub(crate) failed_logins: FailedLogins,
     pub(crate) next_conn_id: AtomicU64,
     per_ip: Mutex<HashMap<IpAddr, u32>>,
     live: AtomicUsize,
@@ -110,6 +113,7 @@ pub async fn run<S: Store>(
         rooms,
         persister,
         metrics,
+        failed_logins: FailedLogins::default(),
         next_conn_id: AtomicU64::new(1),
         per_ip: Mutex::new(HashMap::new()),
         live: AtomicUsize::new(0),
