@@ -257,6 +257,7 @@ fn load_secret(flag: Option<&str>, dir: &Path) -> anyhow::Result<Secret> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
+    raise_open_file_limit();
     warn_if_data_dir_is_open(&config.data_dir);
     create_data_dir(&config.data_dir)?;
     let mut out = std::io::stdout().lock();
@@ -329,6 +330,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one: every client holds a socket, and the
+/// usual soft default (1024) would refuse clients long before memory or CPU run out. The
+/// hard limit is the operator's (systemd `LimitNOFILE=`, `ulimit -Hn`); it is not touched.
+fn raise_open_file_limit() {
+    let before = rlimit::Resource::NOFILE.get();
+    match (before, rlimit::increase_nofile_limit(u64::MAX)) {
+        (Ok((soft_before, hard)), Ok(soft)) => {
+            tracing::info!(soft_before, soft, hard, "open-file limit")
+        }
+        (Err(err), _) | (_, Err(err)) => {
+            tracing::warn!(error = %err, "could not raise the open-file limit")
+        }
+    }
 }
 
 /// Warns when an existing data directory lets its group or others in: it holds the token
