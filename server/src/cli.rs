@@ -32,7 +32,7 @@ enum Command {
     /// Run the server.
     Serve {
         #[command(flatten)]
-        args: ServeArgs,
+        args: Box<ServeArgs>,
         /// TOML file with settings (the flag names, `-` written `_`); flags and QUIRE_* win.
         #[arg(long, env = "QUIRE_CONFIG")]
         config: Option<PathBuf>,
@@ -151,7 +151,7 @@ pub fn main() -> anyhow::Result<()> {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve { args, config } => serve(args.with_file(config.as_deref())?).await,
+        Command::Serve { args, config } => serve((*args).with_file(config.as_deref())?).await,
         Command::Token {
             user,
             name,

@@ -83,6 +83,11 @@ pub struct ServeArgs {
     /// Most simultaneous connections from one IP address (429 beyond).
     #[arg(long, env = "QUIRE_MAX_CONNECTIONS_PER_IP")]
     pub max_connections_per_ip: Option<u32>,
+    /// Most simultaneous TCP connections from one IP address, counted from accept, before
+    /// any TLS or HTTP, until they end (WebSockets included); beyond, a new connection is
+    /// closed at once. Default: twice --max-connections-per-ip.
+    #[arg(long, env = "QUIRE_MAX_TCP_CONNECTIONS_PER_IP")]
+    pub max_tcp_connections_per_ip: Option<u32>,
     /// Outbound queue depth per connection, in messages; a client that lets it fill is closed
     /// with 4009 (slow consumer).
     #[arg(long, env = "QUIRE_QUEUE_DEPTH")]
@@ -122,6 +127,8 @@ pub struct ServeConfig {
     pub heartbeat: HeartbeatConfig,
     pub limits: Limits,
     pub max_connections_per_ip: u32,
+    /// Accepted TCP connections per address, counted before the upgrade as well as after.
+    pub max_tcp_connections_per_ip: u32,
     pub queue_depth: usize,
     pub max_queued_bytes: usize,
     pub idle_unload: Duration,
@@ -190,6 +197,7 @@ impl ServeArgs {
             max_channels,
             max_doc_id_len,
             max_connections_per_ip,
+            max_tcp_connections_per_ip,
             queue_depth,
             max_queued_bytes,
             idle_unload_ms,
@@ -240,6 +248,15 @@ impl ServeArgs {
                     Duration::from_millis(ms.into())
                 }),
         };
+        let max_connections_per_ip = self.max_connections_per_ip.unwrap_or(256);
+        let max_tcp_connections_per_ip = self
+            .max_tcp_connections_per_ip
+            .unwrap_or(max_connections_per_ip.saturating_mul(2));
+        if max_tcp_connections_per_ip < max_connections_per_ip {
+            return Err(ConfigError::Invalid(
+                "--max-tcp-connections-per-ip must be at least --max-connections-per-ip".into(),
+            ));
+        }
         if heartbeat.timeout <= heartbeat.interval {
             return Err(ConfigError::Invalid(
                 "--heartbeat-timeout-ms must exceed --heartbeat-interval-ms".into(),
@@ -256,7 +273,8 @@ impl ServeArgs {
             secret: self.secret,
             heartbeat,
             limits,
-            max_connections_per_ip: self.max_connections_per_ip.unwrap_or(256),
+            max_connections_per_ip,
+            max_tcp_connections_per_ip,
             queue_depth: self.queue_depth.unwrap_or(4096),
             max_queued_bytes: self.max_queued_bytes.unwrap_or(64 * 1024 * 1024),
             idle_unload: Duration::from_millis(self.idle_unload_ms.unwrap_or(30_000)),
@@ -307,6 +325,29 @@ mod tests {
             ..ServeArgs::default()
         };
         assert!(both.resolve().is_err());
+    }
+
+    #[test]
+    fn the_tcp_limit_per_address_defaults_to_twice_the_websocket_limit() {
+        let dev = || ServeArgs {
+            dev: Some(true),
+            ..ServeArgs::default()
+        };
+        let config = dev().resolve().unwrap();
+        assert_eq!(config.max_tcp_connections_per_ip, 512);
+        let config = ServeArgs {
+            max_connections_per_ip: Some(1000),
+            ..dev()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(config.max_tcp_connections_per_ip, 2000);
+        let below = ServeArgs {
+            max_connections_per_ip: Some(10),
+            max_tcp_connections_per_ip: Some(9),
+            ..dev()
+        };
+        assert!(below.resolve().is_err());
     }
 
     #[test]

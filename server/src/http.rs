@@ -25,7 +25,7 @@ use crate::auth::{unix_now, Claims};
 use crate::connection;
 use crate::echo;
 use crate::metrics::Metrics;
-use crate::server::Server;
+use crate::server::{Server, TcpSlot};
 use crate::store::Store;
 
 /// Time allowed for a TLS handshake before the socket is dropped.
@@ -74,6 +74,12 @@ pub async fn accept_loop<S: Store>(
                 }
             },
         };
+        let Some(tcp_slot) = server.tcp_slot(peer.ip()) else {
+            // Past the address's limit: closed before TLS or HTTP cost anything.
+            tracing::debug!(%peer, "too many TCP connections from this address: closed");
+            continue;
+        };
+        let tcp_slot = Arc::new(tcp_slot);
         tracing::trace!(%peer, "accepted");
         let _ = stream.set_nodelay(true);
         let server = server.clone();
@@ -83,27 +89,33 @@ pub async fn accept_loop<S: Store>(
                 Some(acceptor) => {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
                     {
-                        Ok(Ok(stream)) => serve_http(server, stream, peer).await,
+                        Ok(Ok(stream)) => serve_http(server, stream, peer, tcp_slot).await,
                         Ok(Err(err)) => {
                             tracing::debug!(%peer, error = %err, "TLS handshake failed")
                         }
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
                 }
-                None => serve_http::<S, TcpStream>(server, stream, peer).await,
+                None => serve_http::<S, TcpStream>(server, stream, peer, tcp_slot).await,
             }
         });
     }
 }
 
-async fn serve_http<S, IO>(server: Arc<Server<S>>, stream: IO, peer: SocketAddr)
-where
+/// Serves HTTP on one accepted connection. `tcp_slot` counts it against its address until
+/// the last holder lets go: this task, or the WebSocket it was upgraded to.
+async fn serve_http<S, IO>(
+    server: Arc<Server<S>>,
+    stream: IO,
+    peer: SocketAddr,
+    tcp_slot: Arc<TcpSlot<S>>,
+) where
     S: Store,
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |req| {
-        let server = server.clone();
-        async move { Ok::<_, Infallible>(route(server, req, peer)) }
+        let (server, tcp_slot) = (server.clone(), tcp_slot.clone());
+        async move { Ok::<_, Infallible>(route(server, req, peer, tcp_slot)) }
     });
     let result = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
@@ -120,13 +132,14 @@ fn route<S: Store>(
     server: Arc<Server<S>>,
     req: Request<Incoming>,
     peer: SocketAddr,
+    tcp_slot: Arc<TcpSlot<S>>,
 ) -> Response<Body> {
     match (req.method().as_str(), req.uri().path()) {
         ("GET", "/healthz") => text(StatusCode::OK, "ok\n"),
         ("GET", "/metrics") if server.config.metrics_listen.is_none() => {
             metrics_response(&server.metrics)
         }
-        (_, handshake::WS_PATH) => upgrade(server, req, peer),
+        (_, handshake::WS_PATH) => upgrade(server, req, peer, tcp_slot),
         (_, echo::PATH) if server.config.echo_endpoint => echo::upgrade(req, &server.config.limits),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
@@ -266,6 +279,7 @@ fn upgrade<S: Store>(
     server: Arc<Server<S>>,
     req: Request<Incoming>,
     peer: SocketAddr,
+    tcp_slot: Arc<TcpSlot<S>>,
 ) -> Response<Body> {
     let refused = |refusal: &Refusal| {
         server
@@ -298,6 +312,8 @@ fn upgrade<S: Store>(
     let config = websocket_config(server.config.limits.max_frame_size);
     let response = switching_protocols(&upgrade.key, Some(handshake::SUBPROTOCOL));
     tokio::spawn(async move {
+        // The TCP connection counts against its address for as long as its WebSocket lives.
+        let _tcp_slot = tcp_slot;
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
                 let ws = WebSocketStream::from_raw_socket(

@@ -34,6 +34,8 @@ pub struct Server<S> {
     pub(crate) failed_logins: FailedLogins,
     pub(crate) next_conn_id: AtomicU64,
     per_ip: Mutex<HashMap<IpAddr, u32>>,
+    /// Accepted TCP connections per address, upgraded or not.
+    tcp_per_ip: Mutex<HashMap<IpAddr, u32>>,
     live: AtomicUsize,
     all_closed: Notify,
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -62,7 +64,42 @@ impl<S: Store> Drop for ConnectionSlot<S> {
     }
 }
 
+/// Counts one accepted TCP connection from an address for as long as it lives, from accept
+/// through TLS, HTTP and, once upgraded, the WebSocket.
+#[derive(Debug)]
+pub struct TcpSlot<S: Store> {
+    server: Arc<Server<S>>,
+    ip: IpAddr,
+}
+
+impl<S: Store> Drop for TcpSlot<S> {
+    fn drop(&mut self) {
+        let mut tcp_per_ip = self.server.tcp_per_ip.lock();
+        if let Some(count) = tcp_per_ip.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                tcp_per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
 impl<S: Store> Server<S> {
+    /// Takes a TCP slot for `ip` at accept, or `None` when the address holds
+    /// `max_tcp_connections_per_ip` connections already.
+    pub fn tcp_slot(self: &Arc<Self>, ip: IpAddr) -> Option<TcpSlot<S>> {
+        let mut tcp_per_ip = self.tcp_per_ip.lock();
+        let count = tcp_per_ip.entry(ip).or_default();
+        if *count >= self.config.max_tcp_connections_per_ip {
+            return None;
+        }
+        *count += 1;
+        Some(TcpSlot {
+            server: self.clone(),
+            ip,
+        })
+    }
+
     /// Takes a connection slot for `ip`, or `None` when the address is at its limit.
     pub fn connection_slot(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot<S>> {
         let mut per_ip = self.per_ip.lock();
@@ -116,6 +153,7 @@ pub async fn run<S: Store>(
         failed_logins: FailedLogins::default(),
         next_conn_id: AtomicU64::new(1),
         per_ip: Mutex::new(HashMap::new()),
+        tcp_per_ip: Mutex::new(HashMap::new()),
         live: AtomicUsize::new(0),
         all_closed: Notify::new(),
         shutdown: shutdown_rx,
