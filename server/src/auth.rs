@@ -1,5 +1,5 @@
 //! Signed access tokens: JWT with HS256 (HMAC-SHA-256), carrying the user, a display name, an
-//! expiry and per-document rights as glob patterns. The server only verifies; `quire-server
+//! expiry, an optional not-before time and per-document rights as glob patterns. The server only verifies; `quire-server
 //! token` mints. Any JWT library can mint compatible tokens with the same secret.
 
 use std::path::Path;
@@ -29,8 +29,12 @@ pub struct Claims {
     pub sub: String,
     /// Display name.
     pub name: String,
-    /// Expiry, seconds since the Unix epoch.
+    /// Expiry, seconds since the Unix epoch: the token is refused from this second on.
     pub exp: u64,
+    /// Not before, seconds since the Unix epoch: the token is refused before this second.
+    /// Optional; tokens minted by `quire-server token` leave it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
     pub docs: Vec<Grant>,
 }
 
@@ -58,6 +62,7 @@ impl Claims {
             sub: "local".into(),
             name: "Local user".into(),
             exp: u64::MAX,
+            nbf: None,
             docs: vec![Grant {
                 pattern: "*".into(),
                 write: true,
@@ -76,7 +81,27 @@ pub enum TokenError {
     Signature,
     #[error("token expired")]
     Expired,
+    #[error("token not valid yet (nbf)")]
+    NotYetValid,
 }
+
+impl TokenError {
+    /// A short name of the failure for logs, e.g. `expired`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TokenError::Malformed => "malformed",
+            TokenError::Algorithm => "algorithm",
+            TokenError::Signature => "signature",
+            TokenError::Expired => "expired",
+            TokenError::NotYetValid => "not_yet_valid",
+        }
+    }
+}
+
+/// Seconds of clock difference between the token's issuer and this server that the time
+/// claims tolerate, the same for `exp` and `nbf`. None today: `exp` is exact here and in the
+/// connection's expiry timer (close 4001), which must change with it.
+pub const CLOCK_SKEW_SECS: u64 = 0;
 
 /// The HMAC key tokens are signed with.
 #[derive(Clone)]
@@ -125,7 +150,8 @@ impl Secret {
         format!("{signing_input}.{signature}")
     }
 
-    /// Verifies a token's signature and expiry at `now` (Unix seconds).
+    /// Verifies a token's signature and its time claims at `now` (Unix seconds): refused
+    /// from `exp` on and before `nbf`, each with [`CLOCK_SKEW_SECS`] of allowance.
     pub fn verify(&self, token: &str, now: u64) -> Result<Claims, TokenError> {
         let mut parts = token.split('.');
         let (Some(header), Some(payload), Some(signature), None) =
@@ -147,8 +173,14 @@ impl Secret {
         let claims: Claims =
             serde_json::from_slice(&B64.decode(payload).map_err(|_| TokenError::Malformed)?)
                 .map_err(|_| TokenError::Malformed)?;
-        if claims.exp <= now {
+        if claims.exp.saturating_add(CLOCK_SKEW_SECS) <= now {
             return Err(TokenError::Expired);
+        }
+        if claims
+            .nbf
+            .is_some_and(|nbf| now.saturating_add(CLOCK_SKEW_SECS) < nbf)
+        {
+            return Err(TokenError::NotYetValid);
         }
         Ok(claims)
     }
@@ -207,6 +239,7 @@ mod tests {
             sub: "alice".into(),
             name: "Alice".into(),
             exp,
+            nbf: None,
             docs: vec![
                 Grant {
                     pattern: "team/*".into(),
@@ -238,6 +271,38 @@ mod tests {
         let mut tampered = token.clone();
         tampered.insert(tampered.find('.').unwrap() + 3, 'x');
         assert!(secret.verify(&tampered, 1).is_err());
+    }
+
+    #[test]
+    fn not_before_is_honoured_with_the_same_allowance_as_expiry() {
+        let secret = Secret::new(b"k".to_vec());
+        let token = secret.sign(&Claims {
+            nbf: Some(50),
+            ..claims(100)
+        });
+        let skew = CLOCK_SKEW_SECS;
+        assert_eq!(
+            secret.verify(&token, 49 - skew),
+            Err(TokenError::NotYetValid)
+        );
+        assert!(secret.verify(&token, 50 - skew).is_ok());
+        assert!(secret.verify(&token, 99 + skew).is_ok());
+        assert_eq!(secret.verify(&token, 100 + skew), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn tokens_without_nbf_stay_without_it() {
+        let secret = Secret::new(b"k".to_vec());
+        let token = secret.sign(&claims(100));
+        let payload = token.split('.').nth(1).unwrap();
+        let json = String::from_utf8(B64.decode(payload).unwrap()).unwrap();
+        assert!(!json.contains("nbf"), "{json}");
+        // A token from another minter with a numeric nbf in the past verifies.
+        let with_nbf = secret.sign(&Claims {
+            nbf: Some(1),
+            ..claims(100)
+        });
+        assert_eq!(secret.verify(&with_nbf, 1).unwrap().nbf, Some(1));
     }
 
     #[test]

@@ -32,7 +32,7 @@ enum Command {
     /// Run the server.
     Serve {
         #[command(flatten)]
-        args: ServeArgs,
+        args: Box<ServeArgs>,
         /// TOML file with settings (the flag names, `-` written `_`); flags and QUIRE_* win.
         #[arg(long, env = "QUIRE_CONFIG")]
         config: Option<PathBuf>,
@@ -65,6 +65,9 @@ enum Command {
         doc: String,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// Write to this new file (owner-only, mode 0600) instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -148,7 +151,7 @@ pub fn main() -> anyhow::Result<()> {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve { args, config } => serve(args.with_file(config.as_deref())?).await,
+        Command::Serve { args, config } => serve((*args).with_file(config.as_deref())?).await,
         Command::Token {
             user,
             name,
@@ -163,6 +166,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 name: name.unwrap_or_else(|| user.clone()),
                 sub: user,
                 exp: unix_now() + ttl.as_secs(),
+                nbf: None,
                 docs: docs
                     .into_iter()
                     .map(|pattern| Grant { pattern, write })
@@ -171,8 +175,26 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("{}", secret.sign(&claims));
             Ok(())
         }
-        Command::Export { doc, format, store } => {
-            export(&open_store(&store.dir()).await?, &doc, format).await
+        Command::Export {
+            doc,
+            format,
+            output,
+            store,
+        } => {
+            let store = open_store(&store.dir()).await?;
+            match output {
+                None => export(&store, &doc, format, &mut std::io::stdout().lock()).await,
+                Some(path) => {
+                    if path.exists() {
+                        bail!("{} exists; choose a new file", path.display());
+                    }
+                    let mut file = crate::private::create_file(&path)
+                        .with_context(|| format!("creating {}", path.display()))?;
+                    export(&store, &doc, format, &mut file).await?;
+                    file.sync_all()?;
+                    Ok(())
+                }
+            }
         }
         Command::Import { doc, file, store } => {
             import(&open_store(&store.dir()).await?, &doc, &file).await
@@ -206,8 +228,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
+/// Creates the data directory owner-only (`0700`) if it is missing.
+fn create_data_dir(dir: &Path) -> anyhow::Result<()> {
+    crate::private::create_dir(dir).with_context(|| format!("creating {}", dir.display()))
+}
+
 async fn open_store(dir: &Path) -> anyhow::Result<SqliteStore> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    create_data_dir(dir)?;
     SqliteStore::open(dir)
         .await
         .with_context(|| format!("opening the database in {}", dir.display()))
@@ -224,14 +251,15 @@ fn load_secret(flag: Option<&str>, dir: &Path) -> anyhow::Result<Secret> {
         }
         return Ok(Secret::new(bytes));
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    create_data_dir(dir)?;
     Secret::load_or_create(dir).with_context(|| format!("reading the secret in {}", dir.display()))
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    raise_open_file_limit();
+    warn_if_data_dir_is_open(&config.data_dir);
+    create_data_dir(&config.data_dir)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "quire-server {}", env!("CARGO_PKG_VERSION"))?;
     writeln!(out, "data directory: {}", config.data_dir.display())?;
@@ -271,6 +299,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener =
         crate::http::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;
     let local = listener.local_addr()?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => {
+            let listener =
+                crate::http::bind(addr).with_context(|| format!("binding {addr} for metrics"))?;
+            writeln!(out, "metrics on http://{}/metrics", listener.local_addr()?)?;
+            Some(listener)
+        }
+        None => None,
+    };
     writeln!(
         out,
         "listening on {scheme}://{local}{}",
@@ -285,6 +322,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         secret,
         store.clone(),
         listener,
+        metrics_listener,
         acceptor,
         crate::shutdown::signal(),
     )
@@ -292,6 +330,40 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one: every client holds a socket, and the
+/// usual soft default (1024) would refuse clients long before memory or CPU run out. The
+/// hard limit is the operator's (systemd `LimitNOFILE=`, `ulimit -Hn`); it is not touched.
+fn raise_open_file_limit() {
+    let before = rlimit::Resource::NOFILE.get();
+    match (before, rlimit::increase_nofile_limit(u64::MAX)) {
+        (Ok((soft_before, hard)), Ok(soft)) => {
+            tracing::info!(soft_before, soft, hard, "open-file limit")
+        }
+        (Err(err), _) | (_, Err(err)) => {
+            tracing::warn!(error = %err, "could not raise the open-file limit")
+        }
+    }
+}
+
+/// Warns when an existing data directory lets its group or others in: it holds the token
+/// secret, the TLS key and every document. The server does not change it (the operator may
+/// have reasons); `chmod 700` does.
+fn warn_if_data_dir_is_open(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.permissions().mode() & 0o077 != 0 => tracing::warn!(
+            dir = %dir.display(),
+            mode = format!("{:o}", meta.permissions().mode() & 0o777),
+            "the data directory is open to its group or others; it should be 0700 (chmod 700)"
+        ),
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => {
+            tracing::warn!(dir = %dir.display(), error = %err, "cannot read the data directory's mode")
+        }
+    }
 }
 
 async fn load_doc(store: &SqliteStore, doc: &str) -> anyhow::Result<yrs::Doc> {
@@ -305,13 +377,18 @@ async fn load_doc(store: &SqliteStore, doc: &str) -> anyhow::Result<yrs::Doc> {
     Ok(ydoc)
 }
 
-async fn export(store: &SqliteStore, doc: &str, format: Format) -> anyhow::Result<()> {
+async fn export(
+    store: &SqliteStore,
+    doc: &str,
+    format: Format,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     let ydoc = load_doc(store, doc).await?;
     let text = ydoc.get_or_insert_text(CONTENT);
     let txn = ydoc.transact();
     let content = text.get_string(&txn);
     match format {
-        Format::Text => print!("{content}"),
+        Format::Text => write!(out, "{content}")?,
         Format::Json => {
             let state_vector: serde_json::Map<String, serde_json::Value> = txn
                 .state_vector()
@@ -320,9 +397,10 @@ async fn export(store: &SqliteStore, doc: &str, format: Format) -> anyhow::Resul
                 .collect();
             let json =
                 serde_json::json!({ "id": doc, "content": content, "state_vector": state_vector });
-            println!("{}", serde_json::to_string_pretty(&json)?);
+            writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
         }
     }
+    out.flush()?;
     Ok(())
 }
 

@@ -34,6 +34,10 @@ pub struct ServeArgs {
     /// Address and port to listen on (port 0 picks a free port and prints it).
     #[arg(long, env = "QUIRE_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Serve `/metrics` and `/healthz` on this separate plain-HTTP address (e.g. a private
+    /// interface for Prometheus); `/metrics` on the main listener then answers 404.
+    #[arg(long, env = "QUIRE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Directory for the database, the token secret and the dev certificate.
     #[arg(long, env = "QUIRE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -79,6 +83,11 @@ pub struct ServeArgs {
     /// Most simultaneous connections from one IP address (429 beyond).
     #[arg(long, env = "QUIRE_MAX_CONNECTIONS_PER_IP")]
     pub max_connections_per_ip: Option<u32>,
+    /// Most simultaneous TCP connections from one IP address, counted from accept, before
+    /// any TLS or HTTP, until they end (WebSockets included); beyond, a new connection is
+    /// closed at once. Default: twice --max-connections-per-ip.
+    #[arg(long, env = "QUIRE_MAX_TCP_CONNECTIONS_PER_IP")]
+    pub max_tcp_connections_per_ip: Option<u32>,
     /// Outbound queue depth per connection, in messages; a client that lets it fill is closed
     /// with 4009 (slow consumer).
     #[arg(long, env = "QUIRE_QUEUE_DEPTH")]
@@ -109,6 +118,8 @@ pub struct ServeArgs {
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub listen: SocketAddr,
+    /// Where `/metrics` is served instead of the main listener, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub transport: Transport,
     pub no_auth: bool,
@@ -116,6 +127,8 @@ pub struct ServeConfig {
     pub heartbeat: HeartbeatConfig,
     pub limits: Limits,
     pub max_connections_per_ip: u32,
+    /// Accepted TCP connections per address, counted before the upgrade as well as after.
+    pub max_tcp_connections_per_ip: u32,
     pub queue_depth: usize,
     pub max_queued_bytes: usize,
     pub idle_unload: Duration,
@@ -169,6 +182,7 @@ impl ServeArgs {
         }
         Ok(merge!(
             listen,
+            metrics_listen,
             data_dir,
             dev,
             tls_cert,
@@ -183,6 +197,7 @@ impl ServeArgs {
             max_channels,
             max_doc_id_len,
             max_connections_per_ip,
+            max_tcp_connections_per_ip,
             queue_depth,
             max_queued_bytes,
             idle_unload_ms,
@@ -233,6 +248,15 @@ impl ServeArgs {
                     Duration::from_millis(ms.into())
                 }),
         };
+        let max_connections_per_ip = self.max_connections_per_ip.unwrap_or(256);
+        let max_tcp_connections_per_ip = self
+            .max_tcp_connections_per_ip
+            .unwrap_or(max_connections_per_ip.saturating_mul(2));
+        if max_tcp_connections_per_ip < max_connections_per_ip {
+            return Err(ConfigError::Invalid(
+                "--max-tcp-connections-per-ip must be at least --max-connections-per-ip".into(),
+            ));
+        }
         if heartbeat.timeout <= heartbeat.interval {
             return Err(ConfigError::Invalid(
                 "--heartbeat-timeout-ms must exceed --heartbeat-interval-ms".into(),
@@ -242,13 +266,15 @@ impl ServeArgs {
             listen: self
                 .listen
                 .unwrap_or_else(|| "127.0.0.1:7700".parse().expect("valid address")),
+            metrics_listen: self.metrics_listen,
             data_dir: self.data_dir.unwrap_or_else(default_data_dir),
             transport,
             no_auth: self.no_auth.unwrap_or(false),
             secret: self.secret,
             heartbeat,
             limits,
-            max_connections_per_ip: self.max_connections_per_ip.unwrap_or(256),
+            max_connections_per_ip,
+            max_tcp_connections_per_ip,
             queue_depth: self.queue_depth.unwrap_or(4096),
             max_queued_bytes: self.max_queued_bytes.unwrap_or(64 * 1024 * 1024),
             idle_unload: Duration::from_millis(self.idle_unload_ms.unwrap_or(30_000)),
@@ -270,7 +296,11 @@ mod tests {
     fn flags_win_over_the_file_and_defaults_fill_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("quire.toml");
-        std::fs::write(&file, "dev = true\nmax_channels = 7\nqueue_depth = 10\n").unwrap();
+        std::fs::write(
+            &file,
+            "dev = true\nmax_channels = 7\nqueue_depth = 10\nmetrics_listen = \"127.0.0.1:9100\"\n",
+        )
+        .unwrap();
         let args = ServeArgs {
             queue_depth: Some(99),
             ..ServeArgs::default()
@@ -279,6 +309,10 @@ mod tests {
         assert_eq!(config.transport, Transport::Dev);
         assert_eq!(config.limits.max_channels, 7);
         assert_eq!(config.queue_depth, 99);
+        assert_eq!(
+            config.metrics_listen,
+            Some("127.0.0.1:9100".parse().unwrap())
+        );
         assert_eq!(config.limits.max_frame_size, Limits::DEFAULT_MAX_FRAME_SIZE);
     }
 
@@ -291,6 +325,29 @@ mod tests {
             ..ServeArgs::default()
         };
         assert!(both.resolve().is_err());
+    }
+
+    #[test]
+    fn the_tcp_limit_per_address_defaults_to_twice_the_websocket_limit() {
+        let dev = || ServeArgs {
+            dev: Some(true),
+            ..ServeArgs::default()
+        };
+        let config = dev().resolve().unwrap();
+        assert_eq!(config.max_tcp_connections_per_ip, 512);
+        let config = ServeArgs {
+            max_connections_per_ip: Some(1000),
+            ..dev()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(config.max_tcp_connections_per_ip, 2000);
+        let below = ServeArgs {
+            max_connections_per_ip: Some(10),
+            max_tcp_connections_per_ip: Some(9),
+            ..dev()
+        };
+        assert!(below.resolve().is_err());
     }
 
     #[test]

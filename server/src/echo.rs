@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::{Error, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::http::{header_pairs, refuse, switching_protocols, websocket_config};
+use crate::http::{header_pairs, http_version, refuse, switching_protocols, websocket_config};
 
 pub const PATH: &str = "/echo";
 
@@ -25,7 +25,7 @@ pub fn upgrade(req: Request<Incoming>, limits: &Limits) -> Response<Full<Bytes>>
         "sec-websocket-protocol",
         quire_protocol::handshake::SUBPROTOCOL,
     ));
-    let key = match check_upgrade(req.method().as_str(), None, &headers) {
+    let key = match check_upgrade(req.method().as_str(), http_version(&req), None, &headers) {
         Ok(upgrade) => upgrade.key,
         Err(refusal) => return refuse(&refusal),
     };

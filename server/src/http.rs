@@ -24,11 +24,14 @@ use tokio_tungstenite::WebSocketStream;
 use crate::auth::{unix_now, Claims};
 use crate::connection;
 use crate::echo;
-use crate::server::Server;
+use crate::metrics::Metrics;
+use crate::server::{Server, TcpSlot};
 use crate::store::Store;
 
 /// Time allowed for a TLS handshake before the socket is dropped.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for a request's head to arrive; a connection that sends none in time is closed.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Body = Full<Bytes>;
 
@@ -71,6 +74,12 @@ pub async fn accept_loop<S: Store>(
                 }
             },
         };
+        let Some(tcp_slot) = server.tcp_slot(peer.ip()) else {
+            // Past the address's limit: closed before TLS or HTTP cost anything.
+            tracing::debug!(%peer, "too many TCP connections from this address: closed");
+            continue;
+        };
+        let tcp_slot = Arc::new(tcp_slot);
         tracing::trace!(%peer, "accepted");
         let _ = stream.set_nodelay(true);
         let server = server.clone();
@@ -80,31 +89,37 @@ pub async fn accept_loop<S: Store>(
                 Some(acceptor) => {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
                     {
-                        Ok(Ok(stream)) => serve_http(server, stream, peer).await,
+                        Ok(Ok(stream)) => serve_http(server, stream, peer, tcp_slot).await,
                         Ok(Err(err)) => {
                             tracing::debug!(%peer, error = %err, "TLS handshake failed")
                         }
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
                 }
-                None => serve_http::<S, TcpStream>(server, stream, peer).await,
+                None => serve_http::<S, TcpStream>(server, stream, peer, tcp_slot).await,
             }
         });
     }
 }
 
-async fn serve_http<S, IO>(server: Arc<Server<S>>, stream: IO, peer: SocketAddr)
-where
+/// Serves HTTP on one accepted connection. `tcp_slot` counts it against its address until
+/// the last holder lets go: this task, or the WebSocket it was upgraded to.
+async fn serve_http<S, IO>(
+    server: Arc<Server<S>>,
+    stream: IO,
+    peer: SocketAddr,
+    tcp_slot: Arc<TcpSlot<S>>,
+) where
     S: Store,
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |req| {
-        let server = server.clone();
-        async move { Ok::<_, Infallible>(route(server, req, peer)) }
+        let (server, tcp_slot) = (server.clone(), tcp_slot.clone());
+        async move { Ok::<_, Infallible>(route(server, req, peer, tcp_slot)) }
     });
     let result = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
+        .header_read_timeout(HEADER_READ_TIMEOUT)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades()
         .await;
@@ -117,20 +132,60 @@ fn route<S: Store>(
     server: Arc<Server<S>>,
     req: Request<Incoming>,
     peer: SocketAddr,
+    tcp_slot: Arc<TcpSlot<S>>,
 ) -> Response<Body> {
     match (req.method().as_str(), req.uri().path()) {
         ("GET", "/healthz") => text(StatusCode::OK, "ok\n"),
-        ("GET", "/metrics") => {
-            let mut response = text(StatusCode::OK, server.metrics.render());
-            response.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            response
+        ("GET", "/metrics") if server.config.metrics_listen.is_none() => {
+            metrics_response(&server.metrics)
         }
-        (_, handshake::WS_PATH) => upgrade(server, req, peer),
+        (_, handshake::WS_PATH) => upgrade(server, req, peer, tcp_slot),
         (_, echo::PATH) if server.config.echo_endpoint => echo::upgrade(req, &server.config.limits),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// `/metrics`: the Prometheus text format.
+fn metrics_response(metrics: &Metrics) -> Response<Body> {
+    let mut response = text(StatusCode::OK, metrics.render());
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+/// Serves `/metrics` and `/healthz` over plain HTTP on the separate `--metrics-listen`
+/// address, until the task is dropped. Nothing else is served there: no upgrades.
+pub async fn metrics_loop(metrics: Arc<Metrics>, listener: TcpListener) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                tracing::warn!(error = %err, "metrics accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let response = match (req.method().as_str(), req.uri().path()) {
+                    ("GET", "/healthz") => text(StatusCode::OK, "ok\n"),
+                    ("GET", "/metrics") => metrics_response(&metrics),
+                    _ => text(StatusCode::NOT_FOUND, "not found\n"),
+                };
+                std::future::ready(Ok::<_, Infallible>(response))
+            });
+            let result = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(err) = result {
+                tracing::debug!(%peer, error = %err, "metrics connection ended with an error");
+            }
+        });
     }
 }
 
@@ -161,6 +216,18 @@ pub(crate) fn header_pairs(req: &Request<Incoming>) -> Vec<(&str, &str)> {
         .iter()
         .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
         .collect()
+}
+
+/// The request line's HTTP version as written there (`HTTP/1.1`), for `check_upgrade`.
+pub(crate) fn http_version(req: &Request<Incoming>) -> &'static str {
+    match req.version() {
+        hyper::Version::HTTP_09 => "HTTP/0.9",
+        hyper::Version::HTTP_10 => "HTTP/1.0",
+        hyper::Version::HTTP_11 => "HTTP/1.1",
+        hyper::Version::HTTP_2 => "HTTP/2.0",
+        hyper::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/?",
+    }
 }
 
 /// The 101 response completing a WebSocket handshake.
@@ -212,6 +279,7 @@ fn upgrade<S: Store>(
     server: Arc<Server<S>>,
     req: Request<Incoming>,
     peer: SocketAddr,
+    tcp_slot: Arc<TcpSlot<S>>,
 ) -> Response<Body> {
     let refused = |refusal: &Refusal| {
         server
@@ -223,6 +291,7 @@ fn upgrade<S: Store>(
     };
     let checked = check_upgrade(
         req.method().as_str(),
+        http_version(&req),
         req.uri().query(),
         &header_pairs(&req),
     );
@@ -233,7 +302,7 @@ fn upgrade<S: Store>(
     if server.is_shutting_down() {
         return refused(&handshake::SHUTTING_DOWN);
     }
-    let claims = match authenticate(&server, upgrade.token.as_deref()) {
+    let claims = match authenticate(&server, upgrade.token.as_deref(), peer) {
         Ok(claims) => claims,
         Err(refusal) => return refused(refusal),
     };
@@ -243,6 +312,8 @@ fn upgrade<S: Store>(
     let config = websocket_config(server.config.limits.max_frame_size);
     let response = switching_protocols(&upgrade.key, Some(handshake::SUBPROTOCOL));
     tokio::spawn(async move {
+        // The TCP connection counts against its address for as long as its WebSocket lives.
+        let _tcp_slot = tcp_slot;
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
                 let ws = WebSocketStream::from_raw_socket(
@@ -259,20 +330,28 @@ fn upgrade<S: Store>(
     response
 }
 
+/// Checks the token; a refusal is logged at `warn` with the peer and the kind of failure
+/// (never the token), within the budget of [`crate::failed_login`].
 fn authenticate<S: Store>(
     server: &Server<S>,
     token: Option<&str>,
+    peer: SocketAddr,
 ) -> Result<Claims, &'static Refusal> {
     let Some(secret) = &server.secret else {
         return Ok(Claims::local_user());
     };
-    let token = token.ok_or(&handshake::UNAUTHORIZED)?;
-    let claims = secret.verify(token, unix_now()).map_err(|err| {
-        tracing::debug!(error = %err, "token refused");
-        &handshake::UNAUTHORIZED
-    })?;
-    if claims.docs.is_empty() {
-        return Err(&handshake::FORBIDDEN);
-    }
-    Ok(claims)
+    let checked = match token {
+        None => Err((&handshake::UNAUTHORIZED, "missing")),
+        Some(token) => match secret.verify(token, unix_now()) {
+            Err(err) => Err((&handshake::UNAUTHORIZED, err.kind())),
+            Ok(claims) if claims.docs.is_empty() => Err((&handshake::FORBIDDEN, "no_grants")),
+            Ok(claims) => Ok(claims),
+        },
+    };
+    checked.map_err(|(refusal, reason)| {
+        if let Some(suppressed) = server.failed_logins.record(std::time::Instant::now()) {
+            tracing::warn!(%peer, reason, status = refusal.status, suppressed, "login refused");
+        }
+        refusal
+    })
 }

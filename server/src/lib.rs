@@ -13,6 +13,8 @@
 //! - [`persist`]: group commit to storage, durable acks after commit, compaction.
 //! - [`store`]: the storage trait and its SQLite implementation.
 //! - [`auth`]: HS256 tokens with per-document rights.
+//! - [`failed_login`]: rate-limited `warn!` lines for refused logins.
+//! - [`private`]: owner-only modes for the data directory and every file written in it.
 //! - [`tls`]: certificates, including the `--dev` self-signed one.
 //! - [`metrics`]: Prometheus figures.
 //! - [`echo`]: a test-only echo endpoint for WebSocket conformance runs.
@@ -24,10 +26,12 @@ pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod echo;
+pub mod failed_login;
 pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod persist;
+pub mod private;
 pub mod room;
 pub mod rooms;
 pub mod server;

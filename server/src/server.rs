@@ -14,6 +14,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::auth::Secret;
 use crate::config::ServeConfig;
+use crate::failed_login::FailedLogins;
 use crate::http;
 use crate::metrics::Metrics;
 use crate::persist::{CompactionPolicy, Persister};
@@ -29,8 +30,12 @@ pub struct Server<S> {
     pub rooms: Arc<Rooms<S>>,
     pub persister: Persister,
     pub metrics: Arc<Metrics>,
+    /// The log-line budget for refused logins.
+    pub(crate) failed_logins: FailedLogins,
     pub(crate) next_conn_id: AtomicU64,
     per_ip: Mutex<HashMap<IpAddr, u32>>,
+    /// Accepted TCP connections per address, upgraded or not.
+    tcp_per_ip: Mutex<HashMap<IpAddr, u32>>,
     live: AtomicUsize,
     all_closed: Notify,
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -59,7 +64,42 @@ impl<S: Store> Drop for ConnectionSlot<S> {
     }
 }
 
+/// Counts one accepted TCP connection from an address for as long as it lives, from accept
+/// through TLS, HTTP and, once upgraded, the WebSocket.
+#[derive(Debug)]
+pub struct TcpSlot<S: Store> {
+    server: Arc<Server<S>>,
+    ip: IpAddr,
+}
+
+impl<S: Store> Drop for TcpSlot<S> {
+    fn drop(&mut self) {
+        let mut tcp_per_ip = self.server.tcp_per_ip.lock();
+        if let Some(count) = tcp_per_ip.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                tcp_per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
 impl<S: Store> Server<S> {
+    /// Takes a TCP slot for `ip` at accept, or `None` when the address holds
+    /// `max_tcp_connections_per_ip` connections already.
+    pub fn tcp_slot(self: &Arc<Self>, ip: IpAddr) -> Option<TcpSlot<S>> {
+        let mut tcp_per_ip = self.tcp_per_ip.lock();
+        let count = tcp_per_ip.entry(ip).or_default();
+        if *count >= self.config.max_tcp_connections_per_ip {
+            return None;
+        }
+        *count += 1;
+        Some(TcpSlot {
+            server: self.clone(),
+            ip,
+        })
+    }
+
     /// Takes a connection slot for `ip`, or `None` when the address is at its limit.
     pub fn connection_slot(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot<S>> {
         let mut per_ip = self.per_ip.lock();
@@ -80,12 +120,14 @@ impl<S: Store> Server<S> {
     }
 }
 
-/// Serves `listener` until `shutdown` resolves, then shuts down gracefully.
+/// Serves `listener` (and `/metrics` on `metrics_listener`, if given) until `shutdown`
+/// resolves, then shuts down gracefully.
 pub async fn run<S: Store>(
     config: ServeConfig,
     secret: Option<Secret>,
     store: Arc<S>,
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -108,14 +150,21 @@ pub async fn run<S: Store>(
         rooms,
         persister,
         metrics,
+        failed_logins: FailedLogins::default(),
         next_conn_id: AtomicU64::new(1),
         per_ip: Mutex::new(HashMap::new()),
+        tcp_per_ip: Mutex::new(HashMap::new()),
         live: AtomicUsize::new(0),
         all_closed: Notify::new(),
         shutdown: shutdown_rx,
     });
 
+    let metrics_task = metrics_listener
+        .map(|listener| tokio::spawn(http::metrics_loop(server.metrics.clone(), listener)));
     http::accept_loop(server.clone(), listener, tls, shutdown).await;
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     tracing::info!("shutting down: flushing pending writes and closing connections with 1001");
     let _ = shutdown_tx.send(true);
     // Each connection flushes its own writes, waits for their acks to go out, then closes

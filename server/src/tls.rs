@@ -98,7 +98,8 @@ pub fn dev_identity(data_dir: &Path) -> Result<(Identity, PathBuf), TlsError> {
             "::1".to_owned(),
         ];
         let certified = rcgen::generate_simple_self_signed(names)?;
-        write_file(&cert_path, certified.cert.pem().as_bytes(), 0o644)?;
+        // Public, but like every file in the data directory, owner-only (crate::private).
+        write_file(&cert_path, certified.cert.pem().as_bytes(), 0o600)?;
         write_file(
             &key_path,
             certified.signing_key.serialize_pem().as_bytes(),

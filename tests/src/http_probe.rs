@@ -1,4 +1,5 @@
-//! Raw HTTP/1.1 over TLS, for `/healthz`, `/metrics` and deliberately malformed handshakes.
+//! Raw HTTP/1.1 over TLS, for `/healthz`, `/metrics` and deliberately malformed handshakes;
+//! plain HTTP for the separate metrics listener.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -65,6 +66,27 @@ pub async fn request_from(
             Ok(n) => bytes.extend_from_slice(&buf[..n]),
         }
     }
+    parse(&String::from_utf8_lossy(&bytes))
+}
+
+/// `GET path` over plain HTTP (no TLS), reading until the server closes.
+pub async fn get_plain(addr: SocketAddr, path: &str) -> Response {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connecting");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("writing the request");
+    let mut bytes = Vec::new();
+    tokio::time::timeout(
+        crate::raw_client::RECV_TIMEOUT,
+        stream.read_to_end(&mut bytes),
+    )
+    .await
+    .expect("timed out reading the HTTP response")
+    .expect("reading the HTTP response");
     parse(&String::from_utf8_lossy(&bytes))
 }
 

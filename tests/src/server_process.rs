@@ -44,6 +44,8 @@ pub struct ServerProcess {
     data: Arc<tempfile::TempDir>,
     pub addr: SocketAddr,
     pub fingerprint: String,
+    /// The separate metrics address the server printed (`--metrics-listen`), if any.
+    pub metrics_addr: Option<SocketAddr>,
     extra: Vec<String>,
     /// `--dev` (self-signed TLS) or `--insecure-plain-ws`, kept across restarts.
     transport: &'static str,
@@ -114,7 +116,7 @@ impl ServerProcess {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let (child, addr, fingerprint) = spawn(
+        let (child, addr, fingerprint, metrics_addr) = spawn(
             &wrapper,
             data.path(),
             listen.parse().expect("a listen address"),
@@ -127,6 +129,7 @@ impl ServerProcess {
             data,
             addr,
             fingerprint,
+            metrics_addr,
             extra,
             transport,
             env,
@@ -217,10 +220,11 @@ impl ServerProcess {
                 &self.extra,
                 &self.env,
             ) {
-                Ok((child, addr, fingerprint)) => {
+                Ok((child, addr, fingerprint, metrics_addr)) => {
                     self.child = Some(child);
                     self.addr = addr;
                     self.fingerprint = fingerprint;
+                    self.metrics_addr = metrics_addr;
                     return;
                 }
                 Err(err) if Instant::now() < deadline => {
@@ -301,6 +305,9 @@ fn signal(pid: u32, name: &str) {
     );
 }
 
+/// A started server: its process, address, dev certificate fingerprint and metrics address.
+type Started = (Child, SocketAddr, String, Option<SocketAddr>);
+
 fn spawn(
     wrapper: &[String],
     data: &Path,
@@ -308,7 +315,7 @@ fn spawn(
     transport: &str,
     extra: &[String],
     env: &[(String, String)],
-) -> (Child, SocketAddr, String) {
+) -> Started {
     try_spawn(wrapper, data, listen, transport, extra, env)
         .unwrap_or_else(|err| panic!("starting the server: {err}"))
 }
@@ -320,7 +327,7 @@ fn try_spawn(
     transport: &str,
     extra: &[String],
     env: &[(String, String)],
-) -> Result<(Child, SocketAddr, String), String> {
+) -> Result<Started, String> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -358,25 +365,34 @@ fn try_spawn(
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut fingerprint = None;
+        let mut metrics = None;
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
             if let Some(value) = line.strip_prefix("dev certificate SHA-256: ") {
                 fingerprint = Some(value.to_owned());
+            }
+            if let Some(url) = line.strip_prefix("metrics on http://") {
+                metrics = url.trim_end_matches("/metrics").parse::<SocketAddr>().ok();
             }
             if let Some(url) = line.strip_prefix("listening on ") {
                 let addr = url
                     .trim_start_matches("wss://")
                     .trim_start_matches("ws://")
                     .trim_end_matches("/ws");
-                let _ = tx.send((addr.to_owned(), fingerprint.clone().unwrap_or_default()));
+                let _ = tx.send((
+                    addr.to_owned(),
+                    fingerprint.clone().unwrap_or_default(),
+                    metrics,
+                ));
             }
         }
     });
     match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok((addr, fingerprint)) => Ok((
+        Ok((addr, fingerprint, metrics)) => Ok((
             child,
             addr.parse().map_err(|e| format!("{e}: {addr}"))?,
             fingerprint,
+            metrics,
         )),
         Err(_) => {
             let _ = child.kill();

@@ -1,5 +1,6 @@
 //! Token rights: who may connect (401), which documents a token opens (4403), read-only
-//! tokens (OPENED{Read}, writes refused with 4405), and expiry during a connection (4001).
+//! tokens (OPENED{Read}, writes refused with 4405), expiry during a connection (4001), tokens
+//! not valid yet (nbf, 401) and the rate-limited warning a refused login leaves in the log.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -164,4 +165,80 @@ async fn a_token_that_expires_during_the_connection_closes_it_with_4001() {
     // The expired token no longer upgrades.
     let again = RawClient::connect(&server, Some(&token)).await;
     assert!(again.is_err(), "an expired token was accepted");
+}
+
+/// HMAC-SHA-256 (RFC 2104) of `message` under a key of at most one block.
+fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    assert!(key.len() <= 64);
+    let mut block = [0u8; 64];
+    block[..key.len()].copy_from_slice(key);
+    let pad = |byte: u8| block.iter().map(|b| b ^ byte).collect::<Vec<u8>>();
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(message)
+        .finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .to_vec()
+}
+
+/// A token for every document signed with `server`'s secret, with the given time claims, as
+/// a JWT library other than Quire's own minter would make it.
+fn token_with_times(server: &ServerProcess, nbf: u64, exp: u64) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use base64::Engine;
+    let secret = std::fs::read_to_string(server.data_dir().join("secret.key")).unwrap();
+    let key = B64.decode(secret.trim()).unwrap();
+    let header = B64.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let claims = serde_json::json!({
+        "sub": "tester", "name": "Tester", "nbf": nbf, "exp": exp,
+        "docs": [{ "pattern": "*", "write": true }],
+    });
+    let payload = B64.encode(claims.to_string());
+    let signing_input = format!("{header}.{payload}");
+    let signature = B64.encode(hmac_sha256(&key, signing_input.as_bytes()));
+    format!("{signing_input}.{signature}")
+}
+
+#[tokio::test]
+async fn a_token_before_its_nbf_gets_401_and_the_refusal_is_logged_without_the_token() {
+    let server = ServerProcess::start(&[]);
+    let now = unix_now();
+    let status = |token: String| {
+        let head = upgrade_head(
+            "GET",
+            "/ws",
+            &[],
+            &[("Authorization", &format!("Bearer {token}"))],
+        );
+        let (addr, tls) = (server.addr, server.tls());
+        async move { http_probe::request(addr, tls, &head).await.status }
+    };
+    let valid = token_with_times(&server, now - 60, now + 3600);
+    assert_eq!(status(valid).await, 101, "nbf in the past: the control");
+    let early = token_with_times(&server, now + 3600, now + 7200);
+    assert_eq!(status(early.clone()).await, 401, "nbf in the future");
+
+    let line = quire_tests::wait::until(
+        "the refusal in the log",
+        quire_tests::wait::DEADLINE,
+        || {
+            let log = server.log();
+            let line = log
+                .lines()
+                .find(|l| l.contains("login refused"))
+                .map(str::to_owned);
+            std::future::ready(line)
+        },
+    )
+    .await;
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("not_yet_valid"), "{line}");
+    assert!(line.contains("127.0.0.1"), "the peer address: {line}");
+    let log = server.log();
+    let signature = early.rsplit('.').next().unwrap();
+    assert!(!log.contains(signature), "the token stays out of the log");
 }

@@ -1,5 +1,6 @@
 //! Refused upgrades: each malformed or unauthorised handshake gets the HTTP status
-//! docs/PROTOCOL.md §2.3 names, as a real response rather than a dropped socket.
+//! docs/PROTOCOL.md §2.3 names, as a real response rather than a dropped socket; and TCP
+//! connections past an address's limit are closed at accept.
 
 use quire_tests::http_probe::{self, upgrade_head};
 use quire_tests::server_process::ServerProcess;
@@ -55,6 +56,16 @@ async fn malformed_upgrades_get_the_documented_status() {
         (
             "no Upgrade header",
             upgrade_head("GET", "/ws", &["Upgrade"], &with_token),
+            400,
+        ),
+        (
+            "HTTP/1.0",
+            upgrade_head("GET", "/ws", &[], &with_token).replacen(" HTTP/1.1", " HTTP/1.0", 1),
+            400,
+        ),
+        (
+            "no Host header",
+            upgrade_head("GET", "/ws", &["Host"], &with_token),
             400,
         ),
         (
@@ -123,4 +134,49 @@ async fn refused_upgrades_are_counted_and_the_server_carries_on() {
     );
     let health = http_probe::get(server.addr, server.tls(), "/healthz").await;
     assert_eq!((health.status, health.body.trim()), (200, "ok"));
+}
+
+/// Whether a new connection to `server` gets through a TLS handshake (one refused at accept
+/// is closed before it).
+async fn tls_handshake_succeeds(server: &ServerProcess) -> bool {
+    let Ok(tcp) = tokio::net::TcpStream::connect(server.addr).await else {
+        return false;
+    };
+    let connector = tokio_rustls::TlsConnector::from(server.tls());
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let handshake = tokio::time::timeout(
+        quire_tests::raw_client::RECV_TIMEOUT,
+        connector.connect(name, tcp),
+    );
+    matches!(handshake.await, Ok(Ok(_)))
+}
+
+#[tokio::test]
+async fn tcp_connections_per_address_are_counted_from_accept() {
+    let server = ServerProcess::start(&[
+        "--max-connections-per-ip",
+        "1",
+        "--max-tcp-connections-per-ip",
+        "2",
+    ]);
+    let token = server.token(&["*"], true, "1h");
+    // One WebSocket and one socket that never says anything hold both places.
+    let _peer = quire_tests::doc_peer::Peer::connect(&server, Some(&token)).await;
+    let idle = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    // A third connection is closed at accept, before TLS; polled only to let the server
+    // accept the idle socket first.
+    quire_tests::wait::until(
+        "a third connection to be refused",
+        quire_tests::wait::DEADLINE,
+        || async { (!tls_handshake_succeeds(&server).await).then_some(()) },
+    )
+    .await;
+    // The idle socket lets go of its place when it closes; a new connection then gets in.
+    drop(idle);
+    quire_tests::wait::until(
+        "a place to free up",
+        quire_tests::wait::DEADLINE,
+        || async { tls_handshake_succeeds(&server).await.then_some(()) },
+    )
+    .await;
 }

@@ -239,3 +239,45 @@ async fn an_idle_document_is_unloaded_and_reloads_intact() {
     assert_eq!(again.text(CH), "kept across an unload");
     assert_eq!(server.metric(loaded).await, 1.0);
 }
+
+/// `(soft, hard)` "Max open files" of process `pid`, from /proc.
+fn open_file_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("/proc limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let fields: Vec<&str> = line["Max open files".len()..].split_whitespace().collect();
+    (fields[0].to_owned(), fields[1].to_owned())
+}
+
+/// `text` without ANSI colour sequences (`ESC [ ... m`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn serve_raises_the_soft_open_file_limit_to_the_hard_one_and_logs_it() {
+    // Started with a low soft limit, as many systems' defaults are.
+    let wrapper = ["sh", "-c", "ulimit -Sn 256 && exec \"$0\" \"$@\""];
+    let server = ServerProcess::start_wrapped(&wrapper, &[], &[]);
+    let (soft, hard) = open_file_limits(server.pid());
+    assert_eq!(soft, hard, "the soft limit is raised to the hard one");
+    let log = strip_ansi(&server.log());
+    let line = log
+        .lines()
+        .find(|l| l.contains("open-file limit"))
+        .unwrap_or_else(|| panic!("the figures are logged: {log}"));
+    assert!(line.contains("soft_before=256"), "{line}");
+    assert!(line.contains(&format!("soft={soft}")), "{line}");
+    assert!(line.contains(&format!("hard={hard}")), "{line}");
+}

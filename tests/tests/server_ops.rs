@@ -81,6 +81,47 @@ async fn healthz_and_metrics_follow_the_traffic() {
 }
 
 #[tokio::test]
+async fn metrics_listen_serves_metrics_apart_and_the_main_listener_stops() {
+    let server = ServerProcess::start(&["--metrics-listen", "127.0.0.1:0"]);
+    let metrics_addr = server
+        .metrics_addr
+        .expect("the server printed its metrics address");
+    assert_ne!(metrics_addr, server.addr);
+
+    let metrics = http_probe::get_plain(metrics_addr, "/metrics").await;
+    assert_eq!(metrics.status, 200, "{metrics:?}");
+    assert!(
+        metric(&metrics.body, "quire_connections").is_some(),
+        "{metrics:?}"
+    );
+    let health = http_probe::get_plain(metrics_addr, "/healthz").await;
+    assert_eq!((health.status, health.body.trim()), (200, "ok"));
+    let other = http_probe::get_plain(metrics_addr, "/ws").await;
+    assert_eq!(other.status, 404, "nothing but metrics and health there");
+
+    // On the main listener /metrics is gone; /healthz and the WebSocket stay.
+    let main = http_probe::get(server.addr, server.tls(), "/metrics").await;
+    assert_eq!(main.status, 404, "{main:?}");
+    let health = http_probe::get(server.addr, server.tls(), "/healthz").await;
+    assert_eq!(health.status, 200);
+    let token = server.token(&["*"], true, "1h");
+    let mut peer = Peer::connect(&server, Some(&token)).await;
+    peer.open_synced(CH, "metrics/apart").await;
+    let text = http_probe::get_plain(metrics_addr, "/metrics").await.body;
+    assert_eq!(metric(&text, "quire_channels"), Some(1.0), "{text}");
+}
+
+#[tokio::test]
+async fn metrics_listen_comes_from_the_environment_too() {
+    let server = ServerProcess::start_with_env(&[], &[("QUIRE_METRICS_LISTEN", "127.0.0.1:0")]);
+    let metrics_addr = server
+        .metrics_addr
+        .expect("QUIRE_METRICS_LISTEN is honoured");
+    let metrics = http_probe::get_plain(metrics_addr, "/metrics").await;
+    assert_eq!(metrics.status, 200, "{metrics:?}");
+}
+
+#[tokio::test]
 async fn export_import_compact_and_list_work_on_a_live_server() {
     let server = ServerProcess::start(&[]);
     let token = server.token(&["*"], true, "1h");

@@ -15,6 +15,8 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("setting owner-only permissions: {0}")]
+    Permissions(std::io::Error),
     #[error("stored document {doc} is corrupt: {detail}")]
     Corrupt { doc: String, detail: String },
 }

@@ -38,8 +38,17 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database in `data_dir` and runs pending migrations.
+    /// The database file and its `-wal` and `-shm` companions are owner-only (`0600`): the
+    /// file is created so before SQLite opens it, and SQLite gives the companions it creates
+    /// the database file's mode ([`crate::private`]).
     pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let path = data_dir.join(DB_FILE);
+        crate::private::create_or_narrow(&path).map_err(StoreError::Permissions)?;
+        for suffix in ["-wal", "-shm"] {
+            let mut companion = path.clone().into_os_string();
+            companion.push(suffix);
+            crate::private::narrow(Path::new(&companion)).map_err(StoreError::Permissions)?;
+        }
         let options = SqliteConnectOptions::from_str("sqlite://")?
             .filename(&path)
             .create_if_missing(true)
@@ -365,6 +374,9 @@ impl Store for SqliteStore {
     }
 
     async fn backup(&self, path: &Path) -> Result<(), StoreError> {
+        // Made empty and owner-only first (VACUUM INTO accepts an empty file), so the copy
+        // never exists with the umask's mode.
+        crate::private::create_file(path).map_err(StoreError::Permissions)?;
         // VACUUM INTO writes a consistent copy from one read transaction; writers carry on.
         sqlx::query("VACUUM INTO ?")
             .bind(path.to_string_lossy().as_ref())

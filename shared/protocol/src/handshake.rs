@@ -40,15 +40,31 @@ pub struct Upgrade {
     pub token: Option<String>,
 }
 
-/// Checks an upgrade request for the WebSocket path. `headers` holds every header line
-/// (name, value), in any case; `query` is the raw query string without `?`.
+/// The HTTP version an upgrade must use, as written in the request line (RFC 6455 §4.1).
+pub const HTTP_VERSION: &str = "HTTP/1.1";
+
+/// Checks an upgrade request for the WebSocket path. `version` is the request line's HTTP
+/// version as written there (`HTTP/1.1`); `headers` holds every header line (name, value), in
+/// any case; `query` is the raw query string without `?`.
 pub fn check_upgrade(
     method: &str,
+    version: &str,
     query: Option<&str>,
     headers: &[(&str, &str)],
 ) -> Result<Upgrade, Refusal> {
     if method != "GET" {
         return Err(Refusal::new(405, "the WebSocket upgrade must be a GET"));
+    }
+    if version != HTTP_VERSION {
+        return Err(NOT_HTTP_1_1);
+    }
+    let hosts: Vec<&str> = headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("host"))
+        .map(|(_, v)| v.trim())
+        .collect();
+    if !matches!(hosts.as_slice(), [host] if !host.is_empty()) {
+        return Err(MISSING_HOST);
     }
     let values = |name: &'static str| header_values(headers, name);
     if !values("upgrade").any(|v| v.eq_ignore_ascii_case("websocket")) {
@@ -94,6 +110,11 @@ fn header_values<'h>(
         .map(str::trim)
 }
 
+/// The refusal for an upgrade over any HTTP version but 1.1 (HTTP/1.0 has no upgrade).
+pub const NOT_HTTP_1_1: Refusal = Refusal::new(400, "the WebSocket upgrade must use HTTP/1.1");
+/// The refusal for an upgrade without exactly one non-empty `Host` header (RFC 6455 §4.1,
+/// RFC 9112 §3.2).
+pub const MISSING_HOST: Refusal = Refusal::new(400, "the upgrade must carry one `Host` header");
 /// The refusal for a request without a usable token.
 pub const UNAUTHORIZED: Refusal =
     Refusal::new(401, "missing, malformed, expired or unverifiable token");
@@ -139,6 +160,7 @@ mod tests {
     use super::*;
 
     const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+    const V11: &str = HTTP_VERSION;
 
     fn good() -> Vec<(&'static str, &'static str)> {
         vec![
@@ -158,7 +180,7 @@ mod tests {
 
     #[test]
     fn accepts_a_good_request() {
-        let upgrade = check_upgrade("GET", None, &good()).unwrap();
+        let upgrade = check_upgrade("GET", V11, None, &good()).unwrap();
         assert_eq!(
             upgrade,
             Upgrade {
@@ -172,54 +194,82 @@ mod tests {
     fn token_may_come_from_the_query() {
         let upgrade = check_upgrade(
             "GET",
+            V11,
             Some("x=1&access_token=t0k"),
             &without("Authorization"),
         )
         .unwrap();
         assert_eq!(upgrade.token.as_deref(), Some("t0k"));
-        let upgrade = check_upgrade("GET", None, &without("Authorization")).unwrap();
+        let upgrade = check_upgrade("GET", V11, None, &without("Authorization")).unwrap();
         assert_eq!(upgrade.token, None);
     }
 
     #[test]
     fn refusals_have_the_documented_status() {
         assert_eq!(
-            check_upgrade("POST", None, &good()).unwrap_err().status,
+            check_upgrade("POST", V11, None, &good())
+                .unwrap_err()
+                .status,
             405
         );
         assert_eq!(
-            check_upgrade("GET", None, &without("Upgrade"))
+            check_upgrade("GET", V11, None, &without("Upgrade"))
                 .unwrap_err()
                 .status,
             400
         );
         assert_eq!(
-            check_upgrade("GET", None, &without("Connection"))
+            check_upgrade("GET", V11, None, &without("Connection"))
                 .unwrap_err()
                 .status,
             400
         );
         assert_eq!(
-            check_upgrade("GET", None, &without("Sec-WebSocket-Key"))
+            check_upgrade("GET", V11, None, &without("Sec-WebSocket-Key"))
                 .unwrap_err()
                 .status,
             400
         );
         assert_eq!(
-            check_upgrade("GET", None, &without("Sec-WebSocket-Protocol"))
+            check_upgrade("GET", V11, None, &without("Sec-WebSocket-Protocol"))
                 .unwrap_err()
                 .status,
             400
         );
-        let old = check_upgrade("GET", None, &without("Sec-WebSocket-Version")).unwrap_err();
+        let old = check_upgrade("GET", V11, None, &without("Sec-WebSocket-Version")).unwrap_err();
         assert_eq!(
             (old.status, old.header),
             (426, Some(("Sec-WebSocket-Version", "13")))
         );
+        for version in ["HTTP/1.0", "HTTP/0.9", "HTTP/2.0"] {
+            assert_eq!(
+                check_upgrade("GET", version, None, &good()),
+                Err(NOT_HTTP_1_1),
+                "{version}"
+            );
+        }
+        assert_eq!(
+            check_upgrade("GET", V11, None, &without("Host")),
+            Err(MISSING_HOST)
+        );
+        let mut two_hosts = good();
+        two_hosts.push(("host", "elsewhere"));
+        assert_eq!(
+            check_upgrade("GET", V11, None, &two_hosts),
+            Err(MISSING_HOST)
+        );
+        let mut empty_host = without("Host");
+        empty_host.push(("Host", " "));
+        assert_eq!(
+            check_upgrade("GET", V11, None, &empty_host),
+            Err(MISSING_HOST)
+        );
         let mut bad_key = without("Sec-WebSocket-Key");
         bad_key.push(("Sec-WebSocket-Key", "short"));
         assert_eq!(
-            check_upgrade("GET", None, &bad_key).unwrap_err().status,
+            check_upgrade("GET", V11, None, &bad_key)
+                .unwrap_err()
+                .status,
             400
         );
     }

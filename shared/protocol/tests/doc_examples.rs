@@ -321,3 +321,87 @@ fn close_code_tables_match_the_crate() {
         .collect();
     assert_eq!(code_table(&spec, "### 10.2 "), channel);
 }
+
+/// The §2.1 example request, with its token placeholder, as (request line, headers).
+fn upgrade_example(spec: &str) -> (String, Vec<(String, String)>) {
+    let section = spec.split("### 2.1 ").nth(1).expect("§2.1 present");
+    let block = section.split("```").nth(1).expect("§2.1 has an example");
+    let mut lines = block.lines().map(str::trim).filter(|l| !l.is_empty());
+    let request_line = lines.next().expect("a request line").to_owned();
+    let headers = lines
+        .map(|line| {
+            let (name, value) = line.split_once(':').expect("a header line");
+            (name.trim().to_owned(), value.trim().to_owned())
+        })
+        .collect();
+    (request_line, headers)
+}
+
+#[test]
+fn upgrade_example_passes_the_check_and_its_http_1_0_form_does_not() {
+    use quire_protocol::handshake::{check_upgrade, MISSING_HOST, NOT_HTTP_1_1, WS_PATH};
+    let (request_line, headers) = upgrade_example(&spec());
+    let parts: Vec<&str> = request_line.split(' ').collect();
+    let [method, path, version] = parts.as_slice() else {
+        panic!("`{request_line}` is not METHOD PATH VERSION");
+    };
+    assert_eq!(*path, WS_PATH);
+    let pairs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let upgrade = check_upgrade(method, version, None, &pairs).expect("the example is accepted");
+    assert_eq!(upgrade.token.as_deref(), Some("<token>"));
+    assert_eq!(
+        check_upgrade(method, "HTTP/1.0", None, &pairs),
+        Err(NOT_HTTP_1_1)
+    );
+    let no_host: Vec<(&str, &str)> = pairs
+        .iter()
+        .copied()
+        .filter(|(n, _)| !n.eq_ignore_ascii_case("host"))
+        .collect();
+    assert_eq!(
+        check_upgrade(method, version, None, &no_host),
+        Err(MISSING_HOST)
+    );
+}
+
+#[test]
+fn refused_upgrade_table_names_every_refusal_status() {
+    use quire_protocol::handshake::{
+        FORBIDDEN, MISSING_HOST, NOT_HTTP_1_1, SHUTTING_DOWN, TOO_MANY_CONNECTIONS, UNAUTHORIZED,
+    };
+    let spec = spec();
+    let section = spec.split("### 2.3 ").nth(1).expect("§2.3 present");
+    let section = section.split("\n#").next().unwrap();
+    let statuses: BTreeSet<u16> = section
+        .lines()
+        .filter_map(|line| {
+            line.split('|')
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    for refusal in [
+        NOT_HTTP_1_1,
+        MISSING_HOST,
+        UNAUTHORIZED,
+        FORBIDDEN,
+        TOO_MANY_CONNECTIONS,
+        SHUTTING_DOWN,
+    ] {
+        assert!(
+            statuses.contains(&refusal.status),
+            "§2.3 has no row for {refusal:?}"
+        );
+    }
+    let row_400 = section
+        .lines()
+        .find(|line| line.starts_with("| 400 "))
+        .expect("a 400 row");
+    assert!(row_400.contains("HTTP/1.1") && row_400.contains("`Host`"));
+}
