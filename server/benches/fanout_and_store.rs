@@ -39,7 +39,8 @@ fn fan_out(c: &mut Criterion) {
                         conn: ConnId(n as u64),
                         channel: ChannelId(1),
                     };
-                    room.subscribe(key, handle.clone(), Access::Write);
+                    handle.channel_opened(ChannelId(1), 1);
+                    room.subscribe(key, handle.clone(), 1, Access::Write);
                     queues.push((handle, queue));
                 }
                 let from = SubKey {

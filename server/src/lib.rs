@@ -5,9 +5,11 @@
 //! - [`config`]: serve settings from flags, `QUIRE_*` variables and a TOML file.
 //! - [`server`]: wires storage, rooms, persister and metrics; `run` serves until shutdown.
 //! - [`http`]: accept loop, TLS, `/healthz`, `/metrics`, and the checked WebSocket upgrade.
-//! - [`connection`]: one task pair per client: reader (frames → channels) and writer (queue →
-//!   socket), heartbeat, token expiry, close codes.
+//! - [`connection`]: one task pair per client: reader (frames → room tasks) and writer (a
+//!   fair schedule of frames → socket), heartbeat, token expiry, close codes.
 //! - [`rooms`] / [`room`]: documents in memory, shared by all their subscribers; fan-out.
+//! - [`room_task`]: each room's own task, where all work on its document happens in order,
+//!   the heavy parts on the blocking pool; it also unloads the room when idle.
 //! - [`history`]: what a room's document was built from, to undo an update yrs applied in part.
 //! - [`awareness`]: presence per room, cleared for subscribers that leave.
 //! - [`persist`]: group commit to storage, durable acks after commit, compaction.
@@ -33,6 +35,7 @@ pub mod metrics;
 pub mod persist;
 pub mod private;
 pub mod room;
+pub mod room_task;
 pub mod rooms;
 pub mod server;
 pub mod shutdown;

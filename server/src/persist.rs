@@ -76,11 +76,11 @@ impl Persister {
     /// (backpressure on the sender). `None` once the persister is gone.
     ///
     /// The place is reserved before the write is applied and filled while the room is still
-    /// locked ([`crate::room::Room::apply`]), so each room's writes are queued, and committed,
+    /// locked ([`crate::room::Room::try_apply`]), so each room's writes are queued, and committed,
     /// in the order they were applied. Otherwise a client could build on another's update,
     /// have its own acknowledged, and lose it after a crash to the missing dependency.
-    pub async fn reserve(&self) -> Option<Slot<'_>> {
-        self.tx.reserve().await.ok().map(Slot)
+    pub async fn reserve(&self) -> Option<Slot> {
+        self.tx.clone().reserve_owned().await.ok().map(Slot)
     }
 
     /// Waits until everything queued so far is committed or failed.
@@ -94,14 +94,11 @@ impl Persister {
 
 /// A place in the persister's queue, see [`Persister::reserve`].
 #[derive(Debug)]
-pub struct Slot<'a>(mpsc::Permit<'a, Job>);
+pub struct Slot(mpsc::OwnedPermit<Job>);
 
-impl Slot<'_> {
+impl Slot {
     /// Queues a write in the reserved place, without waiting.
     pub fn submit(self, job: Job) {
-        if let Job::Write { room, .. } = &job {
-            room.pending_writes.fetch_add(1, Ordering::AcqRel);
-        }
         self.0.send(job);
     }
 }
@@ -219,7 +216,6 @@ async fn commit_batch<S: Store>(
                 ack,
                 received,
             } => {
-                room.pending_writes.fetch_sub(1, Ordering::AcqRel);
                 let key = (ack.conn.id(), ack.channel, ack.generation);
                 if result.is_ok() {
                     metrics.durable_ack.observe(now - received);

@@ -1,11 +1,14 @@
 //! A room: one open document in memory (a yrs Doc plus awareness) shared by every channel, on
 //! any connection, that has it open. An update is applied once here and relayed to every
-//! other subscriber; making it durable is the persister's job.
+//! other subscriber, encoded once and shared; making it durable is the persister's job.
+//! Only the room's own task ([`crate::room_task`]) calls into a served room, so no
+//! connection ever waits on its lock.
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 use quire_protocol::frame::kind;
 use quire_protocol::ysync::{encode_step1, encode_step2, encode_update, SYNC_UPDATE};
@@ -28,6 +31,9 @@ pub struct SubKey {
 #[derive(Debug)]
 struct Subscriber {
     conn: ConnHandle,
+    /// The channel's opening on its connection: relays for an earlier opening of the same
+    /// channel ID are dropped by the connection.
+    generation: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,17 +54,13 @@ struct State {
     history: History,
     awareness: RoomAwareness,
     subscribers: HashMap<SubKey, Subscriber>,
+    /// An update failed part way: `doc` may hold part of it until [`Room::rebuild`].
+    needs_rebuild: bool,
 }
 
 pub struct Room {
     pub id: DocId,
     state: Mutex<State>,
-    /// Loaded from storage once, by the first opener.
-    pub(crate) loaded: tokio::sync::OnceCell<()>,
-    /// Channels holding the room (guarded by the registry's lock for unloading decisions).
-    pub(crate) refs: AtomicUsize,
-    /// Writes handed to the persister and not yet committed.
-    pub(crate) pending_writes: AtomicU64,
     /// A commit of this room's updates failed: the next write stores the full state instead of
     /// a delta, so that storage never holds an update whose dependencies were lost.
     pub(crate) needs_snapshot: AtomicBool,
@@ -86,10 +88,8 @@ impl Room {
                 history: History::default(),
                 awareness: RoomAwareness::default(),
                 subscribers: HashMap::new(),
+                needs_rebuild: false,
             }),
-            loaded: tokio::sync::OnceCell::new(),
-            refs: AtomicUsize::new(0),
-            pending_writes: AtomicU64::new(0),
             needs_snapshot: AtomicBool::new(false),
             log_updates: AtomicU64::new(0),
             stored_through: AtomicI64::new(0),
@@ -116,10 +116,13 @@ impl Room {
         &self,
         key: SubKey,
         conn: ConnHandle,
+        generation: u64,
         access: Access,
     ) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
         let mut state = self.state.lock();
-        state.subscribers.insert(key, Subscriber { conn });
+        state
+            .subscribers
+            .insert(key, Subscriber { conn, generation });
         let step1 = access
             .can_write()
             .then(|| encode_step1(&state.doc.transact().state_vector()));
@@ -131,8 +134,18 @@ impl Room {
         let mut state = self.state.lock();
         state.subscribers.remove(&key);
         if let Some(removal) = state.awareness.remove_owned_by(key) {
-            broadcast(&state.subscribers, key, kind::AWARENESS, &removal);
+            broadcast(
+                &state.subscribers,
+                key,
+                kind::AWARENESS,
+                Bytes::from(removal),
+            );
         }
+    }
+
+    /// How many channels have the room open.
+    pub fn subscriber_count(&self) -> usize {
+        self.state.lock().subscribers.len()
     }
 
     /// Sync step 2 answering a peer's step 1: everything the peer lacks.
@@ -146,8 +159,27 @@ impl Room {
     /// SYNC payload it came in (relayed as-is when it already is an update message).
     /// `persist` is called once the update is applied, with whether it brought anything new
     /// (only new updates need storing), while the room is still locked: storage then sees the
-    /// room's updates in the order they were applied. Returns that same flag.
+    /// room's updates in the order they were applied. Returns that same flag. A refused update
+    /// leaves nothing behind: the document is rebuilt before this returns.
     pub fn apply(
+        &self,
+        from: SubKey,
+        update: Update,
+        raw_update: &[u8],
+        payload: &[u8],
+        persist: impl FnOnce(bool),
+    ) -> Result<bool, ApplyError> {
+        let result = self.try_apply(from, update, raw_update, payload, persist);
+        if self.needs_rebuild() {
+            self.rebuild();
+        }
+        result
+    }
+
+    /// [`Room::apply`] without the rebuild: after an error, [`Room::needs_rebuild`] says
+    /// whether the caller must call [`Room::rebuild`] (an O(document) step it may want to run
+    /// elsewhere) before the room is used again.
+    pub fn try_apply(
         &self,
         from: SubKey,
         update: Update,
@@ -181,10 +213,10 @@ impl Room {
         let changed = match applied {
             Ok(changed) => changed,
             Err(err) => {
-                // yrs may have integrated part of the update before failing: start again from
-                // what was accepted, so nothing of a refused update stays in memory (found by
-                // the server's fuzz target: memory and storage drifted apart).
-                state.doc = state.history.rebuild();
+                // yrs may have integrated part of the update before failing: the document must
+                // start again from what was accepted, so nothing of a refused update stays in
+                // memory (found by the server's fuzz target: memory and storage drifted apart).
+                state.needs_rebuild = true;
                 return Err(err);
             }
         };
@@ -193,24 +225,34 @@ impl Room {
             return Ok(false);
         }
         state.history.accepted(raw_update, &state.doc);
-        if is_update_message(payload) {
-            broadcast(&state.subscribers, from, kind::SYNC, payload);
+        let relay = if is_update_message(payload) {
+            Bytes::copy_from_slice(payload)
         } else {
-            broadcast(
-                &state.subscribers,
-                from,
-                kind::SYNC,
-                &encode_update(raw_update.to_vec()),
-            );
-        }
+            Bytes::from(encode_update(raw_update.to_vec()))
+        };
+        broadcast(&state.subscribers, from, kind::SYNC, relay);
         Ok(true)
+    }
+
+    /// Whether a refused update left the document to be rebuilt.
+    pub fn needs_rebuild(&self) -> bool {
+        self.state.lock().needs_rebuild
+    }
+
+    /// Rebuilds the document from its history (what was accepted), dropping whatever a
+    /// refused update left in it.
+    pub fn rebuild(&self) {
+        let mut state = self.state.lock();
+        state.doc = state.history.rebuild();
+        state.needs_rebuild = false;
     }
 
     /// Applies an awareness update from `from` and relays the raw payload to the others.
     pub fn relay_awareness(&self, from: SubKey, update: &AwarenessUpdate, payload: &[u8]) {
         let mut state = self.state.lock();
         if state.awareness.apply(from, update) {
-            broadcast(&state.subscribers, from, kind::AWARENESS, payload);
+            let relay = Bytes::copy_from_slice(payload);
+            broadcast(&state.subscribers, from, kind::AWARENESS, relay);
         }
     }
 
@@ -262,10 +304,13 @@ fn is_update_message(payload: &[u8]) -> bool {
     payload.first() == Some(&(SYNC_UPDATE as u8))
 }
 
-fn broadcast(subscribers: &HashMap<SubKey, Subscriber>, from: SubKey, body_kind: u8, body: &[u8]) {
+/// Queues `body` for every subscriber but `from`: one allocation, shared by all their queues.
+fn broadcast(subscribers: &HashMap<SubKey, Subscriber>, from: SubKey, body_kind: u8, body: Bytes) {
     for (key, subscriber) in subscribers {
         if *key != from {
-            subscriber.conn.send_body(key.channel, body_kind, body);
+            subscriber
+                .conn
+                .send_body(key.channel, subscriber.generation, body_kind, body.clone());
         }
     }
 }

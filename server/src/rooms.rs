@@ -1,6 +1,8 @@
-//! The registry of rooms in memory. The first channel to open a document loads it from storage;
-//! after the last one leaves, the room waits an idle delay and is unloaded once everything it
-//! received is durable. Reopening an unloaded document loads it afresh.
+//! The registry of rooms in memory. The first channel to open a document creates its room and
+//! starts the room's task, which loads it from storage before any other work; every channel
+//! holding the room counts as a reference, under the registry's lock. The room's task unloads
+//! it once it has been unused for the idle delay and everything it received is durable
+//! ([`crate::room_task`]); reopening an unloaded document loads it afresh.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -11,89 +13,117 @@ use parking_lot::Mutex;
 use quire_protocol::DocId;
 
 use crate::metrics::Metrics;
+use crate::persist::Persister;
 use crate::room::Room;
-use crate::store::{Store, StoreError};
+use crate::room_task::{self, RoomHandle};
+use crate::store::Store;
+
+#[derive(Debug)]
+struct Entry {
+    handle: RoomHandle,
+    /// Channels holding the room.
+    refs: usize,
+}
 
 #[derive(Debug)]
 pub struct Rooms<S> {
-    map: Mutex<HashMap<DocId, Arc<Room>>>,
+    map: Mutex<HashMap<DocId, Entry>>,
     store: Arc<S>,
+    persister: Persister,
     idle_unload: Duration,
     metrics: Arc<Metrics>,
 }
 
 impl<S: Store> Rooms<S> {
-    pub fn new(store: Arc<S>, idle_unload: Duration, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        store: Arc<S>,
+        persister: Persister,
+        idle_unload: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             map: Mutex::new(HashMap::new()),
             store,
+            persister,
             idle_unload,
             metrics,
         }
     }
 
-    /// Takes a reference on the document's room, loading it on first use.
-    pub async fn acquire(self: &Arc<Self>, doc: &DocId) -> Result<Arc<Room>, StoreError> {
-        let room = {
-            let mut map = self.map.lock();
-            let room = map.entry(doc.clone()).or_insert_with(|| {
-                self.metrics
-                    .documents_loaded
-                    .fetch_add(1, Ordering::Relaxed);
-                Arc::new(Room::new(doc.clone()))
-            });
-            room.refs.fetch_add(1, Ordering::AcqRel);
-            room.clone()
-        };
-        let loaded = room
-            .loaded
-            .get_or_try_init(|| async {
-                let stored = self.store.load(doc.as_str()).await?;
-                room.load_stored(stored)
-                    .map_err(|detail| StoreError::Corrupt {
-                        doc: doc.to_string(),
-                        detail,
-                    })
-            })
-            .await;
-        match loaded {
-            Ok(()) => Ok(room),
-            Err(err) => {
-                self.release(&room);
-                Err(err)
+    /// Takes a reference on the document's room, creating it (and starting its load) on first
+    /// use. Never waits: the load happens in the room's task, ahead of the jobs queued on it.
+    pub fn acquire(self: &Arc<Self>, doc: &DocId) -> RoomHandle {
+        let mut map = self.map.lock();
+        let entry = map.entry(doc.clone()).or_insert_with(|| {
+            self.metrics
+                .documents_loaded
+                .fetch_add(1, Ordering::Relaxed);
+            let room = Arc::new(Room::new(doc.clone()));
+            Entry {
+                handle: room_task::start(self.clone(), room),
+                refs: 0,
             }
-        }
+        });
+        entry.refs += 1;
+        entry.handle.clone()
     }
 
     /// Drops a reference taken by [`Rooms::acquire`].
-    pub fn release(self: &Arc<Self>, room: &Arc<Room>) {
-        if room.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let rooms = self.clone();
-            let room = room.clone();
-            tokio::spawn(async move { rooms.unload_when_idle(room).await });
+    pub fn release(&self, handle: &RoomHandle) {
+        let mut map = self.map.lock();
+        if let Some(entry) = map.get_mut(&handle.room().id) {
+            if Arc::ptr_eq(entry.handle.room(), handle.room()) {
+                entry.refs = entry.refs.saturating_sub(1);
+            }
         }
     }
 
-    async fn unload_when_idle(&self, room: Arc<Room>) {
-        loop {
-            tokio::time::sleep(self.idle_unload).await;
-            let mut map = self.map.lock();
-            if room.refs.load(Ordering::Acquire) > 0 {
-                return;
-            }
-            if room.pending_writes.load(Ordering::Acquire) > 0
-                || room.needs_snapshot.load(Ordering::Acquire)
-            {
-                continue; // not durable yet: keep it, look again later
-            }
-            if map.get(&room.id).is_some_and(|r| Arc::ptr_eq(r, &room)) {
+    /// Removes `room` if no channel holds it; true if it was removed (or already gone).
+    pub(crate) fn unload_if_unused(&self, room: &Arc<Room>) -> bool {
+        let mut map = self.map.lock();
+        match map.get(&room.id) {
+            Some(entry) if Arc::ptr_eq(entry.handle.room(), room) => {
+                if entry.refs > 0 {
+                    return false;
+                }
                 map.remove(&room.id);
                 self.metrics
                     .documents_loaded
                     .fetch_sub(1, Ordering::Relaxed);
                 tracing::debug!(doc = %room.id, "unloaded idle document");
+                true
             }
-            return;
+            _ => true,
         }
+    }
+
+    /// Removes `room` whatever holds it (its load failed): the next opener starts afresh.
+    pub(crate) fn forget(&self, room: &Arc<Room>) {
+        let mut map = self.map.lock();
+        if map
+            .get(&room.id)
+            .is_some_and(|entry| Arc::ptr_eq(entry.handle.room(), room))
+        {
+            map.remove(&room.id);
+            self.metrics
+                .documents_loaded
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn store(&self) -> &Arc<S> {
+        &self.store
+    }
+
+    pub(crate) fn persister(&self) -> &Persister {
+        &self.persister
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub(crate) fn idle_unload(&self) -> Duration {
+        self.idle_unload
     }
 }

@@ -1,6 +1,7 @@
 //! The server as a value: configuration, storage, rooms, persister and metrics wired together,
 //! and `run`, which serves a listener until a shutdown future resolves, then shuts down
-//! gracefully: stop accepting, flush every pending write, close every client with 1001.
+//! gracefully: answer new upgrades with 503 while every connection makes its writes durable,
+//! sends their ACKs and closes with 1001; then stop listening.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 
 use crate::auth::Secret;
 use crate::config::ServeConfig;
@@ -141,7 +142,12 @@ pub async fn run<S: Store>(
         config.queue_depth.max(1024),
         config.commit_window,
     );
-    let rooms = Arc::new(Rooms::new(store, config.idle_unload, metrics.clone()));
+    let rooms = Arc::new(Rooms::new(
+        store,
+        persister.clone(),
+        config.idle_unload,
+        metrics.clone(),
+    ));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shutdown_timeout = config.shutdown_timeout;
     let server = Arc::new(Server {
@@ -161,15 +167,23 @@ pub async fn run<S: Store>(
 
     let metrics_task = metrics_listener
         .map(|listener| tokio::spawn(http::metrics_loop(server.metrics.clone(), listener)));
-    http::accept_loop(server.clone(), listener, tls, shutdown).await;
-    if let Some(task) = metrics_task {
-        task.abort();
-    }
+    // The listener stays open through the drain, so that a client reconnecting meanwhile is
+    // told 503 (PROTOCOL §5.3) rather than refused at the TCP level.
+    let (drained, stop_accepting) = oneshot::channel::<()>();
+    let accepting = tokio::spawn(http::accept_loop(
+        server.clone(),
+        listener,
+        tls,
+        async move {
+            let _ = stop_accepting.await;
+        },
+    ));
+    shutdown.await;
     tracing::info!("shutting down: flushing pending writes and closing connections with 1001");
     let _ = shutdown_tx.send(true);
     // Each connection flushes its own writes, waits for their acks to go out, then closes
     // with 1001. Wait for all of them, within the bound.
-    let drained = tokio::time::timeout(shutdown_timeout, async {
+    let all_closed = tokio::time::timeout(shutdown_timeout, async {
         loop {
             let notified = server.all_closed.notified();
             if server.live.load(Ordering::Acquire) == 0 {
@@ -179,21 +193,18 @@ pub async fn run<S: Store>(
         }
     })
     .await;
-    if drained.is_err() {
+    if all_closed.is_err() {
         tracing::warn!(
             open = server.live.load(Ordering::Acquire),
             "shutdown timeout: closing remaining connections"
         );
     }
+    let _ = drained.send(());
+    let _ = accepting.await;
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
+    // Whatever is still queued (a connection past the timeout) is committed before exiting.
     server.persister.flush().await;
-    let Server { persister, .. } = match Arc::try_unwrap(server) {
-        Ok(server) => server,
-        Err(server) => {
-            // Connections still hold the server: everything they queued is flushed above.
-            server.persister.flush().await;
-            return;
-        }
-    };
-    drop(persister);
-    let _ = persister_task.await;
+    drop(persister_task);
 }

@@ -1,12 +1,15 @@
-//! One client connection: the reader loop (this file) decodes mux frames and drives channels;
-//! the writer task (`outbound`) owns the socket's sending half; `lane` holds the small queues
-//! for control frames and the reader's events. The reader also runs the
-//! heartbeat and the token's expiry, and on shutdown flushes this connection's writes before
-//! closing with 1001.
+//! One client connection: the reader loop (this file) decodes mux frames and dispatches them;
+//! work on documents goes to each room's own task ([`crate::room_task`]) and is never waited
+//! for here, so a busy document holds up neither the connection's other channels nor its
+//! heartbeat. The writer task (`outbound`) owns the socket's sending half and writes the
+//! `schedule` of outgoing frames; `lane` holds the reader's events. The reader also runs the
+//! heartbeat and the token's expiry, and on shutdown waits for this connection's writes to be
+//! durable and acknowledged before closing with 1001.
 
 mod channel;
 mod lane;
 mod outbound;
+mod schedule;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,11 +19,13 @@ use std::time::{Duration, Instant};
 
 use futures_util::{Stream, StreamExt};
 use quire_protocol::frame::peek_channel;
-use quire_protocol::ysync::{decode_awareness, decode_sync, is_write, SyncPayload};
+use quire_protocol::ysync::is_write;
 use quire_protocol::{
     Access, ChannelCode, ChannelId, CloseCode, ConnId, DocId, Frame, FrameError, Heartbeat,
     HeartbeatEvent, Message, Welcome,
 };
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tracing::Instrument;
 
@@ -28,15 +33,18 @@ use self::channel::{ChannelState, OpenChannel};
 pub(crate) use self::outbound::ConnEvent;
 pub use self::outbound::{ConnHandle, QueueOnly};
 use crate::auth::Claims;
-use crate::persist::{AckTarget, Job};
 use crate::room::SubKey;
+use crate::room_task::{RoomJob, Subscription};
 use crate::server::{ConnectionSlot, Server};
 use crate::store::Store;
 
 /// A connection that causes more channel errors than this is closed with 1008.
 const MAX_CHANNEL_ERRORS: u32 = 100;
-/// How long to wait for the peer's Close frame after sending ours.
+/// How long to keep reading for the peer's Close frame once ours is out (or theirs came).
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bytes a queued job counts for beyond its payload, so that many tiny messages are bounded
+/// too.
+const JOB_OVERHEAD: usize = 1024;
 
 /// Serves one upgraded WebSocket until it ends.
 pub async fn serve<S, W>(
@@ -57,17 +65,15 @@ pub async fn serve<S, W>(
     let span = tracing::info_span!("conn", id = %conn_id, %peer, user = %claims.sub);
     async move {
         let config = &server.config;
-        let (handle, queues) = ConnHandle::new(
+        let handle = ConnHandle::new(
             conn_id,
             config.queue_depth,
             config.max_queued_bytes,
             config.limits.max_frame_size,
             server.metrics.clone(),
         );
-        let (sink, stream) = ws.split();
-        let writer = tokio::spawn(
-            outbound::run_writer(handle.clone(), queues.frames, sink).in_current_span(),
-        );
+        let (sink, mut stream) = ws.split();
+        let mut writer = tokio::spawn(outbound::run_writer(handle.clone(), sink).in_current_span());
         server.metrics.connections.fetch_add(1, Ordering::Relaxed);
         server
             .metrics
@@ -84,11 +90,25 @@ pub async fn serve<S, W>(
             channel_errors: 0,
             next_generation: 1,
             heartbeat: Heartbeat::new(Instant::now(), config.heartbeat),
+            budget: Arc::new(Semaphore::new(config.limits.max_message_size as usize)),
+            closing: false,
         };
-        let ending = reader.run(stream).await;
+        let ending = reader.run(&mut stream).await;
+        let mut peer_closed = matches!(ending, Ending::PeerClosed(_) | Ending::Lost);
         if let Ending::Shutdown = ending {
-            // The channels stay open until their writes are acknowledged.
-            server.persister.flush().await;
+            // The channels stay open until their writes are acknowledged. Meanwhile the
+            // client's frames are read and dropped: unread bytes at close would make the
+            // kernel reset the connection, and the client would lose its ACKs and our Close.
+            let flushed = reader.flush_channels();
+            tokio::pin!(flushed);
+            loop {
+                tokio::select! {
+                    _ = &mut flushed => break,
+                    message = stream.next(), if !peer_closed => {
+                        peer_closed = !matches!(message, Some(Ok(ref m)) if !m.is_close());
+                    }
+                }
+            }
         }
         reader.close_all_channels();
         match ending {
@@ -97,11 +117,30 @@ pub async fn serve<S, W>(
             Ending::Killed => {}
             Ending::Lost => handle.kill(CloseCode::Abnormal),
         }
-        let code = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT * 2, writer)
-            .await
-            .ok()
-            .and_then(Result::ok);
-        let code = code.unwrap_or(CloseCode::Abnormal);
+        // Keep reading until the writer is done and the peer has answered our Close (or gone),
+        // so that TCP ends with a FIN after the Close frame, not a reset before it.
+        let mut code = None;
+        let linger = tokio::time::sleep(CLOSE_HANDSHAKE_TIMEOUT * 4);
+        tokio::pin!(linger);
+        while code.is_none() || !peer_closed {
+            tokio::select! {
+                done = &mut writer, if code.is_none() => {
+                    code = Some(done.unwrap_or(CloseCode::Abnormal));
+                    linger.as_mut().reset(tokio::time::Instant::now() + CLOSE_HANDSHAKE_TIMEOUT);
+                }
+                message = stream.next(), if !peer_closed => {
+                    peer_closed = !matches!(message, Some(Ok(ref m)) if !m.is_close());
+                }
+                _ = &mut linger => break,
+            }
+        }
+        let code = match code {
+            Some(code) => code,
+            None => {
+                writer.abort();
+                CloseCode::Abnormal
+            }
+        };
         server.metrics.count_close(code.as_u16());
         server.metrics.connections.fetch_sub(1, Ordering::Relaxed);
         tracing::debug!(code = code.as_u16(), "disconnected");
@@ -118,7 +157,8 @@ enum Ending {
     Shutdown,
     /// The client sent a Close frame with this code (echoed back).
     PeerClosed(CloseCode),
-    /// The connection was killed with a code (the writer sends it).
+    /// The connection was killed with a code, or is closing after its queue: the writer
+    /// sends the Close.
     Killed,
     /// The socket failed; nobody to send a Close to.
     Lost,
@@ -134,10 +174,15 @@ struct Reader<S> {
     /// The generation the next opened channel gets (see `OpenChannel::generation`).
     next_generation: u64,
     heartbeat: Heartbeat,
+    /// Bytes of this connection's messages queued on rooms' tasks and not yet handled: past
+    /// `max_message_size` the reader stops reading, which slows this client alone.
+    budget: Arc<Semaphore>,
+    /// The connection is closing after its queue (the error budget ran out): read no more.
+    closing: bool,
 }
 
 impl<S: Store> Reader<S> {
-    async fn run<R>(&mut self, mut stream: R) -> Ending
+    async fn run<R>(&mut self, stream: &mut R) -> Ending
     where
         R: Stream<Item = Result<WsMessage, tungstenite::Error>> + Unpin,
     {
@@ -153,21 +198,21 @@ impl<S: Store> Reader<S> {
                             if let Some(ending) = self.on_ws_message(message).await {
                                 return ending;
                             }
+                            if self.closing {
+                                return Ending::Killed;
+                            }
                         }
                         Err(err) => return self.on_ws_error(err),
                     }
                 }
-                event = self.conn.next_event() => match event {
-                    ConnEvent::Killed => return self.drain_after_kill(&mut stream).await,
-                    ConnEvent::CloseChannel { channel, generation, code } => {
-                        if matches!(self.channels.get(&channel), Some(ChannelState::Open(open)) if open.generation == generation) {
-                            self.close_channel(channel, code);
-                        }
+                event = self.conn.next_event() => {
+                    if let Some(ending) = self.on_event(event) {
+                        return ending;
                     }
-                },
+                }
                 _ = tokio::time::sleep_until(wake) => match self.heartbeat.handle_timeout(Instant::now()) {
                     Some(HeartbeatEvent::SendPing(nonce)) if self.hello => {
-                        self.conn.send(ChannelId::CONTROL, &Message::Ping(nonce));
+                        self.conn.send_control(&Message::Ping(nonce));
                     }
                     Some(HeartbeatEvent::Expired) => {
                         let code = if self.hello { CloseCode::HeartbeatTimeout } else { CloseCode::HelloExpected };
@@ -185,27 +230,67 @@ impl<S: Store> Reader<S> {
         }
     }
 
-    /// After a kill the writer sends the Close; keep reading briefly for the peer's answer so
-    /// the close handshake completes and TCP ends cleanly.
-    async fn drain_after_kill<R>(&mut self, stream: &mut R) -> Ending
-    where
-        R: Stream<Item = Result<WsMessage, tungstenite::Error>> + Unpin,
-    {
-        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
-            while let Some(Ok(message)) = stream.next().await {
-                if matches!(message, WsMessage::Close(_)) {
-                    break;
+    fn on_event(&mut self, event: ConnEvent) -> Option<Ending> {
+        match event {
+            ConnEvent::Killed => return Some(Ending::Killed),
+            ConnEvent::CloseChannel {
+                channel,
+                generation,
+                code,
+            } => {
+                if self.generation_of(channel) == Some(generation) {
+                    self.close_channel(channel, code);
                 }
             }
-        })
-        .await;
-        Ending::Killed
+            ConnEvent::OpenFailed {
+                channel,
+                generation,
+                code,
+            } => {
+                if self.generation_of(channel) == Some(generation) {
+                    // No OPENED went out: this is a refusal, after which the ID is free at
+                    // once on both ends (§6.2).
+                    if let Some(ChannelState::Open(open) | ChannelState::Draining(open)) =
+                        self.channels.remove(&channel)
+                    {
+                        self.release(channel, open);
+                    }
+                    self.refuse(channel, code);
+                }
+            }
+            ConnEvent::Drained {
+                channel,
+                generation,
+            } => {
+                if matches!(self.channels.get(&channel), Some(ChannelState::Draining(open)) if open.generation == generation)
+                {
+                    if let Some(ChannelState::Draining(open)) = self.channels.remove(&channel) {
+                        self.release(channel, open);
+                        self.send_close(channel, ChannelCode::Normal);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// The generation of `channel` if it is open or draining.
+    fn generation_of(&self, channel: ChannelId) -> Option<u64> {
+        match self.channels.get(&channel) {
+            Some(ChannelState::Open(open) | ChannelState::Draining(open)) => Some(open.generation),
+            Some(ChannelState::Closing) | None => None,
+        }
     }
 
     fn on_ws_error(&mut self, err: tungstenite::Error) -> Ending {
         // tungstenite closes TCP without a Close frame after a read error; send the code that
         // fits ourselves while the peer may still read.
         let code = match &err {
+            // The peer went away without a Close frame: 1006, nothing to send.
+            tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+                tracing::debug!("connection lost");
+                return Ending::Lost;
+            }
             tungstenite::Error::Protocol(_) => CloseCode::ProtocolError,
             tungstenite::Error::Utf8(_) => CloseCode::InvalidPayload,
             tungstenite::Error::Capacity(_) => CloseCode::MessageTooBig,
@@ -272,16 +357,15 @@ impl<S: Store> Reader<S> {
                     heartbeat_timeout_ms: config.heartbeat.timeout.as_millis() as u32,
                     limits: config.limits,
                 };
-                self.conn
-                    .send(ChannelId::CONTROL, &Message::Welcome(welcome));
+                self.conn.send_control(&Message::Welcome(welcome));
             }
             Message::Ping(nonce) => {
-                self.conn.send(ChannelId::CONTROL, &Message::Pong(nonce));
+                self.conn.send_control(&Message::Pong(nonce));
             }
             Message::Pong(nonce) => {
                 self.heartbeat.on_pong(Instant::now(), nonce);
             }
-            Message::Open { access, doc } => self.open(channel, access, doc).await,
+            Message::Open { access, doc } => return self.open(channel, access, doc),
             Message::Close { .. } => return self.on_client_close(channel),
             message @ (Message::Sync(_) | Message::Awareness(_) | Message::Fragment(_)) => {
                 return self.on_channel_data(channel, message).await;
@@ -297,10 +381,14 @@ impl<S: Store> Reader<S> {
         match (err.channel_code(), peek_channel(bytes)) {
             (Some(code), Some(channel)) if self.hello => {
                 tracing::debug!(%channel, error = %err, "open refused");
-                if let Some(ChannelState::Open(_)) = self.channels.get(&channel) {
+                if self.reassembling(channel) {
+                    return self
+                        .violation(CloseCode::ProtocolError, "OPEN inside a fragmented message");
+                }
+                if self.generation_of(channel).is_some() {
                     self.close_channel(channel, code);
-                } else {
-                    self.send_close(channel, code);
+                } else if !self.channels.contains_key(&channel) {
+                    self.refuse(channel, code);
                 }
                 None
             }
@@ -308,54 +396,45 @@ impl<S: Store> Reader<S> {
         }
     }
 
-    async fn open(&mut self, channel: ChannelId, requested: Access, doc: DocId) {
+    fn open(&mut self, channel: ChannelId, requested: Access, doc: DocId) -> Option<Ending> {
+        if self.reassembling(channel) {
+            // §7: only the rest of the message may follow its first fragment.
+            return self.violation(CloseCode::ProtocolError, "OPEN inside a fragmented message");
+        }
         if self.channels.contains_key(&channel) {
             tracing::debug!(%channel, "open on a channel in use");
             self.close_channel(channel, ChannelCode::ChannelInUse);
-            return;
+            return None;
         }
         let open = self
             .channels
             .values()
-            .filter(|c| matches!(c, ChannelState::Open(_)))
+            .filter(|c| matches!(c, ChannelState::Open(_) | ChannelState::Draining(_)))
             .count();
         if open >= self.server.config.limits.max_channels as usize {
             self.refuse(channel, ChannelCode::TooManyChannels);
-            return;
+            return None;
         }
         let Some(allowed) = self.claims.access_for(doc.as_str()) else {
             self.refuse(channel, ChannelCode::Forbidden);
-            return;
+            return None;
         };
         let access = if requested.can_write() && allowed.can_write() {
             Access::Write
         } else {
             Access::Read
         };
-        let room = match self.server.rooms.acquire(&doc).await {
-            Ok(room) => room,
-            Err(err) => {
-                tracing::error!(%doc, error = %err, "loading document failed");
-                self.refuse(channel, ChannelCode::StorageFailure);
-                return;
-            }
-        };
-        let key = SubKey {
-            conn: self.conn.id(),
-            channel,
-        };
-        let (step1, awareness) = room.subscribe(key, self.conn.clone(), access);
+        let room = self.server.rooms.acquire(&doc);
         let generation = self.next_generation;
         self.next_generation += 1;
         self.conn.channel_opened(channel, generation);
-        self.conn.send(channel, &Message::Opened { access });
-        if let Some(step1) = step1 {
-            self.conn.send(channel, &Message::Sync(step1));
+        let sub = self.subscription(channel, generation);
+        if !room.submit(RoomJob::Open { sub, access }) {
+            self.server.rooms.release(&room);
+            self.refuse(channel, ChannelCode::StorageFailure);
+            return None;
         }
-        if let Some(awareness) = awareness {
-            self.conn.send(channel, &Message::Awareness(awareness));
-        }
-        tracing::debug!(%channel, %doc, ?access, "channel opened");
+        tracing::debug!(%channel, %doc, ?access, "opening channel");
         self.server.metrics.channels.fetch_add(1, Ordering::Relaxed);
         self.channels.insert(
             channel,
@@ -367,6 +446,18 @@ impl<S: Store> Reader<S> {
                 reassembler: Default::default(),
             }),
         );
+        None
+    }
+
+    fn subscription(&self, channel: ChannelId, generation: u64) -> Subscription {
+        Subscription {
+            key: SubKey {
+                conn: self.conn.id(),
+                channel,
+            },
+            conn: self.conn.clone(),
+            generation,
+        }
     }
 
     fn refuse(&mut self, channel: ChannelId, code: ChannelCode) {
@@ -396,7 +487,7 @@ impl<S: Store> Reader<S> {
         }
         let open = match self.channels.get_mut(&channel) {
             Some(ChannelState::Open(open)) => open,
-            Some(ChannelState::Closing) => return None,
+            Some(ChannelState::Closing | ChannelState::Draining(_)) => return None,
             None => {
                 self.send_close(channel, ChannelCode::UnknownChannel);
                 return None;
@@ -409,7 +500,7 @@ impl<S: Store> Reader<S> {
         };
         match message {
             Message::Sync(payload) => self.on_sync(channel, payload).await,
-            Message::Awareness(payload) => self.on_awareness(channel, payload),
+            Message::Awareness(payload) => self.on_awareness(channel, payload).await,
             _ => None,
         }
     }
@@ -425,9 +516,17 @@ impl<S: Store> Reader<S> {
             .values()
             .map(|state| match state {
                 ChannelState::Open(open) => open.reassembler.buffered(),
-                ChannelState::Closing => 0,
+                ChannelState::Draining(_) | ChannelState::Closing => 0,
             })
             .sum()
+    }
+
+    /// Takes `len` bytes of this connection's allowance for queued work, waiting (and so
+    /// reading nothing more from this client) while its earlier messages are being handled.
+    async fn take_budget(&self, len: usize) -> Option<OwnedSemaphorePermit> {
+        let total = self.server.config.limits.max_message_size as usize;
+        let weight = (len + JOB_OVERHEAD).min(total) as u32;
+        self.budget.clone().acquire_many_owned(weight).await.ok()
     }
 
     async fn on_sync(&mut self, channel: ChannelId, payload: Vec<u8>) -> Option<Ending> {
@@ -435,108 +534,63 @@ impl<S: Store> Reader<S> {
         let Some(ChannelState::Open(open)) = self.channels.get_mut(&channel) else {
             return None;
         };
-        let write = is_write(&payload);
-        if write {
+        if is_write(&payload) {
             open.writes += 1;
             if !open.access.can_write() {
                 self.close_channel(channel, ChannelCode::ReadOnly);
                 return None;
             }
         }
-        let decoded = match decode_sync(&payload) {
-            Ok(decoded) => decoded,
-            Err(err) => {
-                tracing::debug!(%channel, error = %err, "undecodable sync message");
-                self.close_channel(channel, ChannelCode::InvalidUpdate);
-                return None;
-            }
-        };
-        let room = open.room.clone();
-        let seq = open.writes;
-        let generation = open.generation;
-        match decoded {
-            SyncPayload::Step1(state_vector) => {
-                let step2 = room.answer_step1(&state_vector);
-                self.conn.send(channel, &Message::Sync(step2));
-            }
-            SyncPayload::Step2(update) | SyncPayload::Update(update) => {
-                let raw = quire_protocol::ysync::update_bytes(&payload);
-                let key = SubKey {
-                    conn: self.conn.id(),
-                    channel,
-                };
-                let server = self.server.clone();
-                let Some(slot) = server.persister.reserve().await else {
-                    return None; // the persister is gone: the server is stopping
-                };
-                let ack = AckTarget {
-                    conn: self.conn.clone(),
-                    channel,
-                    generation,
-                    seq,
-                };
-                let persist = |changed: bool| {
-                    slot.submit(Job::Write {
-                        room: room.clone(),
-                        data: changed.then(|| raw.to_vec()),
-                        ack,
-                        received,
-                    })
-                };
-                match room.apply(key, update, raw, &payload, persist) {
-                    Ok(changed) => {
-                        if changed {
-                            self.server
-                                .metrics
-                                .updates_applied
-                                .fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    Err(err) => {
-                        tracing::warn!(%channel, doc = %room.id, error = %err, "update not applied");
-                        self.close_channel(channel, ChannelCode::InvalidUpdate);
-                    }
-                }
-            }
-        }
+        let (seq, generation, room) = (open.writes, open.generation, open.room.clone());
+        let budget = self.take_budget(payload.len()).await?;
+        let sub = self.subscription(channel, generation);
+        room.submit(RoomJob::Sync {
+            sub,
+            seq,
+            payload,
+            received,
+            budget,
+        });
         None
     }
 
-    fn on_awareness(&mut self, channel: ChannelId, payload: Vec<u8>) -> Option<Ending> {
+    async fn on_awareness(&mut self, channel: ChannelId, payload: Vec<u8>) -> Option<Ending> {
         let Some(ChannelState::Open(open)) = self.channels.get(&channel) else {
             return None;
         };
-        match decode_awareness(&payload) {
-            Ok(update) => {
-                let key = SubKey {
-                    conn: self.conn.id(),
-                    channel,
-                };
-                open.room.relay_awareness(key, &update, &payload);
-            }
-            Err(err) => {
-                tracing::debug!(%channel, error = %err, "undecodable awareness update");
-                self.close_channel(channel, ChannelCode::InvalidUpdate);
-            }
-        }
+        let (generation, room) = (open.generation, open.room.clone());
+        let budget = self.take_budget(payload.len()).await?;
+        let sub = self.subscription(channel, generation);
+        room.submit(RoomJob::Awareness {
+            sub,
+            payload,
+            budget,
+        });
         None
     }
 
-    /// The client sent CLOSE: answer it (unless it answers ours) and release the channel.
+    /// The client sent CLOSE: reply once every write it sent on the channel before is durable
+    /// and acknowledged (unless the CLOSE answers ours), then release the channel.
     fn on_client_close(&mut self, channel: ChannelId) -> Option<Ending> {
-        if let Some(ChannelState::Open(open)) = self.channels.get(&channel) {
-            if open.reassembler.in_progress() {
-                // §7: only the rest of the message may follow its first fragment.
-                return self.violation(
-                    CloseCode::ProtocolError,
-                    "CLOSE inside a fragmented message",
-                );
-            }
+        if self.reassembling(channel) {
+            // §7: only the rest of the message may follow its first fragment.
+            return self.violation(
+                CloseCode::ProtocolError,
+                "CLOSE inside a fragmented message",
+            );
         }
         match self.channels.remove(&channel) {
             Some(ChannelState::Open(open)) => {
-                self.release(channel, open);
-                self.send_close(channel, ChannelCode::Normal);
+                let sub = self.subscription(channel, open.generation);
+                if open.room.submit(RoomJob::CloseAfterWrites { sub }) {
+                    self.channels.insert(channel, ChannelState::Draining(open));
+                } else {
+                    self.release(channel, open);
+                    self.send_close(channel, ChannelCode::Normal);
+                }
+            }
+            Some(draining @ ChannelState::Draining(_)) => {
+                self.channels.insert(channel, draining);
             }
             Some(ChannelState::Closing) | None => {}
         }
@@ -544,46 +598,73 @@ impl<S: Store> Reader<S> {
     }
 
     /// Server-initiated close of an open channel: tell the client, leave the room, and ignore
-    /// the channel until the client's CLOSE arrives.
+    /// the channel until the client's CLOSE arrives. A draining channel already had the
+    /// client's CLOSE: this CLOSE is the reply, and the channel is free.
     fn close_channel(&mut self, channel: ChannelId, code: ChannelCode) {
-        if let Some(ChannelState::Open(open)) = self.channels.remove(&channel) {
-            self.release(channel, open);
-            self.send_close(channel, code);
-            self.channels.insert(channel, ChannelState::Closing);
+        match self.channels.remove(&channel) {
+            Some(ChannelState::Open(open)) => {
+                self.release(channel, open);
+                self.send_close(channel, code);
+                self.channels.insert(channel, ChannelState::Closing);
+            }
+            Some(ChannelState::Draining(open)) => {
+                self.release(channel, open);
+                self.send_close(channel, code);
+            }
+            Some(ChannelState::Closing) => {
+                self.channels.insert(channel, ChannelState::Closing);
+            }
+            None => {}
         }
     }
 
     fn release(&self, channel: ChannelId, open: OpenChannel) {
-        self.conn.channel_released(channel);
-        open.room.unsubscribe(SubKey {
-            conn: self.conn.id(),
-            channel,
+        open.room.submit(RoomJob::Leave {
+            key: SubKey {
+                conn: self.conn.id(),
+                channel,
+            },
         });
         self.server.rooms.release(&open.room);
         self.server.metrics.channels.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Sends CLOSE on `channel`. Codes in the 44xx range are the client's errors and count
-    /// against its budget; past it the connection is closed with 1008.
+    /// Sends CLOSE on `channel` (releasing it on the connection's side). Codes in the 44xx
+    /// range are the client's errors and count against its budget; past it the connection is
+    /// closed with 1008, after the CLOSEs already queued.
     fn send_close(&mut self, channel: ChannelId, code: ChannelCode) {
         self.server.metrics.count_channel_close(code.as_u16());
-        let reason = code.description().to_owned();
-        let close = Message::Close {
-            code: code.as_u16(),
-            reason,
-        };
-        self.conn.send(channel, &close);
+        self.conn.send_close(channel, code);
         if (4400..4500).contains(&code.as_u16()) {
             self.channel_errors += 1;
             if self.channel_errors > MAX_CHANNEL_ERRORS {
-                self.violation(CloseCode::PolicyViolation, "too many channel errors");
+                tracing::debug!("too many channel errors");
+                self.conn.close_after_queue(CloseCode::PolicyViolation);
+                self.closing = true;
             }
+        }
+    }
+
+    /// Resolves once every write received on this connection's channels is durable and its
+    /// ACK queued.
+    async fn flush_channels(&self) {
+        let mut pending = Vec::new();
+        for state in self.channels.values() {
+            if let ChannelState::Open(open) | ChannelState::Draining(open) = state {
+                let (done, flushed) = oneshot::channel();
+                if open.room.submit(RoomJob::Flush(done)) {
+                    pending.push(flushed);
+                }
+            }
+        }
+        for flushed in pending {
+            let _ = flushed.await;
         }
     }
 
     fn close_all_channels(&mut self) {
         for (channel, state) in std::mem::take(&mut self.channels) {
-            if let ChannelState::Open(open) = state {
+            if let ChannelState::Open(open) | ChannelState::Draining(open) = state {
                 self.release(channel, open);
             }
         }

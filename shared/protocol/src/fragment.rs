@@ -48,26 +48,41 @@ pub fn encode_body_fragmented(
     max_frame_size: u32,
     mut emit: impl FnMut(Vec<u8>),
 ) {
-    let max_frame_size = max_frame_size.max(MIN_ENCODABLE_FRAME_SIZE) as usize;
-    let piece_len = max_frame_size - MAX_HEADER_LEN;
-    let mut pieces = body.chunks(piece_len).peekable();
-    if pieces.peek().is_none() {
-        let mut out = Vec::with_capacity(MAX_HEADER_LEN);
-        write_frame_header(&mut out, channel, last_kind);
-        emit(out);
-        return;
+    let mut offset = 0;
+    loop {
+        let (frame, next) = encode_piece(channel, last_kind, body, offset, max_frame_size);
+        emit(frame);
+        match next {
+            Some(next) => offset = next,
+            None => return,
+        }
     }
-    while let Some(piece) = pieces.next() {
-        let frame_kind = if pieces.peek().is_some() {
-            kind::FRAGMENT
-        } else {
-            last_kind
-        };
-        let mut out = Vec::with_capacity(MAX_HEADER_LEN + piece.len());
-        write_frame_header(&mut out, channel, frame_kind);
-        out.extend_from_slice(piece);
-        emit(out);
-    }
+}
+
+/// One frame of a body's fragmented encoding: the piece that starts at `offset` (0 for the
+/// first), and the offset of the next piece, or `None` when this frame was the last. A writer
+/// that holds one shared body for many channels produces each frame only when it is about to
+/// write it, and may write other channels' frames between two pieces (§7). Calling it from 0
+/// until it returns `None` gives exactly the frames of [`encode_body_fragmented`].
+pub fn encode_piece(
+    channel: ChannelId,
+    last_kind: u8,
+    body: &[u8],
+    offset: usize,
+    max_frame_size: u32,
+) -> (Vec<u8>, Option<usize>) {
+    let piece_len = max_frame_size.max(MIN_ENCODABLE_FRAME_SIZE) as usize - MAX_HEADER_LEN;
+    let end = body.len().min(offset.saturating_add(piece_len));
+    let last = end >= body.len();
+    let piece = body.get(offset..end).unwrap_or_default();
+    let mut out = Vec::with_capacity(MAX_HEADER_LEN + piece.len());
+    write_frame_header(
+        &mut out,
+        channel,
+        if last { last_kind } else { kind::FRAGMENT },
+    );
+    out.extend_from_slice(piece);
+    (out, (!last).then_some(end))
 }
 
 /// Per-channel reassembly of fragmented messages.
@@ -213,6 +228,24 @@ mod tests {
                 rejoin(&frames, &Limits::default()).unwrap(),
                 vec![message.clone()]
             );
+        }
+    }
+
+    #[test]
+    fn pieces_one_at_a_time_match_the_whole_encoding() {
+        let body: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+        for len in [0, 1, 1017, 1018, 1019, 5000] {
+            let body = &body[..len];
+            let mut whole = Vec::new();
+            encode_body_fragmented(ChannelId(300), kind::SYNC, body, 1024, |f| whole.push(f));
+            let mut pieces = Vec::new();
+            let mut offset = Some(0);
+            while let Some(at) = offset {
+                let (frame, next) = encode_piece(ChannelId(300), kind::SYNC, body, at, 1024);
+                pieces.push(frame);
+                offset = next;
+            }
+            assert_eq!(pieces, whole, "body of {len} bytes");
         }
     }
 

@@ -32,7 +32,7 @@ pub mod ysync;
 pub use backoff::BackoffPolicy;
 pub use close_code::{ChannelCode, CloseCode, Reaction};
 pub use error::{FrameError, PayloadError};
-pub use fragment::{encode_body_fragmented, encode_fragmented, Reassembler};
+pub use fragment::{encode_body_fragmented, encode_fragmented, encode_piece, Reassembler};
 pub use frame::{Access, Frame, Hello, Message, Welcome};
 pub use heartbeat::{Heartbeat, HeartbeatConfig, HeartbeatEvent};
 pub use id::{ChannelId, ConnId, DocId};

@@ -1,0 +1,369 @@
+//! A room's own task: every piece of work on one document (loading it, opening channels on it,
+//! decoding, validating and applying updates, answering step 1, relaying awareness), in the
+//! order the connections asked for it. Connections only queue jobs here and never wait for
+//! them, so one document's work never holds up another document, or another channel of the
+//! same connection. Work whose cost grows with the message or the document (a large update, a
+//! step 2 of a large document, a load, a rebuild) runs on tokio's blocking pool, off the
+//! threads that serve sockets.
+//!
+//! The task also owns the room's lifetime: once no channel has had it open for the idle
+//! delay, it waits until everything it was given is durable and unloads the room.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use quire_protocol::ysync::{decode_awareness, decode_sync, is_write, SyncPayload};
+use quire_protocol::{Access, ChannelCode, ChannelId, Message};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+
+use crate::connection::{ConnEvent, ConnHandle};
+use crate::persist::{AckTarget, Job};
+use crate::room::{Room, SubKey};
+use crate::rooms::Rooms;
+use crate::store::{Store, StoredDoc};
+
+/// Messages up to this size are handled on the room's task itself: decoding and applying a
+/// small update takes microseconds, less than handing it to another thread.
+const INLINE_MESSAGE_BYTES: usize = 64 * 1024;
+/// Documents whose stored or accepted bytes pass this answer step 1 on the blocking pool: the
+/// answer may be the whole document.
+const INLINE_DOCUMENT_BYTES: usize = 1024 * 1024;
+
+/// The channel a job is for: where to answer, and which opening of it.
+#[derive(Debug, Clone)]
+pub(crate) struct Subscription {
+    pub key: SubKey,
+    pub conn: ConnHandle,
+    pub generation: u64,
+}
+
+impl Subscription {
+    fn channel(&self) -> ChannelId {
+        self.key.channel
+    }
+
+    fn close(&self, code: ChannelCode) {
+        self.conn.event(ConnEvent::CloseChannel {
+            channel: self.channel(),
+            generation: self.generation,
+            code,
+        });
+    }
+}
+
+#[derive(Debug)]
+pub(crate) enum RoomJob {
+    /// Subscribe the channel and send it OPENED, step 1 and the awareness states.
+    Open { sub: Subscription, access: Access },
+    /// A whole SYNC message; `seq` numbers it among the channel's writes (§6.5). `budget` is
+    /// the connection's allowance for queued work, returned when the job is done.
+    Sync {
+        sub: Subscription,
+        seq: u64,
+        payload: Vec<u8>,
+        received: Instant,
+        budget: OwnedSemaphorePermit,
+    },
+    /// A whole AWARENESS message.
+    Awareness {
+        sub: Subscription,
+        payload: Vec<u8>,
+        budget: OwnedSemaphorePermit,
+    },
+    /// The channel is released: unsubscribe it.
+    Leave { key: SubKey },
+    /// The client closed the channel: unsubscribe it, and tell its connection once every
+    /// write received on it before is durable and acknowledged.
+    CloseAfterWrites { sub: Subscription },
+    /// Resolves once every write queued here before it is durable and acknowledged.
+    Flush(oneshot::Sender<()>),
+}
+
+/// A reference to a served room: the document, and the queue of its task.
+#[derive(Debug, Clone)]
+pub struct RoomHandle {
+    room: Arc<Room>,
+    jobs: mpsc::UnboundedSender<RoomJob>,
+}
+
+impl RoomHandle {
+    pub fn room(&self) -> &Arc<Room> {
+        &self.room
+    }
+
+    /// Queues a job; false if the room's task is gone (its document failed to load).
+    pub(crate) fn submit(&self, job: RoomJob) -> bool {
+        self.jobs.send(job).is_ok()
+    }
+}
+
+/// Starts the task of a new room; `rooms` unloads it when idle.
+pub(crate) fn start<S: Store>(rooms: Arc<Rooms<S>>, room: Arc<Room>) -> RoomHandle {
+    let (jobs, queue) = mpsc::unbounded_channel();
+    tokio::spawn(run(rooms, room.clone(), queue));
+    RoomHandle { room, jobs }
+}
+
+async fn run<S: Store>(
+    rooms: Arc<Rooms<S>>,
+    room: Arc<Room>,
+    mut queue: mpsc::UnboundedReceiver<RoomJob>,
+) {
+    let size = match load(&rooms, &room).await {
+        Ok(size) => size,
+        Err(err) => {
+            tracing::error!(doc = %room.id, error = %err, "loading document failed");
+            // The next opener loads afresh; whoever already queued here is refused.
+            rooms.forget(&room);
+            while let Some(job) = queue.recv().await {
+                if let RoomJob::Open { sub, .. } = job {
+                    sub.conn.event(ConnEvent::OpenFailed {
+                        channel: sub.channel(),
+                        generation: sub.generation,
+                        code: ChannelCode::StorageFailure,
+                    });
+                }
+            }
+            return;
+        }
+    };
+    let mut task = Task { rooms, room, size };
+    loop {
+        let job = if task.room.subscriber_count() == 0 {
+            match tokio::time::timeout(task.rooms.idle_unload(), queue.recv()).await {
+                Ok(job) => job,
+                Err(_) => {
+                    if task.try_unload().await {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        } else {
+            queue.recv().await
+        };
+        let Some(job) = job else { return };
+        task.handle(job).await;
+    }
+}
+
+/// Loads the stored document into the room on the blocking pool; returns its stored size.
+async fn load<S: Store>(rooms: &Rooms<S>, room: &Arc<Room>) -> Result<usize, LoadError> {
+    let stored = rooms.store().load(room.id.as_str()).await?;
+    let size = stored_size(&stored);
+    let loading = room.clone();
+    tokio::task::spawn_blocking(move || loading.load_stored(stored))
+        .await
+        .map_err(|_| LoadError::Panicked)?
+        .map_err(LoadError::Corrupt)?;
+    Ok(size)
+}
+
+fn stored_size(stored: &StoredDoc) -> usize {
+    stored.snapshot.as_ref().map_or(0, Vec::len)
+        + stored.updates.iter().map(Vec::len).sum::<usize>()
+}
+
+#[derive(Debug, thiserror::Error)]
+enum LoadError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("stored document is corrupt: {0}")]
+    Corrupt(String),
+    #[error("loading panicked")]
+    Panicked,
+}
+
+struct Task<S> {
+    rooms: Arc<Rooms<S>>,
+    room: Arc<Room>,
+    /// Bytes stored plus bytes accepted since: whether step 1 answers are worth a thread.
+    size: usize,
+}
+
+impl<S: Store> Task<S> {
+    async fn handle(&mut self, job: RoomJob) {
+        match job {
+            RoomJob::Open { sub, access } => self.open(sub, access),
+            RoomJob::Sync {
+                sub,
+                seq,
+                payload,
+                received,
+                budget,
+            } => {
+                self.sync(sub, seq, payload, received).await;
+                drop(budget);
+            }
+            RoomJob::Awareness {
+                sub,
+                payload,
+                budget,
+            } => {
+                let heavy = payload.len() > INLINE_MESSAGE_BYTES;
+                let room = self.room.clone();
+                let relay = move || match decode_awareness(&payload) {
+                    Ok(update) => room.relay_awareness(sub.key, &update, &payload),
+                    Err(err) => {
+                        tracing::debug!(channel = %sub.channel(), error = %err, "undecodable awareness update");
+                        sub.close(ChannelCode::InvalidUpdate);
+                    }
+                };
+                run_sized(relay, heavy).await;
+                drop(budget);
+            }
+            RoomJob::Leave { key } => self.room.unsubscribe(key),
+            RoomJob::CloseAfterWrites { sub } => {
+                self.room.unsubscribe(sub.key);
+                let persister = self.rooms.persister().clone();
+                tokio::spawn(async move {
+                    persister.flush().await;
+                    sub.conn.event(ConnEvent::Drained {
+                        channel: sub.channel(),
+                        generation: sub.generation,
+                    });
+                });
+            }
+            RoomJob::Flush(done) => {
+                let persister = self.rooms.persister().clone();
+                tokio::spawn(async move {
+                    persister.flush().await;
+                    let _ = done.send(());
+                });
+            }
+        }
+    }
+
+    fn open(&self, sub: Subscription, access: Access) {
+        let (step1, awareness) =
+            self.room
+                .subscribe(sub.key, sub.conn.clone(), sub.generation, access);
+        let (conn, channel, generation) = (&sub.conn, sub.channel(), sub.generation);
+        conn.send(channel, generation, &Message::Opened { access });
+        if let Some(step1) = step1 {
+            conn.send(channel, generation, &Message::Sync(step1));
+        }
+        if let Some(awareness) = awareness {
+            conn.send(channel, generation, &Message::Awareness(awareness));
+        }
+        tracing::debug!(%channel, doc = %self.room.id, ?access, "channel opened");
+    }
+
+    async fn sync(&mut self, sub: Subscription, seq: u64, payload: Vec<u8>, received: Instant) {
+        let write = is_write(&payload);
+        let heavy =
+            payload.len() > INLINE_MESSAGE_BYTES || (!write && self.size > INLINE_DOCUMENT_BYTES);
+        // The place in the persister's queue is taken before the update is applied, so the
+        // room's writes are committed in the order they were applied (see Persister::reserve).
+        let slot = if write {
+            match self.rooms.persister().reserve().await {
+                Some(slot) => Some(slot),
+                None => return, // the persister is gone: the server is stopping
+            }
+        } else {
+            None
+        };
+        let len = payload.len();
+        let room = self.room.clone();
+        let work_sub = sub.clone();
+        let work = move || apply_sync(&room, &work_sub, seq, payload, received, slot);
+        let outcome = run_sized(work, heavy).await;
+        match outcome {
+            Some(Applied::Changed) => {
+                self.size += len;
+                self.rooms
+                    .metrics()
+                    .updates_applied
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Some(Applied::Unchanged) | None => {}
+        }
+        if self.room.needs_rebuild() {
+            let room = self.room.clone();
+            run_sized(move || room.rebuild(), true).await;
+        }
+    }
+
+    /// Unloads the room if nobody has it open and everything it was given is durable.
+    async fn try_unload(&self) -> bool {
+        self.rooms.persister().flush().await;
+        if self.room.needs_snapshot.load(Ordering::Acquire) {
+            return false; // a failed commit: keep the state until a write stores it
+        }
+        self.rooms.unload_if_unused(&self.room)
+    }
+}
+
+#[derive(Debug)]
+enum Applied {
+    Changed,
+    Unchanged,
+}
+
+/// Decodes one SYNC message and acts on it: answers step 1, or applies a write and hands it
+/// to the persister. A bad message closes the channel.
+fn apply_sync(
+    room: &Arc<Room>,
+    sub: &Subscription,
+    seq: u64,
+    payload: Vec<u8>,
+    received: Instant,
+    slot: Option<crate::persist::Slot>,
+) -> Option<Applied> {
+    let channel = sub.channel();
+    let decoded = match decode_sync(&payload) {
+        Ok(decoded) => decoded,
+        Err(err) => {
+            tracing::debug!(%channel, error = %err, "undecodable sync message");
+            sub.close(ChannelCode::InvalidUpdate);
+            return None;
+        }
+    };
+    let update = match decoded {
+        SyncPayload::Step1(state_vector) => {
+            let step2 = room.answer_step1(&state_vector);
+            sub.conn
+                .send(channel, sub.generation, &Message::Sync(step2));
+            return None;
+        }
+        SyncPayload::Step2(update) | SyncPayload::Update(update) => update,
+    };
+    let slot = slot?;
+    let raw = quire_protocol::ysync::update_bytes(&payload);
+    let ack = AckTarget {
+        conn: sub.conn.clone(),
+        channel,
+        generation: sub.generation,
+        seq,
+    };
+    let persist = |changed: bool| {
+        slot.submit(Job::Write {
+            room: room.clone(),
+            data: changed.then(|| raw.to_vec()),
+            ack,
+            received,
+        })
+    };
+    match room.try_apply(sub.key, update, raw, &payload, persist) {
+        Ok(true) => Some(Applied::Changed),
+        Ok(false) => Some(Applied::Unchanged),
+        Err(err) => {
+            tracing::warn!(%channel, doc = %room.id, error = %err, "update not applied");
+            sub.close(ChannelCode::InvalidUpdate);
+            None
+        }
+    }
+}
+
+/// Runs `work` here, or on the blocking pool when it is `heavy`.
+async fn run_sized<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static, heavy: bool) -> T {
+    if heavy {
+        match tokio::task::spawn_blocking(work).await {
+            Ok(value) => value,
+            Err(err) => std::panic::resume_unwind(err.into_panic()),
+        }
+    } else {
+        work()
+    }
+}
