@@ -28,6 +28,9 @@ use crate::metrics::Metrics;
 use crate::server::{Server, TcpSlot};
 use crate::store::Store;
 
+/// Unsent bytes the kernel may hold per socket (`TCP_NOTSENT_LOWAT`). Bytes in flight are
+/// not limited, so throughput is not either; only the queue that nothing can overtake is.
+const NOTSENT_LOWAT: u32 = 128 * 1024;
 /// Time allowed for a TLS handshake before the socket is dropped.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for a request's head to arrive; a connection that sends none in time is closed.
@@ -82,6 +85,9 @@ pub async fn accept_loop<S: Store>(
         let tcp_slot = Arc::new(tcp_slot);
         tracing::trace!(%peer, "accepted");
         let _ = stream.set_nodelay(true);
+        // Keep at most this much unsent in the kernel: the rest waits in the connection's
+        // schedule, where an ACK or a small edit can still go ahead of a large transfer.
+        let _ = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(NOTSENT_LOWAT);
         let server = server.clone();
         let tls = tls.clone();
         tokio::spawn(async move {

@@ -9,7 +9,8 @@
 //!   fair schedule of frames → socket), heartbeat, token expiry, close codes.
 //! - [`rooms`] / [`room`]: documents in memory, shared by all their subscribers; fan-out.
 //! - [`room_task`]: each room's own task, where all work on its document happens in order,
-//!   the heavy parts on the blocking pool; it also unloads the room when idle.
+//!   the heavy parts on the document work pool; it also unloads the room when idle.
+//! - [`work`]: the document work pool, a few low-priority threads for CPU-heavy yrs work.
 //! - [`history`]: what a room's document was built from, to undo an update yrs applied in part.
 //! - [`awareness`]: presence per room, cleared for subscribers that leave.
 //! - [`persist`]: group commit to storage, durable acks after commit, compaction.
@@ -41,3 +42,4 @@ pub mod server;
 pub mod shutdown;
 pub mod store;
 pub mod tls;
+pub mod work;

@@ -68,6 +68,9 @@ pub struct Metrics {
     pub commits: AtomicU64,
     pub storage_errors: AtomicU64,
     pub refused_upgrades: AtomicU64,
+    /// Connections found reading too slowly, counted when the 4009 is decided (the close
+    /// itself is counted in `closes` once the Close frame is out or its deadline passed).
+    pub slow_consumers: AtomicU64,
     /// Time from receiving a write to acknowledging it durable.
     pub durable_ack: Histogram,
     /// Time one group commit takes in storage (its fsync included).
@@ -178,6 +181,12 @@ impl Metrics {
             "quire_refused_upgrades_total",
             "WebSocket upgrades refused.",
             self.refused_upgrades.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "quire_slow_consumers_total",
+            "Connections closed with 4009 for reading too slowly, counted when decided.",
+            self.slow_consumers.load(Relaxed),
         );
 
         self.durable_ack.render(

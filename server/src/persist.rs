@@ -6,6 +6,7 @@
 //! affected channels with 4500. It also triggers background compaction.
 
 use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -287,9 +288,15 @@ fn maybe_compact<S: Store>(
         let result = async {
             let through = room.stored_through.load(Ordering::Acquire);
             let encoding = room.clone();
-            match tokio::task::spawn_blocking(move || encoding.compaction_state()).await {
-                Ok(Some(state)) => store.compact_to(room.id.as_str(), through, &state).await,
-                _ => store.compact(room.id.as_str(), merge_stored).await,
+            // A panic while encoding falls back to merging what is stored.
+            let state = crate::work::run(move || {
+                catch_unwind(AssertUnwindSafe(|| encoding.compaction_state()))
+                    .ok()
+                    .flatten()
+            });
+            match state.await {
+                Some(state) => store.compact_to(room.id.as_str(), through, &state).await,
+                None => store.compact(room.id.as_str(), merge_stored).await,
             }
         }
         .await;

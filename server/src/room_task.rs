@@ -3,16 +3,19 @@
 //! order the connections asked for it. Connections only queue jobs here and never wait for
 //! them, so one document's work never holds up another document, or another channel of the
 //! same connection. Work whose cost grows with the message or the document (a large update, a
-//! step 2 of a large document, a load, a rebuild) runs on tokio's blocking pool, off the
-//! threads that serve sockets.
+//! step 2 of a large document, a load, a rebuild) runs on the document work pool
+//! ([`crate::work`]), off the threads that serve sockets and below their priority.
 //!
 //! The task also owns the room's lifetime: once no channel has had it open for the idle
 //! delay, it waits until everything it was given is durable and unloads the room.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
+use quire_protocol::frame::kind;
 use quire_protocol::ysync::{decode_awareness, decode_sync, is_write, SyncPayload};
 use quire_protocol::{Access, ChannelCode, ChannelId, Message};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
@@ -26,7 +29,7 @@ use crate::store::{Store, StoredDoc};
 /// Messages up to this size are handled on the room's task itself: decoding and applying a
 /// small update takes microseconds, less than handing it to another thread.
 const INLINE_MESSAGE_BYTES: usize = 64 * 1024;
-/// Documents whose stored or accepted bytes pass this answer step 1 on the blocking pool: the
+/// Documents whose stored or accepted bytes pass this answer step 1 on the work pool: the
 /// answer may be the whole document.
 const INLINE_DOCUMENT_BYTES: usize = 1024 * 1024;
 
@@ -148,12 +151,13 @@ async fn run<S: Store>(
     }
 }
 
-/// Loads the stored document into the room on the blocking pool; returns its stored size.
+/// Loads the stored document into the room on the document work pool; returns its stored
+/// size.
 async fn load<S: Store>(rooms: &Rooms<S>, room: &Arc<Room>) -> Result<usize, LoadError> {
     let stored = rooms.store().load(room.id.as_str()).await?;
     let size = stored_size(&stored);
     let loading = room.clone();
-    tokio::task::spawn_blocking(move || loading.load_stored(stored))
+    crate::work::run(move || catch_unwind(AssertUnwindSafe(|| loading.load_stored(stored))))
         .await
         .map_err(|_| LoadError::Panicked)?
         .map_err(LoadError::Corrupt)?;
@@ -322,9 +326,10 @@ fn apply_sync(
     };
     let update = match decoded {
         SyncPayload::Step1(state_vector) => {
-            let step2 = room.answer_step1(&state_vector);
+            // Handed over as it is: a large document's answer is not copied again.
+            let step2 = Bytes::from(room.answer_step1(&state_vector));
             sub.conn
-                .send(channel, sub.generation, &Message::Sync(step2));
+                .send_body(channel, sub.generation, kind::SYNC, step2);
             return None;
         }
         SyncPayload::Step2(update) | SyncPayload::Update(update) => update,
@@ -356,13 +361,10 @@ fn apply_sync(
     }
 }
 
-/// Runs `work` here, or on the blocking pool when it is `heavy`.
+/// Runs `work` here, or on the document work pool when it is `heavy`.
 async fn run_sized<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static, heavy: bool) -> T {
     if heavy {
-        match tokio::task::spawn_blocking(work).await {
-            Ok(value) => value,
-            Err(err) => std::panic::resume_unwind(err.into_panic()),
-        }
+        crate::work::run(work).await
     } else {
         work()
     }

@@ -42,6 +42,12 @@ use crate::store::Store;
 const MAX_CHANNEL_ERRORS: u32 = 100;
 /// How long to keep reading for the peer's Close frame once ours is out (or theirs came).
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bytes a reader handles before it lets other tasks run (see `Reader::yield_after`).
+pub(crate) const YIELD_BYTES: usize = 64 * 1024;
+/// Messages up to this size are "small" and draw on their own allowance of queued work,
+/// [`SMALL_MESSAGES_BUDGET`] bytes per connection.
+const SMALL_MESSAGE_BYTES: usize = 64 * 1024;
+const SMALL_MESSAGES_BUDGET: usize = 1024 * 1024;
 /// Bytes a queued job counts for beyond its payload, so that many tiny messages are bounded
 /// too.
 const JOB_OVERHEAD: usize = 1024;
@@ -91,7 +97,9 @@ pub async fn serve<S, W>(
             next_generation: 1,
             heartbeat: Heartbeat::new(Instant::now(), config.heartbeat),
             budget: Arc::new(Semaphore::new(config.limits.max_message_size as usize)),
+            small_budget: Arc::new(Semaphore::new(SMALL_MESSAGES_BUDGET)),
             closing: false,
+            unyielded: 0,
         };
         let ending = reader.run(&mut stream).await;
         let mut peer_closed = matches!(ending, Ending::PeerClosed(_) | Ending::Lost);
@@ -115,7 +123,9 @@ pub async fn serve<S, W>(
             Ending::Shutdown => handle.close_after_queue(CloseCode::GoingAway),
             Ending::PeerClosed(code) => handle.close_after_queue(code),
             Ending::Killed => {}
-            Ending::Lost => handle.kill(CloseCode::Abnormal),
+            Ending::Lost => {
+                handle.kill(CloseCode::Abnormal);
+            }
         }
         // Keep reading until the writer is done and the peer has answered our Close (or gone),
         // so that TCP ends with a FIN after the Close frame, not a reset before it.
@@ -174,11 +184,16 @@ struct Reader<S> {
     /// The generation the next opened channel gets (see `OpenChannel::generation`).
     next_generation: u64,
     heartbeat: Heartbeat,
-    /// Bytes of this connection's messages queued on rooms' tasks and not yet handled: past
-    /// `max_message_size` the reader stops reading, which slows this client alone.
+    /// Bytes of this connection's large messages queued on rooms' tasks and not yet handled:
+    /// past `max_message_size` the reader stops reading, which slows this client alone.
     budget: Arc<Semaphore>,
+    /// The same for small messages, kept apart so that a small edit on one channel never
+    /// waits for a large message on another to be applied.
+    small_budget: Arc<Semaphore>,
     /// The connection is closing after its queue (the error budget ran out): read no more.
     closing: bool,
+    /// Bytes read since the reader last yielded to other tasks.
+    unyielded: usize,
 }
 
 impl<S: Store> Reader<S> {
@@ -195,12 +210,14 @@ impl<S: Store> Reader<S> {
                     let Some(message) = message else { return Ending::Lost };
                     match message {
                         Ok(message) => {
+                            let len = message.len();
                             if let Some(ending) = self.on_ws_message(message).await {
                                 return ending;
                             }
                             if self.closing {
                                 return Ending::Killed;
                             }
+                            self.yield_after(len).await;
                         }
                         Err(err) => return self.on_ws_error(err),
                     }
@@ -302,6 +319,19 @@ impl<S: Store> Reader<S> {
         tracing::debug!(error = %err, code = code.as_u16(), "WebSocket violation");
         self.conn.kill(code);
         Ending::Killed
+    }
+
+    /// Lets the runtime's other tasks run once this reader has handled [`YIELD_BYTES`] since
+    /// it last did. A socket with data ready never makes the reader wait, and tokio's
+    /// cooperative budget counts reads, not bytes: without this, a client streaming large
+    /// frames would keep a runtime thread for tens of milliseconds, and every connection
+    /// scheduled on it would wait (docs/BENCHMARKS.md, S11).
+    async fn yield_after(&mut self, len: usize) {
+        self.unyielded += len;
+        if self.unyielded >= YIELD_BYTES {
+            self.unyielded = 0;
+            tokio::task::yield_now().await;
+        }
     }
 
     async fn on_ws_message(&mut self, message: WsMessage) -> Option<Ending> {
@@ -523,10 +553,16 @@ impl<S: Store> Reader<S> {
 
     /// Takes `len` bytes of this connection's allowance for queued work, waiting (and so
     /// reading nothing more from this client) while its earlier messages are being handled.
+    /// Small messages draw on an allowance of their own.
     async fn take_budget(&self, len: usize) -> Option<OwnedSemaphorePermit> {
-        let total = self.server.config.limits.max_message_size as usize;
+        let (budget, total) = if len <= SMALL_MESSAGE_BYTES {
+            (&self.small_budget, SMALL_MESSAGES_BUDGET)
+        } else {
+            let total = self.server.config.limits.max_message_size as usize;
+            (&self.budget, total)
+        };
         let weight = (len + JOB_OVERHEAD).min(total) as u32;
-        self.budget.clone().acquire_many_owned(weight).await.ok()
+        budget.clone().acquire_many_owned(weight).await.ok()
     }
 
     async fn on_sync(&mut self, channel: ChannelId, payload: Vec<u8>) -> Option<Ending> {

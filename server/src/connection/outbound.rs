@@ -192,7 +192,12 @@ impl ConnHandle {
             }
             Err(Refused::NotOpen) => false,
             Err(Refused::Full) => {
-                self.kill(CloseCode::SlowConsumer);
+                if self.kill(CloseCode::SlowConsumer) {
+                    self.0
+                        .metrics
+                        .slow_consumers
+                        .fetch_add(1, Ordering::Relaxed);
+                }
                 false
             }
         }
@@ -244,17 +249,18 @@ impl ConnHandle {
     }
 
     /// Closes the connection now with `code`: the Close frame goes out ahead of whatever is
-    /// queued, which is dropped. The first code wins.
-    pub fn kill(&self, code: CloseCode) {
-        if self
+    /// queued, which is dropped. The first code wins: returns whether it was this one.
+    pub fn kill(&self, code: CloseCode) -> bool {
+        let first = self
             .0
             .kill_code
             .compare_exchange(0, code.as_u16(), Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
+            .is_ok();
+        if first {
             self.0.kill.notify_one();
             self.0.events.push(ConnEvent::Killed);
         }
+        first
     }
 
     /// The code the connection was killed with, if it was.
@@ -328,15 +334,18 @@ where
             }
             sink.flush().await
         };
-        let written = tokio::select! {
+        let failed = tokio::select! {
             biased;
             _ = shared.kill.notified() => continue,
-            written = write => written,
+            written = write => written.is_err(),
         };
-        if written.is_err() {
+        if failed {
             // The socket failed: nobody is left to read a Close frame.
             return CloseCode::Abnormal;
         }
+        // A socket with room never makes the writer wait: let the runtime's other tasks run
+        // between batches (see the reader's `yield_after`).
+        tokio::task::yield_now().await;
     };
     let frame = CloseFrame {
         code: WsCode::from(code.as_u16()),

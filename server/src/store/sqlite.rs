@@ -341,14 +341,15 @@ impl Store for SqliteStore {
         let Some(input) = input? else {
             return Ok(());
         };
-        let (input, merged) = tokio::task::spawn_blocking(move || {
-            let merged = merge(&input.stored);
+        // On the document work pool, below the connections' threads (crate::work).
+        let (input, merged) = crate::work::run(move || {
+            let merged = std::panic::catch_unwind(|| merge(&input.stored));
             (input, merged)
         })
-        .await
-        .map_err(|err| StoreError::Corrupt {
+        .await;
+        let merged = merged.map_err(|_| StoreError::Corrupt {
             doc: doc.to_owned(),
-            detail: format!("merge did not finish: {err}"),
+            detail: "merge panicked".to_owned(),
         })?;
         let merged = merged.map_err(|detail| StoreError::Corrupt {
             doc: doc.to_owned(),

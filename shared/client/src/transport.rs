@@ -20,6 +20,10 @@ use tokio_tungstenite::WebSocketStream;
 use crate::config::ClientConfig;
 use crate::tls::{client_config, SeenCertificate};
 
+/// Unsent bytes the kernel may hold per socket (`TCP_NOTSENT_LOWAT`); bytes in flight are not
+/// limited, so neither is throughput.
+const NOTSENT_LOWAT: u32 = 128 * 1024;
+
 /// Time allowed for TCP, TLS and the upgrade together.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -156,6 +160,9 @@ async fn connect_inner(
         .await
         .map_err(|e| ConnectError::Network(format!("{host}:{port}: {e}")))?;
     let _ = tcp.set_nodelay(true);
+    // Keep at most this much unsent in the kernel, so that an edit or a PONG written after a
+    // large upload's frames waits for little more than the frame being written.
+    let _ = socket2::SockRef::from(&tcp).set_tcp_notsent_lowat(NOTSENT_LOWAT);
     let last_read = LastRead::new();
     let stream: Box<dyn Io> = if secure {
         let seen: SeenCertificate = Default::default();
