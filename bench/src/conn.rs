@@ -314,6 +314,9 @@ pub(crate) fn next_client_id() -> u64 {
     )
 }
 
+/// Unsent bytes the kernel may hold per socket (`TCP_NOTSENT_LOWAT`), as in the Quire client.
+const NOTSENT_LOWAT: u32 = 128 * 1024;
+
 pub(crate) async fn connect(target: &Target, codec: &Codec, source: Option<IpAddr>) -> Result<Ws> {
     let socket = if target.addr.is_ipv4() {
         TcpSocket::new_v4()?
@@ -325,6 +328,9 @@ pub(crate) async fn connect(target: &Target, codec: &Codec, source: Option<IpAdd
     }
     let tcp = socket.connect(target.addr).await?;
     tcp.set_nodelay(true)?;
+    // As the Quire client does: a small edit queued behind a large upload waits for at most
+    // this much in the kernel, not for a whole socket buffer.
+    socket2::SockRef::from(&tcp).set_tcp_notsent_lowat(NOTSENT_LOWAT)?;
     let stream: Box<dyn Io> = match &target.tls {
         Some(tls) => Box::new(tls.connect(tcp).await?),
         None => Box::new(tcp),

@@ -169,7 +169,10 @@ impl Link {
     }
 }
 
-/// Urgent frames first; a batch of them goes out with one flush.
+/// Frames at least this large are each followed by a yield to the driver's other tasks.
+const YIELD_BYTES: usize = 64 * 1024;
+
+/// Urgent frames first; a batch of them goes out with one flush, then the other tasks run.
 async fn write(
     mut sink: SplitSink<Ws, WsMessage>,
     mut urgent: UnboundedReceiver<WsMessage>,
@@ -190,6 +193,7 @@ async fn write(
                 sink.feed(m).await?;
             }
             sink.flush().await?;
+            tokio::task::yield_now().await;
         }
     }
     .await;
@@ -287,6 +291,12 @@ async fn read(mut stream: SplitStream<Ws>, mut codec: Codec, r: Reading) {
         };
         if sent.is_err() {
             break "the writer stopped".to_owned();
+        }
+        // A socket with data ready never makes this task wait, and tokio's budget counts
+        // reads, not bytes: a large message's frames would keep the driver's thread from the
+        // other links' tasks, and their small edits would look late.
+        if bytes.len() >= YIELD_BYTES {
+            tokio::task::yield_now().await;
         }
     };
     note(Instant::now(), Note::Ended(ended));
