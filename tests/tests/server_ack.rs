@@ -63,3 +63,46 @@ async fn a_reopened_channel_never_gets_the_previous_channels_acks() {
         peer.docs.remove(&CH);
     }
 }
+
+#[tokio::test]
+async fn a_close_is_answered_after_the_ack_of_every_write_before_it() {
+    let server = ServerProcess::start(&[]);
+    let token = server.token(&["*"], true, "1h");
+    let mut peer = Peer::connect(&server, Some(&token)).await;
+    for round in 0..5 {
+        peer.open_synced(CH, "ack/close").await;
+        // Writes, then CLOSE at once, before any ACK can have been read.
+        for n in 0..50 {
+            peer.append(CH, &format!("[{round}.{n}]")).await;
+        }
+        let writes = peer.docs[&CH].writes;
+        let close = Message::Close {
+            code: 1000,
+            reason: "closed".into(),
+        };
+        peer.client.send(CH, close).await;
+        let mut acked = 0;
+        loop {
+            match peer.client.recv().await {
+                Incoming::Frame(Frame {
+                    channel,
+                    message: Message::Ack(seq),
+                }) if channel == CH => acked = seq,
+                Incoming::Frame(Frame {
+                    channel,
+                    message: Message::Close { code, .. },
+                }) if channel == CH => {
+                    assert_eq!(code, 1000);
+                    break;
+                }
+                Incoming::Closed(code, reason) => panic!("connection closed: {code} {reason}"),
+                Incoming::Frame(_) => {}
+            }
+        }
+        assert_eq!(
+            acked, writes,
+            "round {round}: the reply CLOSE came after ACK {acked} of {writes} writes"
+        );
+        peer.docs.remove(&CH);
+    }
+}

@@ -2,7 +2,7 @@
 //! its documented code, and the server goes on serving everyone else.
 
 use quire_protocol::frame::kind;
-use quire_protocol::{Access, ChannelId, Message};
+use quire_protocol::{Access, ChannelId, DocId, Message};
 use quire_tests::doc_peer::Peer;
 use quire_tests::raw_client::{raw_frame, RawClient};
 use quire_tests::server_process::ServerProcess;
@@ -205,6 +205,27 @@ async fn close_inside_a_fragmented_message_closes_with_1002() {
             Message::Close {
                 code: 1000,
                 reason: String::new(),
+            },
+        )
+        .await;
+    assert_eq!(client.expect_close().await, 1002);
+    still_serving(&server, &token).await;
+}
+
+#[tokio::test]
+async fn open_inside_a_fragmented_message_closes_with_1002_not_4409() {
+    let server = start();
+    let token = server.token(&["*"], true, "1h");
+    let mut client = RawClient::connect_hello(&server, Some(&token)).await;
+    client.open(CH, "frag/doc", Access::Write).await.unwrap();
+    client.send_frame(CH, kind::FRAGMENT, &[0u8; 16]).await;
+    let doc = DocId::parse("frag/other", 256).unwrap();
+    client
+        .send(
+            CH,
+            Message::Open {
+                access: Access::Write,
+                doc,
             },
         )
         .await;

@@ -4,10 +4,10 @@
 
 use quire_protocol::frame::kind;
 use quire_protocol::varint::write_varint;
-use quire_protocol::{Access, ChannelId, Message};
+use quire_protocol::{Access, ChannelId, Frame, Message};
 use quire_tests::db_probe;
 use quire_tests::doc_peer::{standalone_insert, Peer};
-use quire_tests::raw_client::RawClient;
+use quire_tests::raw_client::{Incoming, RawClient};
 use quire_tests::server_process::ServerProcess;
 use yrs::ReadTxn;
 use yrs::Transact;
@@ -220,7 +220,23 @@ async fn more_than_100_channel_errors_close_the_connection_with_1008() {
     client
         .send(ChannelId(999), Message::Sync(vec![0, 1, 0]))
         .await;
-    assert_eq!(client.expect_close().await, 1008);
+    // The 101st error's CLOSE is queued before the decision, so it goes out first (§5.3).
+    let mut refused = false;
+    let code = loop {
+        match client.recv().await {
+            Incoming::Frame(Frame {
+                channel: ChannelId(999),
+                message: Message::Close { code, .. },
+            }) => {
+                assert_eq!(code, 4404);
+                refused = true;
+            }
+            Incoming::Frame(_) => {} // the open channel's sync
+            Incoming::Closed(code, _) => break code,
+        }
+    };
+    assert!(refused, "the CLOSE 4404 queued before the 1008 was not sent");
+    assert_eq!(code, 1008);
 }
 
 fn close_1000() -> Message {
