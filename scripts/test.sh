@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Sets up and runs all of Quire's tests on a Debian/Ubuntu machine, installing what is missing:
-# protocol, server, client and end-to-end tests in Rust, the UI's unit tests (Vitest), and the
-# desktop app driven over WebDriver under a virtual display, and a short pass of every fuzz
-# target.
+# formatting and clippy lints, protocol, server, client and end-to-end tests in Rust, the UI's
+# unit tests (Vitest), the desktop app driven over WebDriver under a virtual display, and a
+# short pass of every fuzz target.
 # Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +24,13 @@ trap 'rm -rf "$LOG_DIR"' EXIT
 echo "==> UI: unit tests and bundle"
 build_ui
 (cd ui && npm test) 2>&1 | tee "$LOG_DIR/ui.log"
+
+echo "==> formatting and lints (cargo fmt --check, clippy with warnings as errors)"
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    rustup component add rustfmt clippy
+fi
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
 
 echo "==> building every binary the end-to-end tests run"
 cargo build --workspace --bins
