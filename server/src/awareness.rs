@@ -1,19 +1,58 @@
 //! A room's awareness (presence): the latest state of each awareness client ID, with the
 //! subscriber that sent it, so that a subscriber that leaves can be announced as gone.
 //! Follows y-protocols' rules: a higher clock wins; at equal clock a removal wins.
+//!
+//! Presence is bounded (PROTOCOL §6.6), since every newcomer is sent all of it: each state is
+//! JSON of at most [`MAX_STATE_BYTES`]; a channel holds at most [`MAX_STATES_PER_WRITER`]
+//! present states ([`MAX_STATES_PER_READER`] on a read-only channel, which may also not change
+//! states another channel set); a document holds at most [`MAX_STATES_PER_DOC`] present states
+//! and [`MAX_DOC_BYTES`] of JSON. An update that would break a rule is refused whole.
 
 use std::collections::HashMap;
 
 use quire_protocol::varint::{write_string, write_varint};
+use quire_protocol::Access;
 use yrs::sync::awareness::AwarenessUpdate;
 
 use crate::room::SubKey;
+
+/// Largest JSON of one awareness state, in bytes.
+pub const MAX_STATE_BYTES: usize = 16 * 1024;
+/// Present states one writable channel may hold (its own, and a few it relays).
+pub const MAX_STATES_PER_WRITER: usize = 4;
+/// Present states one read-only channel may hold: its own presence only.
+pub const MAX_STATES_PER_READER: usize = 1;
+/// Present states in one document.
+pub const MAX_STATES_PER_DOC: usize = 1_000;
+/// JSON bytes of the present states in one document: what a newcomer is sent at most.
+pub const MAX_DOC_BYTES: usize = 1024 * 1024;
+
+/// Why an awareness update was refused (the channel gets 4422).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AwarenessRefused {
+    #[error("the state of client {0} is not JSON")]
+    NotJson(u64),
+    #[error("the state of client {0} is larger than {MAX_STATE_BYTES} bytes")]
+    StateTooLarge(u64),
+    #[error("a read-only channel may not change the state of client {0}, set by another")]
+    NotOwn(u64),
+    #[error("the channel would hold more than {0} awareness states")]
+    TooManyForChannel(usize),
+    #[error("the document would hold more than {MAX_STATES_PER_DOC} awareness states or {MAX_DOC_BYTES} bytes of them")]
+    DocumentFull,
+}
 
 #[derive(Debug)]
 struct Entry {
     clock: u32,
     json: String,
     owner: SubKey,
+}
+
+impl Entry {
+    fn present(&self) -> bool {
+        self.json != NULL
+    }
 }
 
 #[derive(Debug, Default)]
@@ -24,21 +63,19 @@ pub struct RoomAwareness {
 const NULL: &str = "null";
 
 impl RoomAwareness {
-    /// Applies an update from `owner`; returns whether anything changed.
-    pub fn apply(&mut self, owner: SubKey, update: &AwarenessUpdate) -> bool {
+    /// Applies an update from `owner`, a channel with `access`; returns whether anything
+    /// changed. A refused update changes nothing.
+    pub fn apply(
+        &mut self,
+        owner: SubKey,
+        access: Access,
+        update: &AwarenessUpdate,
+    ) -> Result<bool, AwarenessRefused> {
+        self.check(owner, access, update)?;
         let mut changed = false;
         for (client, entry) in &update.clients {
             let client = client.get();
-            let newer = match self.entries.get(&client) {
-                None => true,
-                Some(current) => {
-                    entry.clock > current.clock
-                        || (entry.clock == current.clock
-                            && &*entry.json == NULL
-                            && current.json != NULL)
-                }
-            };
-            if newer {
+            if self.is_newer(client, entry.clock, &entry.json) {
                 self.entries.insert(
                     client,
                     Entry {
@@ -50,16 +87,89 @@ impl RoomAwareness {
                 changed = true;
             }
         }
-        changed
+        Ok(changed)
+    }
+
+    fn is_newer(&self, client: u64, clock: u32, json: &str) -> bool {
+        match self.entries.get(&client) {
+            None => true,
+            Some(current) => {
+                clock > current.clock
+                    || (clock == current.clock && json == NULL && current.present())
+            }
+        }
+    }
+
+    /// Whether applying `update` keeps every rule of the module doc.
+    fn check(
+        &self,
+        owner: SubKey,
+        access: Access,
+        update: &AwarenessUpdate,
+    ) -> Result<(), AwarenessRefused> {
+        // What the update changes: client → its new JSON (entries it would not change are
+        // left out, as `apply` skips them).
+        let mut changes: HashMap<u64, &str> = HashMap::new();
+        for (client, entry) in &update.clients {
+            let client = client.get();
+            let json: &str = &entry.json;
+            if json != NULL {
+                if json.len() > MAX_STATE_BYTES {
+                    return Err(AwarenessRefused::StateTooLarge(client));
+                }
+                if serde_json::from_str::<serde::de::IgnoredAny>(json).is_err() {
+                    return Err(AwarenessRefused::NotJson(client));
+                }
+            }
+            if !self.is_newer(client, entry.clock, json) {
+                continue;
+            }
+            let other_owner = self.entries.get(&client).is_some_and(|e| e.owner != owner);
+            if !access.can_write() && other_owner {
+                return Err(AwarenessRefused::NotOwn(client));
+            }
+            changes.insert(client, json);
+        }
+        if changes.is_empty() {
+            return Ok(());
+        }
+        // The present states after the update: the channel's and the document's.
+        let (mut mine, mut states, mut bytes) = (0usize, 0usize, 0usize);
+        for (client, entry) in &self.entries {
+            let (json, owned) = match changes.get(client) {
+                Some(json) => (*json, true),
+                None => (entry.json.as_str(), entry.owner == owner),
+            };
+            if json != NULL {
+                states += 1;
+                bytes += json.len();
+                mine += usize::from(owned);
+            }
+        }
+        for (client, json) in &changes {
+            if !self.entries.contains_key(client) && *json != NULL {
+                states += 1;
+                bytes += json.len();
+                mine += 1;
+            }
+        }
+        let cap = if access.can_write() {
+            MAX_STATES_PER_WRITER
+        } else {
+            MAX_STATES_PER_READER
+        };
+        if mine > cap {
+            return Err(AwarenessRefused::TooManyForChannel(cap));
+        }
+        if states > MAX_STATES_PER_DOC || bytes > MAX_DOC_BYTES {
+            return Err(AwarenessRefused::DocumentFull);
+        }
+        Ok(())
     }
 
     /// An awareness update holding every present (non-null) state, for a new subscriber.
     pub fn snapshot(&self) -> Option<Vec<u8>> {
-        let present: Vec<_> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| e.json != NULL)
-            .collect();
+        let present: Vec<_> = self.entries.iter().filter(|(_, e)| e.present()).collect();
         if present.is_empty() {
             return None;
         }
@@ -75,7 +185,7 @@ impl RoomAwareness {
         let mut removed = Vec::new();
         self.entries.retain(|id, entry| {
             if entry.owner == owner {
-                if entry.json != NULL {
+                if entry.present() {
                     removed.push((*id, entry.clock + 1));
                 }
                 false
@@ -121,8 +231,12 @@ mod tests {
     fn newer_clocks_win_and_leavers_are_removed() {
         let mut room = RoomAwareness::default();
         let a = decode_awareness(&encode([(7, 1, r#"{"n":1}"#)].into_iter())).unwrap();
-        assert!(room.apply(key(1), &a));
-        assert!(!room.apply(key(1), &a), "same clock again changes nothing");
+        assert_eq!(room.apply(key(1), Access::Write, &a), Ok(true));
+        assert_eq!(
+            room.apply(key(1), Access::Write, &a),
+            Ok(false),
+            "same clock again changes nothing"
+        );
         let snapshot = decode_awareness(&room.snapshot().unwrap()).unwrap();
         assert_eq!(snapshot.clients.len(), 1);
 
@@ -131,5 +245,85 @@ mod tests {
         let (_, entry) = removal.clients.iter().next().unwrap();
         assert_eq!((entry.clock, &*entry.json), (2, "null"));
         assert_eq!(room.snapshot(), None);
+    }
+
+    fn update(entries: &[(u64, u32, &str)]) -> AwarenessUpdate {
+        decode_awareness(&encode(entries.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn states_must_be_json_and_small() {
+        let mut room = RoomAwareness::default();
+        let not_json = update(&[(1, 1, "{cursor")]);
+        assert_eq!(
+            room.apply(key(1), Access::Write, &not_json),
+            Err(AwarenessRefused::NotJson(1))
+        );
+        let big = format!("\"{}\"", "x".repeat(MAX_STATE_BYTES));
+        assert_eq!(
+            room.apply(key(1), Access::Write, &update(&[(1, 1, &big)])),
+            Err(AwarenessRefused::StateTooLarge(1))
+        );
+        assert_eq!(room.snapshot(), None, "nothing of a refused update is kept");
+    }
+
+    #[test]
+    fn a_read_only_channel_publishes_its_own_presence_only() {
+        let mut room = RoomAwareness::default();
+        let mine = update(&[(1, 1, "{}")]);
+        assert_eq!(room.apply(key(1), Access::Read, &mine), Ok(true));
+        let second = update(&[(2, 1, "{}")]);
+        assert_eq!(
+            room.apply(key(1), Access::Read, &second),
+            Err(AwarenessRefused::TooManyForChannel(MAX_STATES_PER_READER))
+        );
+        // Its own state may change, and be removed; another's may not.
+        assert_eq!(
+            room.apply(key(1), Access::Read, &update(&[(1, 2, "{\"a\":1}")])),
+            Ok(true)
+        );
+        assert_eq!(
+            room.apply(key(2), Access::Write, &update(&[(9, 1, "{}")])),
+            Ok(true)
+        );
+        assert_eq!(
+            room.apply(key(1), Access::Read, &update(&[(9, 5, "null")])),
+            Err(AwarenessRefused::NotOwn(9))
+        );
+        // A writer may relay removals of others' states (y-protocols' timeouts).
+        assert_eq!(
+            room.apply(key(3), Access::Write, &update(&[(9, 2, "null")])),
+            Ok(true)
+        );
+    }
+
+    #[test]
+    fn a_document_holds_a_bounded_number_of_states() {
+        let mut room = RoomAwareness::default();
+        for n in 0..MAX_STATES_PER_DOC as u64 {
+            assert_eq!(
+                room.apply(key(n), Access::Write, &update(&[(n, 1, "{}")])),
+                Ok(true)
+            );
+        }
+        let one_more = MAX_STATES_PER_DOC as u64;
+        assert_eq!(
+            room.apply(
+                key(one_more),
+                Access::Write,
+                &update(&[(one_more, 1, "{}")])
+            ),
+            Err(AwarenessRefused::DocumentFull)
+        );
+        // Leaving frees room for others.
+        assert!(room.remove_owned_by(key(0)).is_some());
+        assert_eq!(
+            room.apply(
+                key(one_more),
+                Access::Write,
+                &update(&[(one_more, 1, "{}")])
+            ),
+            Ok(true)
+        );
     }
 }

@@ -9,6 +9,10 @@ use clap::Args;
 use quire_protocol::{HeartbeatConfig, Limits};
 use serde::Deserialize;
 
+/// A fragmented message must be finished within this many seconds: 2 MiB/s for the largest
+/// message the default limits allow, a few KiB/s for a document of ordinary size.
+pub const DEFAULT_FRAGMENT_TIMEOUT_SECS: u64 = 120;
+
 /// The persister's default commit window (`--commit-window-us`). At 1,000 writes/s spread
 /// over 200 connections it cuts commits from ~1 to ~0.15 per write and the server's CPU per
 /// update by half (docs/BENCHMARKS.md), for ~5 ms more until a write is durable: far below
@@ -109,6 +113,10 @@ pub struct ServeArgs {
     /// Seconds allowed for a graceful shutdown before the process exits anyway.
     #[arg(long, env = "QUIRE_SHUTDOWN_TIMEOUT_SECS")]
     pub shutdown_timeout_secs: Option<u64>,
+    /// Seconds a client has to finish a fragmented message from its first piece; past it the
+    /// connection is closed with 1008 (PROTOCOL §7).
+    #[arg(long, env = "QUIRE_FRAGMENT_TIMEOUT_SECS")]
+    pub fragment_timeout_secs: Option<u64>,
     /// Test only: serve a WebSocket echo endpoint on /echo (for the conformance suite).
     #[arg(long, env = "QUIRE_ECHO_ENDPOINT", hide = true, num_args = 0..=1, default_missing_value = "true")]
     pub echo_endpoint: Option<bool>,
@@ -135,6 +143,8 @@ pub struct ServeConfig {
     pub compact_after_updates: u64,
     pub commit_window: Duration,
     pub shutdown_timeout: Duration,
+    /// Time allowed to finish a fragmented message (PROTOCOL §7).
+    pub fragment_timeout: Duration,
     pub echo_endpoint: bool,
 }
 
@@ -204,6 +214,7 @@ impl ServeArgs {
             compact_after_updates,
             commit_window_us,
             shutdown_timeout_secs,
+            fragment_timeout_secs,
             echo_endpoint
         ))
     }
@@ -283,6 +294,10 @@ impl ServeArgs {
                 self.commit_window_us.unwrap_or(DEFAULT_COMMIT_WINDOW_US),
             ),
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs.unwrap_or(10)),
+            fragment_timeout: Duration::from_secs(
+                self.fragment_timeout_secs
+                    .unwrap_or(DEFAULT_FRAGMENT_TIMEOUT_SECS),
+            ),
             echo_endpoint: self.echo_endpoint.unwrap_or(false),
         })
     }

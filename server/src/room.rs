@@ -16,10 +16,10 @@ use quire_protocol::{Access, ChannelId, ConnId, DocId};
 use yrs::sync::awareness::AwarenessUpdate;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
-use crate::awareness::RoomAwareness;
+use crate::awareness::{AwarenessRefused, RoomAwareness};
 use crate::connection::ConnHandle;
 use crate::history::History;
-use crate::store::StoredDoc;
+use crate::store::{CorruptContent, StoredDoc};
 
 /// One subscription: a channel on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -34,6 +34,8 @@ struct Subscriber {
     /// The channel's opening on its connection: relays for an earlier opening of the same
     /// channel ID are dropped by the connection.
     generation: u64,
+    /// What the channel may do (read-only channels publish only their own presence).
+    access: Access,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +102,7 @@ impl Room {
     /// Fills the room from storage: the snapshot, then each logged update in its own
     /// transaction (one big transaction is quadratic in yrs).
     /// The stored bytes are kept as the room's history (moved, not copied).
-    pub fn load_stored(&self, stored: StoredDoc) -> Result<(), String> {
+    pub fn load_stored(&self, stored: StoredDoc) -> Result<(), CorruptContent> {
         let mut state = self.state.lock();
         let state = &mut *state;
         apply_stored(&state.doc, &stored)?;
@@ -120,9 +122,14 @@ impl Room {
         access: Access,
     ) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
         let mut state = self.state.lock();
-        state
-            .subscribers
-            .insert(key, Subscriber { conn, generation });
+        state.subscribers.insert(
+            key,
+            Subscriber {
+                conn,
+                generation,
+                access,
+            },
+        );
         let step1 = access
             .can_write()
             .then(|| encode_step1(&state.doc.transact().state_vector()));
@@ -248,12 +255,22 @@ impl Room {
     }
 
     /// Applies an awareness update from `from` and relays the raw payload to the others.
-    pub fn relay_awareness(&self, from: SubKey, update: &AwarenessUpdate, payload: &[u8]) {
+    /// A refused update (PROTOCOL §6.6) changes and relays nothing.
+    pub fn relay_awareness(
+        &self,
+        from: SubKey,
+        update: &AwarenessUpdate,
+        payload: &[u8],
+    ) -> Result<(), AwarenessRefused> {
         let mut state = self.state.lock();
-        if state.awareness.apply(from, update) {
+        let Some(access) = state.subscribers.get(&from).map(|s| s.access) else {
+            return Ok(()); // the channel left meanwhile
+        };
+        if state.awareness.apply(from, access, update)? {
             let relay = Bytes::copy_from_slice(payload);
             broadcast(&state.subscribers, from, kind::AWARENESS, relay);
         }
+        Ok(())
     }
 
     /// The whole document as one v1 update (for snapshots and export).
@@ -316,20 +333,26 @@ fn broadcast(subscribers: &HashMap<SubKey, Subscriber>, from: SubKey, body_kind:
 }
 
 /// Applies stored content to `doc`, one transaction per update.
-pub fn apply_stored(doc: &Doc, stored: &StoredDoc) -> Result<(), String> {
-    for bytes in stored.snapshot.iter().chain(stored.updates.iter()) {
+pub fn apply_stored(doc: &Doc, stored: &StoredDoc) -> Result<(), CorruptContent> {
+    for (index, bytes) in stored
+        .snapshot
+        .iter()
+        .chain(stored.updates.iter())
+        .enumerate()
+    {
         // Stored bytes pass the same validation as network bytes: a damaged file must not
         // make yrs reserve memory or panic either.
-        let update = quire_protocol::ysync::decode_update(bytes).map_err(|e| e.to_string())?;
+        let update = quire_protocol::ysync::decode_update(bytes)
+            .map_err(|source| CorruptContent::Undecodable { index, source })?;
         doc.transact_mut()
             .apply_update(update)
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| CorruptContent::Refused { index, source })?;
     }
     Ok(())
 }
 
 /// Merges stored content into one update (compaction).
-pub fn merge_stored(stored: &StoredDoc) -> Result<Vec<u8>, String> {
+pub fn merge_stored(stored: &StoredDoc) -> Result<Vec<u8>, CorruptContent> {
     let doc = Doc::new();
     apply_stored(&doc, stored)?;
     let merged = doc

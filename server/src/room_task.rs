@@ -174,7 +174,7 @@ enum LoadError {
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error("stored document is corrupt: {0}")]
-    Corrupt(String),
+    Corrupt(#[from] crate::store::CorruptContent),
     #[error("loading panicked")]
     Panicked,
 }
@@ -207,12 +207,16 @@ impl<S: Store> Task<S> {
             } => {
                 let heavy = payload.len() > INLINE_MESSAGE_BYTES;
                 let room = self.room.clone();
-                let relay = move || match decode_awareness(&payload) {
-                    Ok(update) => room.relay_awareness(sub.key, &update, &payload),
-                    Err(err) => {
-                        tracing::debug!(channel = %sub.channel(), error = %err, "undecodable awareness update");
-                        sub.close(ChannelCode::InvalidUpdate);
-                    }
+                let relay = move || {
+                    let refused = match decode_awareness(&payload) {
+                        Ok(update) => match room.relay_awareness(sub.key, &update, &payload) {
+                            Ok(()) => return,
+                            Err(refused) => refused.to_string(),
+                        },
+                        Err(err) => err.to_string(),
+                    };
+                    tracing::debug!(channel = %sub.channel(), error = %refused, "awareness update refused");
+                    sub.close(ChannelCode::InvalidUpdate);
                 };
                 run_sized(relay, heavy).await;
                 drop(budget);

@@ -117,3 +117,68 @@ async fn an_awareness_client_id_above_53_bits_closes_the_channel_with_4422() {
         .await;
     assert!(received(&bob, CH).is_empty());
 }
+
+/// An awareness update with many clients' states.
+fn awareness_many(entries: impl ExactSizeIterator<Item = (u64, u32, String)>) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_varint(&mut out, entries.len() as u64);
+    for (client, clock, json) in entries {
+        write_varint(&mut out, client);
+        write_varint(&mut out, clock.into());
+        write_string(&mut out, &json);
+    }
+    out
+}
+
+#[tokio::test]
+async fn presence_is_bounded_json_and_a_reader_publishes_only_its_own() {
+    let server = ServerProcess::start(&[]);
+    let token = server.token(&["*"], true, "1h");
+    let read_only = server.token(&["*"], false, "1h");
+    let doc = "presence/flood";
+    let mut bob = Peer::connect(&server, Some(&token)).await;
+    bob.open_synced(CH, doc).await;
+
+    // 200,000 states (about 20 MB) from a read-only client: refused whole.
+    let mut mallory = Peer::connect(&server, Some(&read_only)).await;
+    assert_eq!(mallory.open(CH, doc, Access::Read).await, Ok(Access::Read));
+    let flood = awareness_many(
+        (0..200_000u32).map(|n| (1_000 + u64::from(n), 1, format!("{{\"n\":{n:>90}}}"))),
+    );
+    assert!(flood.len() > 20_000_000, "{} bytes", flood.len());
+    mallory.client.send(CH, Message::Awareness(flood)).await;
+    mallory
+        .pump_until("the refusal", |p| p.docs[&CH].closed.is_some())
+        .await;
+    assert_eq!(mallory.docs[&CH].closed, Some(4422));
+
+    // A state that is not JSON: refused too.
+    let mut eve = Peer::connect(&server, Some(&token)).await;
+    eve.open_synced(CH, doc).await;
+    eve.client
+        .send(CH, Message::Awareness(awareness(5, 1, "{not json")))
+        .await;
+    eve.pump_until("the refusal", |p| p.docs[&CH].closed.is_some())
+        .await;
+    assert_eq!(eve.docs[&CH].closed, Some(4422));
+
+    // The reader's own presence is fine.
+    let mut carol = Peer::connect(&server, Some(&read_only)).await;
+    assert_eq!(carol.open(CH, doc, Access::Read).await, Ok(Access::Read));
+    carol
+        .client
+        .send(CH, Message::Awareness(awareness(42, 1, "{\"me\":true}")))
+        .await;
+    let state = (42, 1, "{\"me\":true}".to_owned());
+    bob.pump_until("Carol's state", |p| received(p, CH).contains(&state))
+        .await;
+
+    // Bob got nothing of the refused updates, and a newcomer is sent only Carol's state.
+    assert_eq!(received(&bob, CH), vec![state.clone()]);
+    let mut dave = Peer::connect(&server, Some(&token)).await;
+    dave.open_synced(CH, doc).await;
+    dave.pump_until("the current states", |p| received(p, CH).contains(&state))
+        .await;
+    let sent: usize = dave.docs[&CH].awareness.iter().map(Vec::len).sum();
+    assert!(sent < 100, "a newcomer was sent {sent} bytes of presence");
+}

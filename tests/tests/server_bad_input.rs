@@ -233,6 +233,51 @@ async fn open_inside_a_fragmented_message_closes_with_1002_not_4409() {
     still_serving(&server, &token).await;
 }
 
+#[tokio::test]
+async fn unfinished_messages_are_timed_out_with_1008() {
+    const HOLDERS: usize = 4;
+    let server = ServerProcess::start(&[
+        "--fragment-timeout-secs",
+        "1",
+        "--heartbeat-interval-ms",
+        "200",
+        "--heartbeat-timeout-ms",
+        "5000",
+    ]);
+    let token = server.token(&["*"], false, "1h");
+    let started = std::time::Instant::now();
+    let mut holders = Vec::new();
+    for n in 0..HOLDERS {
+        let mut client = RawClient::connect_hello(&server, Some(&token)).await;
+        let doc = format!("frag/held-{n}");
+        client.open(CH, &doc, Access::Read).await.unwrap();
+        // Most of a frame's worth of a message, never finished; the connection stays busy.
+        client
+            .send_frame(CH, kind::FRAGMENT, &vec![0u8; 512 * 1024])
+            .await;
+        holders.push(tokio::spawn(async move {
+            loop {
+                client.send(ChannelId::CONTROL, Message::Ping(1)).await;
+                let next =
+                    tokio::time::timeout(std::time::Duration::from_millis(100), client.recv());
+                if let Ok(quire_tests::raw_client::Incoming::Closed(code, _)) = next.await {
+                    return code;
+                }
+            }
+        }));
+    }
+    for holder in holders {
+        assert_eq!(holder.await.unwrap(), 1008);
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_secs(1),
+        "closed after {took:?}"
+    );
+    eprintln!("{HOLDERS} connections holding unfinished messages: all closed with 1008 after {took:?} (limit 1 s)");
+    still_serving(&server, &server.token(&["*"], true, "1h")).await;
+}
+
 /// Another client can still connect, open a document, write and be acknowledged.
 async fn still_serving(server: &ServerProcess, token: &str) {
     let mut peer = Peer::connect(server, Some(token)).await;

@@ -235,7 +235,10 @@ async fn more_than_100_channel_errors_close_the_connection_with_1008() {
             Incoming::Closed(code, _) => break code,
         }
     };
-    assert!(refused, "the CLOSE 4404 queued before the 1008 was not sent");
+    assert!(
+        refused,
+        "the CLOSE 4404 queued before the 1008 was not sent"
+    );
     assert_eq!(code, 1008);
 }
 

@@ -1,5 +1,7 @@
 //! One document channel's state on a connection.
 
+use std::time::Instant;
+
 use quire_protocol::{Access, Reassembler};
 
 use crate::room_task::RoomHandle;
@@ -25,4 +27,6 @@ pub(crate) struct OpenChannel {
     /// Writes (sync step 2 / update) received so far: the sequence number for ACK.
     pub writes: u64,
     pub reassembler: Reassembler,
+    /// When the fragmented message in progress on the channel began, if one is.
+    pub fragment_started: Option<Instant>,
 }

@@ -227,17 +227,22 @@ impl<S: Store> Reader<S> {
                         return ending;
                     }
                 }
-                _ = tokio::time::sleep_until(wake) => match self.heartbeat.handle_timeout(Instant::now()) {
-                    Some(HeartbeatEvent::SendPing(nonce)) if self.hello => {
-                        self.conn.send_control(&Message::Ping(nonce));
+                _ = tokio::time::sleep_until(wake) => {
+                    match self.heartbeat.handle_timeout(Instant::now()) {
+                        Some(HeartbeatEvent::SendPing(nonce)) if self.hello => {
+                            self.conn.send_control(&Message::Ping(nonce));
+                        }
+                        Some(HeartbeatEvent::Expired) => {
+                            let code = if self.hello { CloseCode::HeartbeatTimeout } else { CloseCode::HelloExpected };
+                            tracing::debug!(code = code.as_u16(), "peer silent");
+                            self.conn.kill(code);
+                        }
+                        Some(HeartbeatEvent::SendPing(_)) | None => {}
                     }
-                    Some(HeartbeatEvent::Expired) => {
-                        let code = if self.hello { CloseCode::HeartbeatTimeout } else { CloseCode::HelloExpected };
-                        tracing::debug!(code = code.as_u16(), "peer silent");
-                        self.conn.kill(code);
+                    if self.fragment_overdue() {
+                        self.violation(CloseCode::PolicyViolation, "fragmented message not finished in time");
                     }
-                    Some(HeartbeatEvent::SendPing(_)) | None => {}
-                },
+                }
                 _ = sleep_until_opt(expiry) => {
                     tracing::debug!("token expired");
                     self.conn.kill(CloseCode::TokenExpired);
@@ -474,6 +479,7 @@ impl<S: Store> Reader<S> {
                 access,
                 writes: 0,
                 reassembler: Default::default(),
+                fragment_started: None,
             }),
         );
         None
@@ -524,8 +530,14 @@ impl<S: Store> Reader<S> {
             }
         };
         let message = match open.reassembler.push(message, max_message) {
-            Ok(Some(message)) => message,
-            Ok(None) => return None,
+            Ok(Some(message)) => {
+                open.fragment_started = None;
+                message
+            }
+            Ok(None) => {
+                open.fragment_started.get_or_insert_with(Instant::now);
+                return None;
+            }
             Err(err) => return self.violation(err.close_code(), &err.to_string()),
         };
         match message {
@@ -533,6 +545,16 @@ impl<S: Store> Reader<S> {
             Message::Awareness(payload) => self.on_awareness(channel, payload).await,
             _ => None,
         }
+    }
+
+    /// Whether a fragmented message began longer ago than the limit allows (§7). Checked at
+    /// every heartbeat tick, so the connection is closed within one interval after it.
+    fn fragment_overdue(&self) -> bool {
+        let limit = self.server.config.fragment_timeout;
+        self.channels.values().any(|state| {
+            matches!(state, ChannelState::Open(open)
+                if open.fragment_started.is_some_and(|started| started.elapsed() > limit))
+        })
     }
 
     /// Whether a fragmented message is in progress on `channel`.

@@ -21,6 +21,22 @@ pub enum StoreError {
     Corrupt { doc: String, detail: String },
 }
 
+/// Why stored content could not be turned back into a document (loading, compacting,
+/// exporting): the bytes fail validation, or yrs refuses them.
+#[derive(Debug, thiserror::Error)]
+pub enum CorruptContent {
+    #[error("stored update {index} does not decode: {source}")]
+    Undecodable {
+        index: usize,
+        source: quire_protocol::PayloadError,
+    },
+    #[error("stored update {index} does not apply: {source}")]
+    Refused {
+        index: usize,
+        source: yrs::error::UpdateError,
+    },
+}
+
 /// What is stored for one document: an optional snapshot and the log after it, oldest first.
 #[derive(Debug, Default)]
 pub struct StoredDoc {
@@ -80,7 +96,7 @@ pub trait Store: Send + Sync + 'static {
     fn compact(
         &self,
         doc: &str,
-        merge: fn(&StoredDoc) -> Result<Vec<u8>, String>,
+        merge: fn(&StoredDoc) -> Result<Vec<u8>, CorruptContent>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Every stored document ID, sorted.

@@ -16,7 +16,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
-use super::{Append, LogSize, Store, StoreError, StoredDoc};
+use super::{Append, CorruptContent, LogSize, Store, StoreError, StoredDoc};
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "quire.db";
@@ -331,7 +331,7 @@ impl Store for SqliteStore {
     async fn compact(
         &self,
         doc: &str,
-        merge: fn(&StoredDoc) -> Result<Vec<u8>, String>,
+        merge: fn(&StoredDoc) -> Result<Vec<u8>, CorruptContent>,
     ) -> Result<(), StoreError> {
         // Read and merge without the write lock: merging a large document takes long, and
         // every commit (and every ACK behind it) would wait for it.
@@ -351,9 +351,9 @@ impl Store for SqliteStore {
             doc: doc.to_owned(),
             detail: "merge panicked".to_owned(),
         })?;
-        let merged = merged.map_err(|detail| StoreError::Corrupt {
+        let merged = merged.map_err(|err| StoreError::Corrupt {
             doc: doc.to_owned(),
-            detail,
+            detail: err.to_string(),
         })?;
         self.compact_to(doc, input.last_seq, &merged).await
     }
@@ -391,7 +391,7 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
-    fn concat(stored: &StoredDoc) -> Result<Vec<u8>, String> {
+    fn concat(stored: &StoredDoc) -> Result<Vec<u8>, CorruptContent> {
         let mut out = stored.snapshot.clone().unwrap_or_default();
         for update in &stored.updates {
             out.extend_from_slice(update);

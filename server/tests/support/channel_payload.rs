@@ -13,7 +13,8 @@
 use quire_protocol::yrs::updates::decoder::Decode;
 use quire_protocol::yrs::{Doc, ReadTxn, Snapshot, Transact, Update};
 use quire_protocol::ysync::{self, SyncPayload};
-use quire_protocol::{ChannelId, ConnId, DocId};
+use quire_protocol::{Access, ChannelId, ConnId, DocId};
+use quire_server::connection::ConnHandle;
 use quire_server::room::{Room, SubKey};
 use quire_server::store::StoredDoc;
 
@@ -28,6 +29,11 @@ pub(crate) fn check_channel_payload(data: &[u8]) {
         conn: ConnId(1),
         channel: ChannelId(1),
     };
+    // Subscribed as a connection's channel is, so that its awareness is applied (relays go to
+    // the other subscribers only: none here).
+    let (conn, _queue) = ConnHandle::queue_only(from.conn, 16);
+    conn.channel_opened(from.channel, 1);
+    let _ = room.subscribe(from, conn, 1, Access::Write);
     let mut accepted = Vec::new();
     let mut rest = data;
     while let [kind, rest_after_kind @ ..] = rest {
@@ -54,7 +60,8 @@ pub(crate) fn check_channel_payload(data: &[u8]) {
                 Err(_) => {}
             }
         } else if let Ok(update) = ysync::decode_awareness(payload) {
-            room.relay_awareness(from, &update, payload);
+            // A refusal (PROTOCOL §6.6 limits) leaves the room as it was.
+            let _ = room.relay_awareness(from, &update, payload);
         }
     }
 
