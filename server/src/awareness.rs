@@ -4,7 +4,7 @@
 //!
 //! Presence is bounded (PROTOCOL §6.6), since every newcomer is sent all of it: each state is
 //! JSON of at most [`MAX_STATE_BYTES`]; a channel holds at most [`MAX_STATES_PER_WRITER`]
-//! present states ([`MAX_STATES_PER_READER`] on a read-only channel, which may also not change
+//! present states ([`MAX_STATES_PER_READER`] on a read-only channel, which may also not remove
 //! states another channel set); a document holds at most [`MAX_STATES_PER_DOC`] present states
 //! and [`MAX_DOC_BYTES`] of JSON. An update that would break a rule is refused whole.
 
@@ -34,7 +34,7 @@ pub enum AwarenessRefused {
     NotJson(u64),
     #[error("the state of client {0} is larger than {MAX_STATE_BYTES} bytes")]
     StateTooLarge(u64),
-    #[error("a read-only channel may not change the state of client {0}, set by another")]
+    #[error("a read-only channel may not remove the state of client {0}, set by another")]
     NotOwn(u64),
     #[error("the channel would hold more than {0} awareness states")]
     TooManyForChannel(usize),
@@ -124,8 +124,10 @@ impl RoomAwareness {
             if !self.is_newer(client, entry.clock, json) {
                 continue;
             }
+            // A reader may take over a state with a newer clock (its own, after a reconnect
+            // that the old connection has not noticed yet), but not remove another's.
             let other_owner = self.entries.get(&client).is_some_and(|e| e.owner != owner);
-            if !access.can_write() && other_owner {
+            if !access.can_write() && other_owner && json == NULL {
                 return Err(AwarenessRefused::NotOwn(client));
             }
             changes.insert(client, json);
@@ -277,7 +279,7 @@ mod tests {
             room.apply(key(1), Access::Read, &second),
             Err(AwarenessRefused::TooManyForChannel(MAX_STATES_PER_READER))
         );
-        // Its own state may change, and be removed; another's may not.
+        // Its own state may change; another's may not be removed.
         assert_eq!(
             room.apply(key(1), Access::Read, &update(&[(1, 2, "{\"a\":1}")])),
             Ok(true)
