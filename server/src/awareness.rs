@@ -292,9 +292,14 @@ mod tests {
             room.apply(key(1), Access::Read, &update(&[(9, 5, "null")])),
             Err(AwarenessRefused::NotOwn(9))
         );
+        // A reader may take a state over with a newer clock (its own, reconnected).
+        assert_eq!(
+            room.apply(key(4), Access::Read, &update(&[(9, 2, "{}")])),
+            Ok(true)
+        );
         // A writer may relay removals of others' states (y-protocols' timeouts).
         assert_eq!(
-            room.apply(key(3), Access::Write, &update(&[(9, 2, "null")])),
+            room.apply(key(3), Access::Write, &update(&[(9, 3, "null")])),
             Ok(true)
         );
     }
