@@ -71,7 +71,7 @@ pub(crate) struct DocEntry {
 /// How a session ended.
 #[derive(Debug)]
 pub(crate) struct SessionEnd {
-    pub code: u16,
+    pub code: CloseCode,
     pub reason: String,
     /// How long the connection was established (after WELCOME), if it was.
     pub uptime: Option<Duration>,
@@ -132,8 +132,7 @@ impl<S: LocalStore> Driver<S> {
                     if end.requested {
                         break;
                     }
-                    let reaction = CloseCode::from_u16(end.code).reaction();
-                    (reaction, end.code, end.reason, end.uptime)
+                    (end.code.reaction(), end.code, end.reason, end.uptime)
                 }
                 Err(err) => {
                     let (reaction, reason) = connect_reaction(&err);
@@ -157,9 +156,10 @@ impl<S: LocalStore> Driver<S> {
                             Next::Stop => break,
                         }
                     }
-                    (reaction, 1006, reason, None)
+                    (reaction, CloseCode::Abnormal, reason, None)
                 }
             };
+            let code = code.as_u16();
             tracing::debug!(code, %reason, ?reaction, "connection ended");
             match reaction {
                 Reaction::Stop | Reaction::DoNotReopen => {

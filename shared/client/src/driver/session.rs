@@ -10,8 +10,9 @@ use quire_protocol::ysync::{
     decode_awareness, decode_sync, encode_step1, encode_step2, encode_update, SyncPayload,
 };
 use quire_protocol::{
-    encode_fragmented, Access, ChannelId, CloseCode, DocId, Frame, Heartbeat, HeartbeatConfig,
-    HeartbeatEvent, Hello, Limits, Message, PayloadError, Reaction, Reassembler, PROTOCOL_REVISION,
+    encode_fragmented, Access, ChannelCode, ChannelId, CloseCode, DocId, Frame, Heartbeat,
+    HeartbeatConfig, HeartbeatEvent, Hello, Limits, Message, PayloadError, Reaction, Reassembler,
+    PROTOCOL_REVISION,
 };
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCode;
@@ -76,22 +77,28 @@ impl Session {
     /// CLOSE with 1000: the client is done with the channel, or answers the server's CLOSE.
     async fn close_channel(&self, channel: ChannelId) {
         let close = Message::Close {
-            code: 1000,
+            code: ChannelCode::Normal.as_u16(),
             reason: String::new(),
         };
         self.send(channel, close).await;
     }
 
-    async fn close_socket(&self, code: u16, reason: &str) {
+    /// Sends the Close frame for `code`, with its §10.1 reason text.
+    async fn close_socket(&self, code: CloseCode) {
         let frame = CloseFrame {
-            code: WsCode::from(code),
-            reason: reason.to_owned().into(),
+            code: WsCode::from(code.as_u16()),
+            reason: code.description().into(),
         };
         let _ = self.out.send(WsMessage::Close(Some(frame))).await;
     }
 }
 
-fn end(code: u16, reason: impl Into<String>, session: &Session, requested: bool) -> SessionEnd {
+fn end(
+    code: CloseCode,
+    reason: impl Into<String>,
+    session: &Session,
+    requested: bool,
+) -> SessionEnd {
     SessionEnd {
         code,
         reason: reason.into(),
@@ -145,8 +152,8 @@ impl<S: LocalStore> Driver<S> {
                 message = stream.next() => {
                     let message = match message {
                         Some(Ok(message)) => message,
-                        Some(Err(err)) => break end(1006, format!("connection lost: {err}"), &s, false),
-                        None => break end(1006, "connection lost", &s, false),
+                        Some(Err(err)) => break end(CloseCode::Abnormal, format!("connection lost: {err}"), &s, false),
+                        None => break end(CloseCode::Abnormal, "connection lost", &s, false),
                     };
                     s.heartbeat.on_traffic(Instant::now());
                     match message {
@@ -160,26 +167,26 @@ impl<S: LocalStore> Driver<S> {
                                 }
                                 Err(err) => {
                                     let code = err.close_code();
-                                    s.close_socket(code.as_u16(), code.description()).await;
-                                    break end(code.as_u16(), format!("bad frame from the server: {err}"), &s, false);
+                                    s.close_socket(code).await;
+                                    break end(code, format!("bad frame from the server: {err}"), &s, false);
                                 }
                             }
                         }
                         WsMessage::Close(frame) => {
-                            let (code, reason) = frame.map_or((1005, String::new()), |f| (f.code.into(), f.reason.to_string()));
+                            let (code, reason) = frame.map_or((CloseCode::Other(1005), String::new()), |f| (CloseCode::from_u16(f.code.into()), f.reason.to_string()));
                             break end(code, reason, &s, false);
                         }
                         WsMessage::Text(_) => {
-                            s.close_socket(1003, "text frames are not supported").await;
-                            break end(1003, "the server sent a text frame", &s, false);
+                            s.close_socket(CloseCode::UnsupportedData).await;
+                            break end(CloseCode::UnsupportedData, "the server sent a text frame", &s, false);
                         }
                         _ => {}
                     }
                 }
                 command = self.commands.recv() => {
                     let Some(command) = command else {
-                        s.close_socket(1000, "normal closure").await;
-                        break end(1000, "client dropped", &s, true);
+                        s.close_socket(CloseCode::Normal).await;
+                        break end(CloseCode::Normal, "client dropped", &s, true);
                     };
                     if let Some(ending) = self.on_command(&mut s, command).await {
                         break ending;
@@ -192,7 +199,7 @@ impl<S: LocalStore> Driver<S> {
                             s.send(ChannelId::CONTROL, Message::Ping(nonce)).await;
                         }
                         Some(HeartbeatEvent::Expired) => {
-                            break end(CloseCode::HeartbeatTimeout.as_u16(), "no traffic from the server within the heartbeat timeout", &s, false);
+                            break end(CloseCode::HeartbeatTimeout, "no traffic from the server within the heartbeat timeout", &s, false);
                         }
                         _ => {}
                     }
@@ -268,15 +275,20 @@ impl<S: LocalStore> Driver<S> {
                     }
                     Err(err) => {
                         let code = err.close_code();
-                        s.close_socket(code.as_u16(), code.description()).await;
-                        return Some(end(code.as_u16(), err.to_string(), s, false));
+                        s.close_socket(code).await;
+                        return Some(end(code, err.to_string(), s, false));
                     }
                 }
             }
             Message::Ack(seq) => self.on_ack(s, channel, seq).await,
             Message::Hello(_) | Message::Open { .. } => {
-                s.close_socket(1002, "protocol error").await;
-                return Some(end(1002, "client-only message from the server", s, false));
+                s.close_socket(CloseCode::ProtocolError).await;
+                return Some(end(
+                    CloseCode::ProtocolError,
+                    "client-only message from the server",
+                    s,
+                    false,
+                ));
             }
         }
         None
@@ -569,9 +581,9 @@ impl<S: LocalStore> Driver<S> {
             Command::SetToken(token) => self.config.token = token,
             Command::SetTrust(trust) => self.config.trust = trust,
             Command::Shutdown { code, done } => {
-                s.close_socket(code.as_u16(), code.description()).await;
+                s.close_socket(code).await;
                 self.shutdown = Some((code, done));
-                return Some(end(code.as_u16(), "closed by the client", s, true));
+                return Some(end(code, "closed by the client", s, true));
             }
         }
         None
