@@ -14,7 +14,7 @@ use quire_protocol::varint::{write_string, write_varint};
 use quire_protocol::Access;
 use yrs::sync::awareness::AwarenessUpdate;
 
-use crate::room::SubKey;
+use crate::subscription::SubKey;
 
 /// Largest JSON of one awareness state, in bytes.
 pub const MAX_STATE_BYTES: usize = 16 * 1024;

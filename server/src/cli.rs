@@ -317,7 +317,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     drop(out);
     tracing::info!(%local, "serving");
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    crate::server::run(
+    crate::serve::run(
         config,
         secret,
         store.clone(),

@@ -1,7 +1,7 @@
-//! A small queue for a connection's rare messages: its control frames (WELCOME, PING, PONG)
-//! and the events for its reader. A tokio channel allocates a block of 32 slots up front, about
-//! 1 KiB per channel and connection, mostly never used; a lane allocates only while something
-//! waits in it (docs/BENCHMARKS.md, S5).
+//! A small queue for messages that are rare or come in bursts: a connection's reader events,
+//! and each open document's jobs. A tokio channel allocates a block of 32 slots up front, about
+//! 1–3 KiB per channel, mostly never used; a lane allocates only while something waits in it
+//! (docs/BENCHMARKS.md, S5 and S7). A lane can be closed: pushes fail from then on.
 
 use std::collections::VecDeque;
 
@@ -9,40 +9,55 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 #[derive(Debug)]
-pub(super) struct Lane<T> {
-    items: Mutex<VecDeque<T>>,
+struct State<T> {
+    items: VecDeque<T>,
+    closed: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Lane<T> {
+    state: Mutex<State<T>>,
     ready: Notify,
     capacity: usize,
 }
 
 impl<T> Lane<T> {
     /// A lane holding at most `capacity` items.
-    pub(super) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         Self {
-            items: Mutex::new(VecDeque::new()),
+            state: Mutex::new(State {
+                items: VecDeque::new(),
+                closed: false,
+            }),
             ready: Notify::new(),
             capacity,
         }
     }
 
-    /// Queues `item`; false (and the item dropped) when the lane is full.
-    pub(super) fn push(&self, item: T) -> bool {
-        let mut items = self.items.lock();
-        if items.len() >= self.capacity {
+    /// Queues `item`; false (and the item dropped) when the lane is full or closed.
+    pub(crate) fn push(&self, item: T) -> bool {
+        let mut state = self.state.lock();
+        if state.closed || state.items.len() >= self.capacity {
             return false;
         }
-        items.push_back(item);
-        drop(items);
+        state.items.push_back(item);
+        drop(state);
         self.ready.notify_one();
         true
     }
 
-    pub(super) fn try_pop(&self) -> Option<T> {
-        self.items.lock().pop_front()
+    pub(crate) fn try_pop(&self) -> Option<T> {
+        let mut state = self.state.lock();
+        let item = state.items.pop_front();
+        if state.items.is_empty() && state.items.capacity() > 0 {
+            // A burst is over: give its memory back rather than keep it per lane.
+            state.items = VecDeque::new();
+        }
+        item
     }
 
     /// The next item, waiting for one. Cancel-safe: an item stays queued until returned.
-    pub(super) async fn pop(&self) -> T {
+    pub(crate) async fn pop(&self) -> T {
         loop {
             // An item pushed after this check stores a permit in `ready` (notify_one), so the
             // wait below returns at once.
@@ -51,6 +66,14 @@ impl<T> Lane<T> {
             }
             self.ready.notified().await;
         }
+    }
+
+    /// Closes the lane: later pushes fail. Returns what was still queued, atomically with the
+    /// close, so that nothing pushed before it is lost unseen.
+    pub(crate) fn close(&self) -> VecDeque<T> {
+        let mut state = self.state.lock();
+        state.closed = true;
+        std::mem::take(&mut state.items)
     }
 }
 
@@ -100,5 +123,14 @@ mod tests {
         }
         assert!(lane.push("kept"));
         assert_eq!(lane.pop().await, "kept");
+    }
+
+    #[test]
+    fn a_closed_lane_hands_back_its_items_and_refuses_more() {
+        let lane = Lane::new(8);
+        assert!(lane.push(1));
+        assert_eq!(lane.close().into_iter().collect::<Vec<_>>(), vec![1]);
+        assert!(!lane.push(2));
+        assert_eq!(lane.try_pop(), None);
     }
 }

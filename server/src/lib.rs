@@ -1,26 +1,36 @@
 //! `quire-server`: Quire's self-hosted sync server.
 //!
 //! # Layout
+//! Modules are layered: each uses only those below it in this list (a test,
+//! `tests/module_layers.rs`, reads every file's `crate::` paths and fails on a cycle).
 //! - [`cli`]: the command line (`serve`, `token`, `export`, `import`, `compact`, `backup`, `list`).
-//! - [`config`]: serve settings from flags, `QUIRE_*` variables and a TOML file.
-//! - [`server`]: wires storage, rooms, persister and metrics; `run` serves until shutdown.
-//! - [`http`]: accept loop, TLS, `/healthz`, `/metrics`, and the checked WebSocket upgrade.
-//! - [`connection`]: one task pair per client: reader (frames → room tasks) and writer (a
-//!   fair schedule of frames → socket), heartbeat, token expiry, close codes.
-//! - [`rooms`] / [`room`]: documents in memory, shared by all their subscribers; fan-out.
+//! - [`serve`]: starts the persister, rooms and [`server::Server`], serves until shutdown,
+//!   then drains.
+//! - [`http`]: accept loop, TLS, `/healthz`, `/metrics`, the checked WebSocket upgrade, and
+//!   the test-only echo endpoint for WebSocket conformance runs.
+//! - [`connection`]: one reader per client: frames → room tasks, heartbeat, token expiry, close
+//!   codes, the shutdown drain.
+//! - [`server`]: what every connection shares: configuration, rooms, persister, metrics,
+//!   per-address counts, the shutdown switch.
+//! - [`rooms`]: the registry of open documents, one [`room_task`] each.
 //! - [`room_task`]: each room's own task, where all work on its document happens in order,
 //!   the heavy parts on the document work pool; it also unloads the room when idle.
-//! - [`work`]: the document work pool, a few low-priority threads for CPU-heavy yrs work.
-//! - [`history`]: what a room's document was built from, to undo an update yrs applied in part.
-//! - [`awareness`]: presence per room, cleared for subscribers that leave.
 //! - [`persist`]: group commit to storage, durable acks after commit, compaction.
+//! - [`room`]: one document in memory (a yrs Doc and awareness), shared by its subscribers;
+//!   fan-out.
+//! - [`awareness`]: presence per room, bounded, cleared for subscribers that leave.
+//! - [`history`]: what a room's document was built from, to undo an update yrs applied in part.
+//! - [`outbox`]: the sending half of a connection: a fair schedule of frames and its writer.
+//! - [`subscription`]: who a subscriber is (a channel on a connection).
+//! - [`lane`]: a queue that allocates only while something waits (events, room jobs).
 //! - [`store`]: the storage trait and its SQLite implementation.
+//! - [`work`]: the document work pool, a few low-priority threads for CPU-heavy yrs work.
 //! - [`auth`]: HS256 tokens with per-document rights.
 //! - [`failed_login`]: rate-limited `warn!` lines for refused logins.
-//! - [`private`]: owner-only modes for the data directory and every file written in it.
+//! - [`config`]: serve settings from flags, `QUIRE_*` variables and a TOML file.
 //! - [`tls`]: certificates, including the `--dev` self-signed one.
+//! - [`private`]: owner-only modes for the data directory and every file written in it.
 //! - [`metrics`]: Prometheus figures.
-//! - [`echo`]: a test-only echo endpoint for WebSocket conformance runs.
 //! - [`shutdown`]: SIGTERM / SIGINT.
 
 pub mod auth;
@@ -28,18 +38,21 @@ pub mod awareness;
 pub mod cli;
 pub mod config;
 pub mod connection;
-pub mod echo;
 pub mod failed_login;
 pub mod history;
 pub mod http;
+pub mod lane;
 pub mod metrics;
+pub mod outbox;
 pub mod persist;
 pub mod private;
 pub mod room;
 pub mod room_task;
 pub mod rooms;
+pub mod serve;
 pub mod server;
 pub mod shutdown;
 pub mod store;
+pub mod subscription;
 pub mod tls;
 pub mod work;

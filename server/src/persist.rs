@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use quire_protocol::{ChannelCode, ChannelId, ConnId};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::connection::{ConnEvent, ConnHandle};
 use crate::metrics::Metrics;
+use crate::outbox::{ConnEvent, ConnHandle};
 use crate::room::{merge_stored, Room};
 use crate::store::{Append, Store};
 

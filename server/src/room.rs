@@ -12,21 +12,16 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use quire_protocol::frame::kind;
 use quire_protocol::ysync::{encode_step1, encode_step2, encode_update, SYNC_UPDATE};
-use quire_protocol::{Access, ChannelId, ConnId, DocId};
+use quire_protocol::{Access, DocId};
 use yrs::sync::awareness::AwarenessUpdate;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
 use crate::awareness::{AwarenessRefused, RoomAwareness};
-use crate::connection::ConnHandle;
 use crate::history::History;
+use crate::outbox::ConnHandle;
 use crate::store::{CorruptContent, StoredDoc};
 
-/// One subscription: a channel on a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SubKey {
-    pub conn: ConnId,
-    pub channel: ChannelId,
-}
+pub use crate::subscription::SubKey;
 
 #[derive(Debug)]
 struct Subscriber {

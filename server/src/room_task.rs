@@ -12,18 +12,19 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use quire_protocol::frame::kind;
 use quire_protocol::ysync::{decode_awareness, decode_sync, is_write, SyncPayload};
 use quire_protocol::{Access, ChannelCode, ChannelId, Message};
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
-use crate::connection::{ConnEvent, ConnHandle};
-use crate::persist::{AckTarget, Job};
+use crate::lane::Lane;
+use crate::metrics::Metrics;
+use crate::outbox::{ConnEvent, ConnHandle};
+use crate::persist::{AckTarget, Job, Persister};
 use crate::room::{Room, SubKey};
-use crate::rooms::Rooms;
 use crate::store::{Store, StoredDoc};
 
 /// Messages up to this size are handled on the room's task itself: decoding and applying a
@@ -87,7 +88,8 @@ pub(crate) enum RoomJob {
 #[derive(Debug, Clone)]
 pub struct RoomHandle {
     room: Arc<Room>,
-    jobs: mpsc::UnboundedSender<RoomJob>,
+    /// The task's queue; closed once the task has ended (unloaded, or its load failed).
+    jobs: Arc<Lane<RoomJob>>,
 }
 
 impl RoomHandle {
@@ -97,29 +99,42 @@ impl RoomHandle {
 
     /// Queues a job; false if the room's task is gone (its document failed to load).
     pub(crate) fn submit(&self, job: RoomJob) -> bool {
-        self.jobs.send(job).is_ok()
+        self.jobs.push(job)
     }
 }
 
+/// What a room's task needs from the registry of open rooms that started it: storage, the
+/// persister, metrics, and a say in the room's removal. Implemented by
+/// [`crate::rooms::Rooms`]; a trait, so that this module does not depend on the registry.
+pub(crate) trait Registry: Send + Sync + 'static {
+    type Store: Store;
+    fn store(&self) -> &Arc<Self::Store>;
+    fn persister(&self) -> &Persister;
+    fn metrics(&self) -> &Metrics;
+    /// How long a room nobody has open stays loaded.
+    fn idle_unload(&self) -> Duration;
+    /// The room could not be loaded: forget it, so that the next opener loads it afresh.
+    fn forget(&self, room: &Arc<Room>);
+    /// Removes the room if no channel holds it; whether it is gone.
+    fn unload_if_unused(&self, room: &Arc<Room>) -> bool;
+}
+
 /// Starts the task of a new room; `rooms` unloads it when idle.
-pub(crate) fn start<S: Store>(rooms: Arc<Rooms<S>>, room: Arc<Room>) -> RoomHandle {
-    let (jobs, queue) = mpsc::unbounded_channel();
-    tokio::spawn(run(rooms, room.clone(), queue));
+pub(crate) fn start<R: Registry>(rooms: Arc<R>, room: Arc<Room>) -> RoomHandle {
+    let jobs = Arc::new(Lane::new(usize::MAX));
+    tokio::spawn(run(rooms, room.clone(), jobs.clone()));
     RoomHandle { room, jobs }
 }
 
-async fn run<S: Store>(
-    rooms: Arc<Rooms<S>>,
-    room: Arc<Room>,
-    mut queue: mpsc::UnboundedReceiver<RoomJob>,
-) {
-    let size = match load(&rooms, &room).await {
+async fn run<R: Registry>(rooms: Arc<R>, room: Arc<Room>, queue: Arc<Lane<RoomJob>>) {
+    let size = match load(rooms.as_ref(), &room).await {
         Ok(size) => size,
         Err(err) => {
             tracing::error!(doc = %room.id, error = %err, "loading document failed");
-            // The next opener loads afresh; whoever already queued here is refused.
+            // The next opener loads afresh; whoever already queued here is refused, and
+            // whoever still holds this room finds its queue closed.
             rooms.forget(&room);
-            while let Some(job) = queue.recv().await {
+            for job in queue.close() {
                 if let RoomJob::Open { sub, .. } = job {
                     sub.conn.event(ConnEvent::OpenFailed {
                         channel: sub.channel(),
@@ -134,30 +149,36 @@ async fn run<S: Store>(
     let mut task = Task { rooms, room, size };
     loop {
         let job = if task.room.subscriber_count() == 0 {
-            match tokio::time::timeout(task.rooms.idle_unload(), queue.recv()).await {
+            match tokio::time::timeout(task.rooms.idle_unload(), queue.pop()).await {
                 Ok(job) => job,
                 Err(_) => {
                     if task.try_unload().await {
+                        // Nobody holds the room any more, so nothing should be queued; what
+                        // is, is still handled.
+                        for job in queue.close() {
+                            task.handle(job).await;
+                        }
                         return;
                     }
                     continue;
                 }
             }
         } else {
-            queue.recv().await
+            queue.pop().await
         };
-        let Some(job) = job else { return };
         task.handle(job).await;
     }
 }
 
-/// Loads the stored document into the room on the document work pool; returns its stored
-/// size.
-async fn load<S: Store>(rooms: &Rooms<S>, room: &Arc<Room>) -> Result<usize, LoadError> {
+/// Loads the stored document into the room (a large one on the document work pool); returns
+/// its stored size.
+async fn load<R: Registry>(rooms: &R, room: &Arc<Room>) -> Result<usize, LoadError> {
     let stored = rooms.store().load(room.id.as_str()).await?;
     let size = stored_size(&stored);
     let loading = room.clone();
-    crate::work::run(move || catch_unwind(AssertUnwindSafe(|| loading.load_stored(stored))))
+    // A new or small document loads in microseconds: here, without a thread hop.
+    let work = move || catch_unwind(AssertUnwindSafe(|| loading.load_stored(stored)));
+    run_sized(work, size > INLINE_DOCUMENT_BYTES)
         .await
         .map_err(|_| LoadError::Panicked)?
         .map_err(LoadError::Corrupt)?;
@@ -179,14 +200,14 @@ enum LoadError {
     Panicked,
 }
 
-struct Task<S> {
-    rooms: Arc<Rooms<S>>,
+struct Task<R> {
+    rooms: Arc<R>,
     room: Arc<Room>,
     /// Bytes stored plus bytes accepted since: whether step 1 answers are worth a thread.
     size: usize,
 }
 
-impl<S: Store> Task<S> {
+impl<R: Registry> Task<R> {
     async fn handle(&mut self, job: RoomJob) {
         match job {
             RoomJob::Open { sub, access } => self.open(sub, access),

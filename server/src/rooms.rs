@@ -15,7 +15,7 @@ use quire_protocol::DocId;
 use crate::metrics::Metrics;
 use crate::persist::Persister;
 use crate::room::Room;
-use crate::room_task::{self, RoomHandle};
+use crate::room_task::{self, Registry, RoomHandle};
 use crate::store::Store;
 
 #[derive(Debug)]
@@ -77,9 +77,13 @@ impl<S: Store> Rooms<S> {
             }
         }
     }
+}
+
+impl<S: Store> Registry for Rooms<S> {
+    type Store = S;
 
     /// Removes `room` if no channel holds it; true if it was removed (or already gone).
-    pub(crate) fn unload_if_unused(&self, room: &Arc<Room>) -> bool {
+    fn unload_if_unused(&self, room: &Arc<Room>) -> bool {
         let mut map = self.map.lock();
         match map.get(&room.id) {
             Some(entry) if Arc::ptr_eq(entry.handle.room(), room) => {
@@ -98,7 +102,7 @@ impl<S: Store> Rooms<S> {
     }
 
     /// Removes `room` whatever holds it (its load failed): the next opener starts afresh.
-    pub(crate) fn forget(&self, room: &Arc<Room>) {
+    fn forget(&self, room: &Arc<Room>) {
         let mut map = self.map.lock();
         if map
             .get(&room.id)
@@ -111,19 +115,19 @@ impl<S: Store> Rooms<S> {
         }
     }
 
-    pub(crate) fn store(&self) -> &Arc<S> {
+    fn store(&self) -> &Arc<S> {
         &self.store
     }
 
-    pub(crate) fn persister(&self) -> &Persister {
+    fn persister(&self) -> &Persister {
         &self.persister
     }
 
-    pub(crate) fn metrics(&self) -> &Metrics {
+    fn metrics(&self) -> &Metrics {
         &self.metrics
     }
 
-    pub(crate) fn idle_unload(&self) -> Duration {
+    fn idle_unload(&self) -> Duration {
         self.idle_unload
     }
 }

@@ -1,24 +1,20 @@
-//! The server as a value: configuration, storage, rooms, persister and metrics wired together,
-//! and `run`, which serves a listener until a shutdown future resolves, then shuts down
-//! gracefully: answer new upgrades with 503 while every connection makes its writes durable,
-//! sends their ACKs and closes with 1001; then stop listening.
+//! The server as a value: configuration, storage, rooms, persister and metrics, shared by
+//! every connection, with the per-address connection counts and the shutdown switch.
+//! [`crate::serve`] starts one and serves it.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch, Notify};
+use tokio::sync::{watch, Notify};
 
 use crate::auth::Secret;
 use crate::config::ServeConfig;
 use crate::failed_login::FailedLogins;
-use crate::http;
 use crate::metrics::Metrics;
-use crate::persist::{CompactionPolicy, Persister};
+use crate::persist::Persister;
 use crate::rooms::Rooms;
 use crate::store::Store;
 
@@ -119,92 +115,47 @@ impl<S: Store> Server<S> {
     pub fn is_shutting_down(&self) -> bool {
         *self.shutdown.borrow()
     }
-}
 
-/// Serves `listener` (and `/metrics` on `metrics_listener`, if given) until `shutdown`
-/// resolves, then shuts down gracefully.
-pub async fn run<S: Store>(
-    config: ServeConfig,
-    secret: Option<Secret>,
-    store: Arc<S>,
-    listener: TcpListener,
-    metrics_listener: Option<TcpListener>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    shutdown: impl Future<Output = ()>,
-) {
-    let metrics = Arc::new(Metrics::default());
-    let (persister, persister_task) = Persister::start(
-        store.clone(),
-        metrics.clone(),
-        CompactionPolicy {
-            after_updates: config.compact_after_updates,
-        },
-        config.queue_depth.max(1024),
-        config.commit_window,
-    );
-    let rooms = Arc::new(Rooms::new(
-        store,
-        persister.clone(),
-        config.idle_unload,
-        metrics.clone(),
-    ));
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let shutdown_timeout = config.shutdown_timeout;
-    let server = Arc::new(Server {
-        config,
-        secret,
-        rooms,
-        persister,
-        metrics,
-        failed_logins: FailedLogins::default(),
-        next_conn_id: AtomicU64::new(1),
-        per_ip: Mutex::new(HashMap::new()),
-        tcp_per_ip: Mutex::new(HashMap::new()),
-        live: AtomicUsize::new(0),
-        all_closed: Notify::new(),
-        shutdown: shutdown_rx,
-    });
+    /// The shared state of a server that has not started serving, and the switch that tells
+    /// its connections to shut down.
+    pub fn new(
+        config: ServeConfig,
+        secret: Option<Secret>,
+        rooms: Arc<Rooms<S>>,
+        persister: Persister,
+        metrics: Arc<Metrics>,
+    ) -> (Arc<Self>, watch::Sender<bool>) {
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let server = Arc::new(Server {
+            config,
+            secret,
+            rooms,
+            persister,
+            metrics,
+            failed_logins: FailedLogins::default(),
+            next_conn_id: AtomicU64::new(1),
+            per_ip: Mutex::new(HashMap::new()),
+            tcp_per_ip: Mutex::new(HashMap::new()),
+            live: AtomicUsize::new(0),
+            all_closed: Notify::new(),
+            shutdown: shutdown_rx,
+        });
+        (server, shutdown_tx)
+    }
 
-    let metrics_task = metrics_listener
-        .map(|listener| tokio::spawn(http::metrics_loop(server.metrics.clone(), listener)));
-    // The listener stays open through the drain, so that a client reconnecting meanwhile is
-    // told 503 (PROTOCOL §5.3) rather than refused at the TCP level.
-    let (drained, stop_accepting) = oneshot::channel::<()>();
-    let accepting = tokio::spawn(http::accept_loop(
-        server.clone(),
-        listener,
-        tls,
-        async move {
-            let _ = stop_accepting.await;
-        },
-    ));
-    shutdown.await;
-    tracing::info!("shutting down: flushing pending writes and closing connections with 1001");
-    let _ = shutdown_tx.send(true);
-    // Each connection flushes its own writes, waits for their acks to go out, then closes
-    // with 1001. Wait for all of them, within the bound.
-    let all_closed = tokio::time::timeout(shutdown_timeout, async {
+    /// WebSocket connections still open.
+    pub fn open_connections(&self) -> usize {
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// Resolves once no WebSocket connection is open (awaits their slots' release).
+    pub async fn all_closed(&self) {
         loop {
-            let notified = server.all_closed.notified();
-            if server.live.load(Ordering::Acquire) == 0 {
-                break;
+            let notified = self.all_closed.notified();
+            if self.live.load(Ordering::Acquire) == 0 {
+                return;
             }
             notified.await;
         }
-    })
-    .await;
-    if all_closed.is_err() {
-        tracing::warn!(
-            open = server.live.load(Ordering::Acquire),
-            "shutdown timeout: closing remaining connections"
-        );
     }
-    let _ = drained.send(());
-    let _ = accepting.await;
-    if let Some(task) = metrics_task {
-        task.abort();
-    }
-    // Whatever is still queued (a connection past the timeout) is committed before exiting.
-    server.persister.flush().await;
-    drop(persister_task);
 }

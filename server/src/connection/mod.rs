@@ -1,15 +1,12 @@
 //! One client connection: the reader loop (this file) decodes mux frames and dispatches them;
 //! work on documents goes to each room's own task ([`crate::room_task`]) and is never waited
 //! for here, so a busy document holds up neither the connection's other channels nor its
-//! heartbeat. The writer task (`outbound`) owns the socket's sending half and writes the
-//! `schedule` of outgoing frames; `lane` holds the reader's events. The reader also runs the
+//! heartbeat. The writer task ([`crate::outbox`]) owns the socket's sending half and writes
+//! the schedule of outgoing frames, and holds the reader's events. The reader also runs the
 //! heartbeat and the token's expiry, and on shutdown waits for this connection's writes to be
 //! durable and acknowledged before closing with 1001.
 
 mod channel;
-mod lane;
-mod outbound;
-mod schedule;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -30,13 +27,13 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tracing::Instrument;
 
 use self::channel::{ChannelState, OpenChannel};
-pub(crate) use self::outbound::ConnEvent;
-pub use self::outbound::{ConnHandle, QueueOnly};
 use crate::auth::Claims;
-use crate::room::SubKey;
+use crate::outbox::{self, ConnEvent};
+pub use crate::outbox::{ConnHandle, QueueOnly};
 use crate::room_task::{RoomJob, Subscription};
 use crate::server::{ConnectionSlot, Server};
 use crate::store::Store;
+use crate::subscription::SubKey;
 
 /// A connection that causes more channel errors than this is closed with 1008.
 const MAX_CHANNEL_ERRORS: u32 = 100;
@@ -79,7 +76,7 @@ pub async fn serve<S, W>(
             server.metrics.clone(),
         );
         let (sink, mut stream) = ws.split();
-        let mut writer = tokio::spawn(outbound::run_writer(handle.clone(), sink).in_current_span());
+        let mut writer = tokio::spawn(outbox::run_writer(handle.clone(), sink).in_current_span());
         server.metrics.connections.fetch_add(1, Ordering::Relaxed);
         server
             .metrics

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::{Error, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::http::{header_pairs, http_version, refuse, switching_protocols, websocket_config};
+use super::{header_pairs, http_version, refuse, switching_protocols, websocket_config};
 
 pub const PATH: &str = "/echo";
 

@@ -2,6 +2,8 @@
 //! WebSocket upgrade on `/ws`, checked in full before answering 101 so that every refused
 //! upgrade gets the status the spec names rather than a dropped socket.
 
+pub mod echo;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,7 +25,6 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::auth::{unix_now, Claims};
 use crate::connection;
-use crate::echo;
 use crate::metrics::Metrics;
 use crate::server::{Server, TcpSlot};
 use crate::store::Store;

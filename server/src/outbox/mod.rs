@@ -5,6 +5,8 @@
 //! the schedule's bounds and is closed with 4009 instead of being buffered without bound: the
 //! Close frame then goes out ahead of everything still queued.
 
+mod schedule;
+
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +21,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCode
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use super::lane::Lane;
-use super::schedule::{Out, Refused, Schedule};
+use self::schedule::{Out, Refused, Schedule};
+use crate::lane::Lane;
 use crate::metrics::Metrics;
 
 /// Control frames waiting at most; a peer that floods PINGs loses the excess PONGs.
@@ -28,6 +30,9 @@ const CONTROL_QUEUE: usize = 64;
 
 /// How long the writer keeps trying to deliver a Close frame to a peer that is not reading.
 const CLOSE_DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Bytes the writer writes before it lets the runtime's other tasks run.
+const YIELD_BYTES: usize = 64 * 1024;
 
 /// Frames written per flush at most, and bytes: small frames share one syscall (and one TLS
 /// record run), while a PONG never waits behind more than this much of a large transfer.
@@ -308,6 +313,8 @@ where
 {
     let shared = handle.0.clone();
     let mut batch = Vec::new();
+    // Bytes written since the writer last let other tasks run.
+    let mut unyielded = 0;
     let code = loop {
         if let Some(code) = handle.kill_code() {
             break code;
@@ -323,6 +330,7 @@ where
             }
             continue;
         }
+        unyielded += batch.iter().map(Bytes::len).sum::<usize>();
         let write = async {
             for frame in batch.drain(..) {
                 shared.metrics.frames_out.fetch_add(1, Ordering::Relaxed);
@@ -344,8 +352,11 @@ where
             return CloseCode::Abnormal;
         }
         // A socket with room never makes the writer wait: let the runtime's other tasks run
-        // between batches (see the reader's `yield_after`).
-        tokio::task::yield_now().await;
+        // once a large transfer has had its share (see the reader's `yield_after`).
+        if unyielded >= YIELD_BYTES {
+            unyielded = 0;
+            tokio::task::yield_now().await;
+        }
     };
     let frame = CloseFrame {
         code: WsCode::from(code.as_u16()),

@@ -297,6 +297,10 @@ impl Schedule {
             .is_some_and(|q| q.is_empty() && !q.in_ready && !q.in_urgent)
         {
             self.channels.remove(&channel);
+            if self.channels.is_empty() {
+                // An idle connection keeps no buckets either (S5).
+                self.channels = HashMap::new();
+            }
         }
     }
 }

@@ -1,0 +1,84 @@
+//! Serving: starts the persister, the rooms and the shared [`Server`], serves a listener until
+//! a shutdown future resolves, then shuts down gracefully: answer new upgrades with 503 while
+//! every connection makes its writes durable, sends their ACKs and closes with 1001; then stop
+//! listening and commit whatever is left.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::auth::Secret;
+use crate::config::ServeConfig;
+use crate::http;
+use crate::metrics::Metrics;
+use crate::persist::{CompactionPolicy, Persister};
+use crate::rooms::Rooms;
+use crate::server::Server;
+use crate::store::Store;
+
+/// Serves `listener` (and `/metrics` on `metrics_listener`, if given) until `shutdown`
+/// resolves, then shuts down gracefully.
+pub async fn run<S: Store>(
+    config: ServeConfig,
+    secret: Option<Secret>,
+    store: Arc<S>,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let metrics = Arc::new(Metrics::default());
+    let (persister, persister_task) = Persister::start(
+        store.clone(),
+        metrics.clone(),
+        CompactionPolicy {
+            after_updates: config.compact_after_updates,
+        },
+        config.queue_depth.max(1024),
+        config.commit_window,
+    );
+    let rooms = Arc::new(Rooms::new(
+        store,
+        persister.clone(),
+        config.idle_unload,
+        metrics.clone(),
+    ));
+    let shutdown_timeout = config.shutdown_timeout;
+    let (server, shutdown_tx) = Server::new(config, secret, rooms, persister, metrics);
+
+    let metrics_task = metrics_listener
+        .map(|listener| tokio::spawn(http::metrics_loop(server.metrics.clone(), listener)));
+    // The listener stays open through the drain, so that a client reconnecting meanwhile is
+    // told 503 (PROTOCOL §5.3) rather than refused at the TCP level.
+    let (drained, stop_accepting) = oneshot::channel::<()>();
+    let accepting = tokio::spawn(http::accept_loop(
+        server.clone(),
+        listener,
+        tls,
+        async move {
+            let _ = stop_accepting.await;
+        },
+    ));
+    shutdown.await;
+    tracing::info!("shutting down: flushing pending writes and closing connections with 1001");
+    let _ = shutdown_tx.send(true);
+    // Each connection flushes its own writes, waits for their acks to go out, then closes
+    // with 1001. Wait for all of them, within the bound.
+    let all_closed = tokio::time::timeout(shutdown_timeout, server.all_closed()).await;
+    if all_closed.is_err() {
+        tracing::warn!(
+            open = server.open_connections(),
+            "shutdown timeout: closing remaining connections"
+        );
+    }
+    let _ = drained.send(());
+    let _ = accepting.await;
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
+    // Whatever is still queued (a connection past the timeout) is committed before exiting.
+    server.persister.flush().await;
+    drop(persister_task);
+}
