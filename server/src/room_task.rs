@@ -127,7 +127,10 @@ pub(crate) fn start<R: Registry>(rooms: Arc<R>, room: Arc<Room>) -> RoomHandle {
 }
 
 async fn run<R: Registry>(rooms: Arc<R>, room: Arc<Room>, queue: Arc<Lane<RoomJob>>) {
-    let size = match load(rooms.as_ref(), &room).await {
+    // The load and each job run boxed: a room's task spends its life waiting for the next
+    // job, and its future is as large as the largest state it can be in (docs/BENCHMARKS.md,
+    // S7: one task per open document).
+    let size = match Box::pin(load(rooms.as_ref(), &room)).await {
         Ok(size) => size,
         Err(err) => {
             tracing::error!(doc = %room.id, error = %err, "loading document failed");
@@ -156,7 +159,7 @@ async fn run<R: Registry>(rooms: Arc<R>, room: Arc<Room>, queue: Arc<Lane<RoomJo
                         // Nobody holds the room any more, so nothing should be queued; what
                         // is, is still handled.
                         for job in queue.close() {
-                            task.handle(job).await;
+                            Box::pin(task.handle(job)).await;
                         }
                         return;
                     }
@@ -166,7 +169,7 @@ async fn run<R: Registry>(rooms: Arc<R>, room: Arc<Room>, queue: Arc<Lane<RoomJo
         } else {
             queue.pop().await
         };
-        task.handle(job).await;
+        Box::pin(task.handle(job)).await;
     }
 }
 

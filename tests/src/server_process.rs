@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -110,7 +111,13 @@ impl ServerProcess {
         env: &[(&str, &str)],
     ) -> Self {
         let wrapper: Vec<String> = wrapper.iter().map(|s| s.to_string()).collect();
-        let data = Arc::new(tempfile::tempdir().expect("temporary data directory"));
+        // Owner-only, as the server makes its own (a more open one makes it warn at start).
+        let data = Arc::new(
+            tempfile::Builder::new()
+                .permissions(std::fs::Permissions::from_mode(0o700))
+                .tempdir()
+                .expect("temporary data directory"),
+        );
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let env: Vec<(String, String)> = env
             .iter()
