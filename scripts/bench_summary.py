@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Summarises quire-bench JSON lines (scripts/bench.sh's output) as a Markdown table:
-median of the runs with min-max, per scenario and metric. Usage: bench_summary.py results.jsonl"""
+median of the runs with min-max, per scenario and metric; lines tagged with a "build"
+(scripts/bench.sh's BUILD=) are summarised per build, in the order they first appear.
+Usage: bench_summary.py results.jsonl"""
 import json
 import statistics
 import sys
@@ -93,13 +95,17 @@ def main():
             line = line.strip()
             if line:
                 record = json.loads(line)
-                runs.setdefault(record["scenario"], []).append(record)
+                key = (record["scenario"], record.get("build"))
+                runs.setdefault(key, []).append(record)
+    builds = list(dict.fromkeys(build for _, build in runs))
     print("| scenario | metric | median | min – max | runs (valid) |")
     print("|---|---|---:|---:|---:|")
-    for scenario, metrics in METRICS.items():
-        records = runs.get(scenario, [])
+    for (scenario, metrics), build in [(m, b) for m in METRICS.items() for b in builds]:
+        records = runs.get((scenario, build), [])
         if not records:
             continue
+        if build is not None:
+            scenario = f"{scenario} ({build})"
         valid = sum(1 for r in records if r.get("valid", True))
         for name, path, scale in metrics:
             values = [get(r, path) for r in records]
@@ -109,8 +115,10 @@ def main():
                 continue
             print(f"| {scenario} | {name} | {fmt(statistics.median(values))} | "
                   f"{fmt(min(values))} – {fmt(max(values))} | {len(values)} ({valid}) |")
-    for record in runs.get("S2", []):
-        print(f"\nS2 stopped: {record.get('stopped')}")
+    for build in builds:
+        for record in runs.get(("S2", build), []):
+            label = f" ({build})" if build is not None else ""
+            print(f"\nS2{label} stopped: {record.get('stopped')}")
 
 
 if __name__ == "__main__":
