@@ -188,15 +188,32 @@ fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
 /// A token for every document signed with `server`'s secret, with the given time claims, as
 /// a JWT library other than Quire's own minter would make it.
 fn token_with_times(server: &ServerProcess, nbf: u64, exp: u64) -> String {
+    signed_token(
+        server,
+        serde_json::json!({
+            "sub": "tester", "name": "Tester", "nbf": nbf, "exp": exp,
+            "docs": [{ "pattern": "*", "write": true }],
+        }),
+    )
+}
+
+/// A token for an hour with the given grants, signed with `server`'s secret.
+fn token_with_grants(server: &ServerProcess, docs: serde_json::Value) -> String {
+    signed_token(
+        server,
+        serde_json::json!({
+            "sub": "tester", "name": "Tester", "exp": unix_now() + 3600, "docs": docs,
+        }),
+    )
+}
+
+/// `claims` as an HS256 JWT signed with `server`'s secret.
+fn signed_token(server: &ServerProcess, claims: serde_json::Value) -> String {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
     use base64::Engine;
     let secret = std::fs::read_to_string(server.data_dir().join("secret.key")).unwrap();
     let key = B64.decode(secret.trim()).unwrap();
     let header = B64.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let claims = serde_json::json!({
-        "sub": "tester", "name": "Tester", "nbf": nbf, "exp": exp,
-        "docs": [{ "pattern": "*", "write": true }],
-    });
     let payload = B64.encode(claims.to_string());
     let signing_input = format!("{header}.{payload}");
     let signature = B64.encode(hmac_sha256(&key, signing_input.as_bytes()));
@@ -241,4 +258,53 @@ async fn a_token_before_its_nbf_gets_401_and_the_refusal_is_logged_without_the_t
     let log = server.log();
     let signature = early.rsplit('.').next().unwrap();
     assert!(!log.contains(signature), "the token stays out of the log");
+}
+
+#[tokio::test]
+async fn a_token_with_no_grants_is_refused_at_the_upgrade_with_403() {
+    let server = ServerProcess::start(&[]);
+    let token = token_with_grants(&server, serde_json::json!([]));
+    let auth = format!("Bearer {token}");
+    let head = upgrade_head("GET", "/ws", &[], &[("Authorization", auth.as_str())]);
+    let response = http_probe::request(server.addr, server.tls(), &head).await;
+    assert_eq!(response.status, 403, "{response:?}");
+    // The same token with one grant is upgraded.
+    let granted = token_with_grants(
+        &server,
+        serde_json::json!([{ "pattern": "a", "write": false }]),
+    );
+    let auth = format!("Bearer {granted}");
+    let head = upgrade_head("GET", "/ws", &[], &[("Authorization", auth.as_str())]);
+    let response = http_probe::request(server.addr, server.tls(), &head).await;
+    assert_eq!(response.status, 101, "{response:?}");
+}
+
+#[tokio::test]
+async fn grant_patterns_match_byte_for_byte_and_a_star_spans_slashes() {
+    let server = ServerProcess::start(&[]);
+    let token = token_with_grants(
+        &server,
+        serde_json::json!([
+            { "pattern": "team/*", "write": false },
+            { "pattern": "team/drafts/*", "write": true },
+            { "pattern": "notes-*-2026", "write": true },
+        ]),
+    );
+    let mut client = RawClient::connect_hello(&server, Some(&token)).await;
+    let cases: &[(&str, Result<Access, u16>)] = &[
+        ("team/a", Ok(Access::Read)),
+        ("team/a/b/c", Ok(Access::Read)),
+        ("team/", Ok(Access::Read)),
+        ("team/drafts/x", Ok(Access::Write)),
+        ("Team/a", Err(4403)),
+        ("team", Err(4403)),
+        ("notes--2026", Ok(Access::Write)),
+        ("notes-a/b-2026", Ok(Access::Write)),
+        ("notes-a-2027", Err(4403)),
+    ];
+    for (n, (doc, expected)) in cases.iter().enumerate() {
+        let channel = ChannelId(10 + n as u32);
+        let got = client.open(channel, doc, Access::Write).await;
+        assert_eq!(&got, expected, "{doc}");
+    }
 }

@@ -278,6 +278,59 @@ async fn unfinished_messages_are_timed_out_with_1008() {
     still_serving(&server, &server.token(&["*"], true, "1h")).await;
 }
 
+#[tokio::test]
+async fn an_empty_fragment_closes_with_1002() {
+    let server = start();
+    let token = server.token(&["*"], true, "1h");
+    let mut client = RawClient::connect_hello(&server, Some(&token)).await;
+    client.open(CH, "frag/empty", Access::Write).await.unwrap();
+    client.send_frame(CH, kind::FRAGMENT, &[]).await;
+    assert_eq!(client.expect_close().await, 1002);
+    still_serving(&server, &token).await;
+}
+
+#[tokio::test]
+async fn a_hello_of_another_revision_or_over_1024_bytes_closes_with_1002() {
+    let server = start();
+    let token = server.token(&["*"], true, "1h");
+    let hellos = [
+        ("revision 2", 2, "quire-tests".to_owned()),
+        ("revision 0", 0, "quire-tests".to_owned()),
+        (
+            "a 1,100-byte HELLO",
+            quire_protocol::PROTOCOL_REVISION,
+            "x".repeat(1100),
+        ),
+    ];
+    for (what, revision, client_name) in hellos {
+        let mut client = RawClient::connect(&server, Some(&token)).await.unwrap();
+        let hello = Message::Hello(quire_protocol::Hello {
+            revision,
+            client: client_name,
+        });
+        client.send(ChannelId::CONTROL, hello).await;
+        assert_eq!(client.expect_close().await, 1002, "{what}");
+    }
+    // A HELLO of exactly the documented bound is fine.
+    let mut client = RawClient::connect(&server, Some(&token)).await.unwrap();
+    let name = "y".repeat(1024 - 1 - 1 - 1 - 2);
+    let frame = quire_protocol::Frame::control(Message::Hello(quire_protocol::Hello {
+        revision: quire_protocol::PROTOCOL_REVISION,
+        client: name,
+    }))
+    .encode();
+    assert_eq!(frame.len(), 1024);
+    client.send_bytes(frame).await;
+    match client.recv().await {
+        quire_tests::raw_client::Incoming::Frame(quire_protocol::Frame {
+            message: Message::Welcome(_),
+            ..
+        }) => {}
+        other => panic!("a 1,024-byte HELLO: expected WELCOME, got {other:?}"),
+    }
+    still_serving(&server, &token).await;
+}
+
 /// Another client can still connect, open a document, write and be acknowledged.
 async fn still_serving(server: &ServerProcess, token: &str) {
     let mut peer = Peer::connect(server, Some(token)).await;

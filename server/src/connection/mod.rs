@@ -19,7 +19,7 @@ use quire_protocol::frame::peek_channel;
 use quire_protocol::ysync::is_write;
 use quire_protocol::{
     Access, ChannelCode, ChannelId, CloseCode, ConnId, DocId, Frame, FrameError, Heartbeat,
-    HeartbeatEvent, Message, Welcome,
+    HeartbeatEvent, Limits, Message, Welcome, PROTOCOL_REVISION,
 };
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_tungstenite::tungstenite::error::ProtocolError;
@@ -379,6 +379,15 @@ impl<S: Store> Reader<S> {
             Message::Hello(hello) => {
                 if self.hello {
                     return self.violation(CloseCode::ProtocolError, "second hello");
+                }
+                // §5.1: revision 1 is the only one there is; a HELLO fits the smallest frame
+                // limit any server may announce.
+                if hello.revision != PROTOCOL_REVISION {
+                    return self
+                        .violation(CloseCode::ProtocolError, "unsupported protocol revision");
+                }
+                if bytes.len() > Limits::MIN_FRAME_SIZE as usize {
+                    return self.violation(CloseCode::ProtocolError, "HELLO over 1024 bytes");
                 }
                 self.hello = true;
                 tracing::debug!(client = %hello.client, revision = hello.revision, "hello");

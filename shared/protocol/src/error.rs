@@ -31,6 +31,8 @@ pub enum FrameError {
     InvalidDocId,
     #[error("a fragmented message must end with a sync or awareness frame")]
     FragmentInterrupted,
+    #[error("an empty FRAGMENT: every piece of a fragmented message carries bytes")]
+    EmptyFragment,
     /// A `WELCOME` announcing frames smaller than [`Limits::MIN_FRAME_SIZE`]: a client cannot
     /// honour it (not every control message fits), so it must not trust the server.
     ///

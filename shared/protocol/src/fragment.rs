@@ -102,6 +102,7 @@ impl Reassembler {
     ) -> Result<Option<Message>, FrameError> {
         let max = max_message_size as usize;
         match message {
+            Message::Fragment(piece) if piece.is_empty() => Err(FrameError::EmptyFragment),
             Message::Fragment(piece) => {
                 self.grow(&piece, max)?;
                 self.in_progress = true;
@@ -158,6 +159,7 @@ mod tests {
     use super::*;
     use crate::frame::Frame;
     use crate::limits::Limits;
+    use crate::CloseCode;
 
     fn split(message: &Message, max_frame: u32) -> Vec<Vec<u8>> {
         let mut frames = Vec::new();
@@ -256,6 +258,17 @@ mod tests {
         assert_eq!(
             reassembler.push(Message::Ack(1), 100),
             Err(FrameError::FragmentInterrupted)
+        );
+    }
+
+    #[test]
+    fn an_empty_fragment_is_an_error() {
+        let mut reassembler = Reassembler::default();
+        let empty = reassembler.push(Message::Fragment(Vec::new()), 100);
+        assert_eq!(empty, Err(FrameError::EmptyFragment));
+        assert_eq!(
+            FrameError::EmptyFragment.close_code(),
+            CloseCode::ProtocolError
         );
     }
 }
