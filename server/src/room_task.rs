@@ -14,8 +14,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use quire_protocol::frame::kind;
 use quire_protocol::ysync::{decode_awareness, decode_sync, is_write, SyncPayload};
 use quire_protocol::{Access, ChannelCode, ChannelId, Message};
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
@@ -272,12 +270,12 @@ impl<R: Registry> Task<R> {
             self.room
                 .subscribe(sub.key, sub.conn.clone(), sub.generation, access);
         let (conn, channel, generation) = (&sub.conn, sub.channel(), sub.generation);
-        conn.send(channel, generation, &Message::Opened { access });
+        conn.send(channel, generation, Message::Opened { access });
         if let Some(step1) = step1 {
-            conn.send(channel, generation, &Message::Sync(step1));
+            conn.send(channel, generation, Message::Sync(step1));
         }
         if let Some(awareness) = awareness {
-            conn.send(channel, generation, &Message::Awareness(awareness));
+            conn.send(channel, generation, Message::Awareness(awareness));
         }
         tracing::debug!(%channel, doc = %self.room.id, ?access, "channel opened");
     }
@@ -354,10 +352,8 @@ fn apply_sync(
     };
     let update = match decoded {
         SyncPayload::Step1(state_vector) => {
-            // Handed over as it is: a large document's answer is not copied again.
-            let step2 = Bytes::from(room.answer_step1(&state_vector));
-            sub.conn
-                .send_body(channel, sub.generation, kind::SYNC, step2);
+            let step2 = room.answer_step1(&state_vector);
+            sub.conn.send(channel, sub.generation, Message::Sync(step2));
             return None;
         }
         SyncPayload::Step2(update) | SyncPayload::Update(update) => update,

@@ -30,12 +30,40 @@ pub struct Server<S> {
     /// The log-line budget for refused logins.
     pub(crate) failed_logins: FailedLogins,
     pub(crate) next_conn_id: AtomicU64,
-    per_ip: Mutex<HashMap<IpAddr, u32>>,
+    per_ip: PerAddress,
     /// Accepted TCP connections per address, upgraded or not.
-    tcp_per_ip: Mutex<HashMap<IpAddr, u32>>,
+    tcp_per_ip: PerAddress,
     live: AtomicUsize,
     all_closed: Notify,
     pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+/// Connections counted per address, each against a limit.
+#[derive(Debug, Default)]
+struct PerAddress(Mutex<HashMap<IpAddr, u32>>);
+
+impl PerAddress {
+    /// Counts one more for `ip`, unless it already has `limit`.
+    fn take(&self, ip: IpAddr, limit: u32) -> bool {
+        let mut counts = self.0.lock();
+        let count = counts.entry(ip).or_default();
+        if *count >= limit {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    /// Counts one fewer for `ip`; an address at zero is forgotten.
+    fn give_back(&self, ip: IpAddr) {
+        let mut counts = self.0.lock();
+        if let Some(count) = counts.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&ip);
+            }
+        }
+    }
 }
 
 /// Counts one connection from an address for as long as it lives.
@@ -47,14 +75,7 @@ pub struct ConnectionSlot<S: Store> {
 
 impl<S: Store> Drop for ConnectionSlot<S> {
     fn drop(&mut self) {
-        let mut per_ip = self.server.per_ip.lock();
-        if let Some(count) = per_ip.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                per_ip.remove(&self.ip);
-            }
-        }
-        drop(per_ip);
+        self.server.per_ip.give_back(self.ip);
         if self.server.live.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.server.all_closed.notify_waiters();
         }
@@ -71,13 +92,7 @@ pub struct TcpSlot<S: Store> {
 
 impl<S: Store> Drop for TcpSlot<S> {
     fn drop(&mut self) {
-        let mut tcp_per_ip = self.server.tcp_per_ip.lock();
-        if let Some(count) = tcp_per_ip.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                tcp_per_ip.remove(&self.ip);
-            }
-        }
+        self.server.tcp_per_ip.give_back(self.ip);
     }
 }
 
@@ -85,12 +100,12 @@ impl<S: Store> Server<S> {
     /// Takes a TCP slot for `ip` at accept, or `None` when the address holds
     /// `max_tcp_connections_per_ip` connections already.
     pub fn tcp_slot(self: &Arc<Self>, ip: IpAddr) -> Option<TcpSlot<S>> {
-        let mut tcp_per_ip = self.tcp_per_ip.lock();
-        let count = tcp_per_ip.entry(ip).or_default();
-        if *count >= self.config.max_tcp_connections_per_ip {
+        if !self
+            .tcp_per_ip
+            .take(ip, self.config.max_tcp_connections_per_ip)
+        {
             return None;
         }
-        *count += 1;
         Some(TcpSlot {
             server: self.clone(),
             ip,
@@ -99,12 +114,9 @@ impl<S: Store> Server<S> {
 
     /// Takes a connection slot for `ip`, or `None` when the address is at its limit.
     pub fn connection_slot(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot<S>> {
-        let mut per_ip = self.per_ip.lock();
-        let count = per_ip.entry(ip).or_default();
-        if *count >= self.config.max_connections_per_ip {
+        if !self.per_ip.take(ip, self.config.max_connections_per_ip) {
             return None;
         }
-        *count += 1;
         self.live.fetch_add(1, Ordering::AcqRel);
         Some(ConnectionSlot {
             server: self.clone(),
@@ -134,8 +146,8 @@ impl<S: Store> Server<S> {
             metrics,
             failed_logins: FailedLogins::default(),
             next_conn_id: AtomicU64::new(1),
-            per_ip: Mutex::new(HashMap::new()),
-            tcp_per_ip: Mutex::new(HashMap::new()),
+            per_ip: PerAddress::default(),
+            tcp_per_ip: PerAddress::default(),
             live: AtomicUsize::new(0),
             all_closed: Notify::new(),
             shutdown: shutdown_rx,

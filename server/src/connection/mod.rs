@@ -28,7 +28,7 @@ use tracing::Instrument;
 
 use self::channel::{ChannelState, OpenChannel};
 use crate::auth::Claims;
-use crate::outbox::{self, ConnEvent};
+use crate::outbox::{self, ConnEvent, YIELD_BYTES};
 pub use crate::outbox::{ConnHandle, QueueOnly};
 use crate::room_task::{RoomJob, Subscription};
 use crate::server::{ConnectionSlot, Server};
@@ -39,8 +39,6 @@ use crate::subscription::SubKey;
 const MAX_CHANNEL_ERRORS: u32 = 100;
 /// How long to keep reading for the peer's Close frame once ours is out (or theirs came).
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Bytes a reader handles before it lets other tasks run (see `Reader::yield_after`).
-pub(crate) const YIELD_BYTES: usize = 64 * 1024;
 /// Messages up to this size are "small" and draw on their own allowance of queued work,
 /// [`SMALL_MESSAGES_BUDGET`] bytes per connection.
 const SMALL_MESSAGE_BYTES: usize = 64 * 1024;

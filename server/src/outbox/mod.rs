@@ -31,8 +31,9 @@ const CONTROL_QUEUE: usize = 64;
 /// How long the writer keeps trying to deliver a Close frame to a peer that is not reading.
 const CLOSE_DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Bytes the writer writes before it lets the runtime's other tasks run.
-const YIELD_BYTES: usize = 64 * 1024;
+/// Bytes a connection's reader handles, or its writer writes, before it lets the runtime's
+/// other tasks run.
+pub(crate) const YIELD_BYTES: usize = 64 * 1024;
 
 /// Frames written per flush at most, and bytes: small frames share one syscall (and one TLS
 /// record run), while a PONG never waits behind more than this much of a large transfer.
@@ -149,19 +150,20 @@ impl ConnHandle {
     /// Queues a message on `channel` if it is still its `generation`-th opening; SYNC and
     /// AWARENESS bodies are fragmented as they are written. Returns false if it was dropped
     /// (the channel was released) or the connection was just closed as a slow consumer.
-    pub fn send(&self, channel: ChannelId, generation: u64, message: &Message) -> bool {
+    /// Bodies are taken over, not copied: a large step 2 is queued as it was encoded.
+    pub fn send(&self, channel: ChannelId, generation: u64, message: Message) -> bool {
         let out = match message {
             Message::Sync(body) => Out::Body {
                 kind: kind::SYNC,
-                body: Bytes::copy_from_slice(body),
+                body: Bytes::from(body),
                 offset: 0,
             },
             Message::Awareness(body) => Out::Body {
                 kind: kind::AWARENESS,
-                body: Bytes::copy_from_slice(body),
+                body: Bytes::from(body),
                 offset: 0,
             },
-            other => Out::Frame(Bytes::from(Frame::new(channel, other.clone()).encode())),
+            other => Out::Frame(Bytes::from(Frame::new(channel, other).encode())),
         };
         self.push(channel, generation, out)
     }
