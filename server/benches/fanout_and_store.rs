@@ -60,11 +60,14 @@ fn fan_out(c: &mut Criterion) {
                         ysync::encode_update(txn.encode_update_v1())
                     },
                     |payload| {
-                        let Ok(SyncPayload::Update(update)) = ysync::decode_sync(&payload) else {
+                        let Ok((SyncPayload::Update(update), references)) =
+                            ysync::decode_sync_with_references(&payload)
+                        else {
                             unreachable!()
                         };
                         let raw = ysync::update_bytes(&payload);
-                        room.apply(from, update, raw, &payload, |_| {}).unwrap();
+                        room.apply(from, (update, &references), raw, &payload, |_| {})
+                            .unwrap();
                         applied += 1;
                         if applied % 1024 == 0 {
                             for (handle, queue) in &mut queues {

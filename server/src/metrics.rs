@@ -71,6 +71,8 @@ pub struct Metrics {
     /// Connections found reading too slowly, counted when the 4009 is decided (the close
     /// itself is counted in `closes` once the Close frame is out or its deadline passed).
     pub slow_consumers: AtomicU64,
+    /// Documents rebuilt from their history after an update yrs refused part way.
+    pub document_rebuilds: AtomicU64,
     /// Time from receiving a write to acknowledging it durable.
     pub durable_ack: Histogram,
     /// Time one group commit takes in storage (its fsync included).
@@ -187,6 +189,12 @@ impl Metrics {
             "quire_slow_consumers_total",
             "Connections closed with 4009 for reading too slowly, counted when decided.",
             self.slow_consumers.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "quire_document_rebuilds_total",
+            "Documents rebuilt from their history after an update the CRDT library refused part way.",
+            self.document_rebuilds.load(Relaxed),
         );
 
         self.durable_ack.render(

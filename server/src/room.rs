@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use quire_protocol::frame::kind;
-use quire_protocol::ysync::{encode_step1, encode_step2, encode_update, SYNC_UPDATE};
+use quire_protocol::ysync::{encode_step1, encode_step2, encode_update, References, SYNC_UPDATE};
 use quire_protocol::{Access, DocId};
 use yrs::sync::awareness::AwarenessUpdate;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
@@ -43,6 +43,8 @@ pub enum ApplyError {
     Gap { client: u64, start: u32, held: u32 },
     #[error("the update refers to structs the document does not hold")]
     MissingDependencies,
+    #[error("the update refers to clocks below {end} of client {client}, which neither the document nor the update holds")]
+    MissingReference { client: u64, end: u64 },
 }
 
 struct State {
@@ -166,7 +168,7 @@ impl Room {
     pub fn apply(
         &self,
         from: SubKey,
-        update: Update,
+        update: (Update, &References),
         raw_update: &[u8],
         payload: &[u8],
         persist: impl FnOnce(bool),
@@ -181,10 +183,12 @@ impl Room {
     /// [`Room::apply`] without the rebuild: after an error, [`Room::needs_rebuild`] says
     /// whether the caller must call [`Room::rebuild`] (an O(document) step it may want to run
     /// elsewhere) before the room is used again.
+    /// An update that refers to what neither the document nor itself holds is refused before
+    /// it touches the document ([`check_references`]), so that refusal costs no rebuild.
     pub fn try_apply(
         &self,
         from: SubKey,
-        update: Update,
+        (update, references): (Update, &References),
         raw_update: &[u8],
         payload: &[u8],
         persist: impl FnOnce(bool),
@@ -194,6 +198,7 @@ impl Room {
         let applied = {
             let mut txn = state.doc.transact_mut();
             check_continues(&txn, &update)?;
+            check_references(&txn, references)?;
             // A document loaded from storage written before the dependency rule may already
             // hold parts waiting for dependencies; only updates that add some are refused.
             let was_waiting = txn.has_missing_updates();
@@ -310,6 +315,18 @@ fn check_continues(txn: &impl ReadTxn, update: &Update) -> Result<(), ApplyError
         }
     }
     Ok(())
+}
+
+/// Refuses an update that refers to clocks (as an origin, a parent or a deleted range) that
+/// neither the document nor the update holds. yrs would apply the rest and keep such parts
+/// waiting, which PROTOCOL §6.8 refuses; finding it before applying spares the document a
+/// rebuild from its history, which costs the whole document's size on every refusal.
+fn check_references(txn: &impl ReadTxn, references: &References) -> Result<(), ApplyError> {
+    let held = txn.state_vector();
+    match references.first_missing(|client| held.get(&yrs::block::ClientID::new(client))) {
+        Some((client, end)) => Err(ApplyError::MissingReference { client, end }),
+        None => Ok(()),
+    }
 }
 
 fn is_update_message(payload: &[u8]) -> bool {

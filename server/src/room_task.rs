@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use quire_protocol::ysync::{decode_awareness, decode_sync, is_write, SyncPayload};
+use quire_protocol::ysync::{decode_awareness, decode_sync_with_references, is_write, SyncPayload};
 use quire_protocol::{Access, ChannelCode, ChannelId, Message};
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
@@ -312,6 +312,10 @@ impl<R: Registry> Task<R> {
         if self.room.needs_rebuild() {
             let room = self.room.clone();
             run_sized(move || room.rebuild(), true).await;
+            self.rooms
+                .metrics()
+                .document_rebuilds
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -342,7 +346,7 @@ fn apply_sync(
     slot: Option<crate::persist::Slot>,
 ) -> Option<Applied> {
     let channel = sub.channel();
-    let decoded = match decode_sync(&payload) {
+    let (decoded, references) = match decode_sync_with_references(&payload) {
         Ok(decoded) => decoded,
         Err(err) => {
             tracing::debug!(%channel, error = %err, "undecodable sync message");
@@ -374,7 +378,7 @@ fn apply_sync(
             received,
         })
     };
-    match room.try_apply(sub.key, update, raw, &payload, persist) {
+    match room.try_apply(sub.key, (update, &references), raw, &payload, persist) {
         Ok(true) => Some(Applied::Changed),
         Ok(false) => Some(Applied::Unchanged),
         Err(err) => {

@@ -130,8 +130,10 @@ fn an_update_waiting_for_missing_structs_is_refused_and_the_room_stays_loadable(
     check_channel_payload(PENDING_THEN_SAME_CLOCKS);
 }
 
+/// Found before the update touches the document, so the refusal needs no rebuild
+/// (PROTOCOL §6.8).
 #[test]
-fn missing_dependencies_are_named_as_such() {
+fn missing_dependencies_are_named_as_such_and_found_before_applying() {
     use quire_protocol::ysync::{self, SyncPayload};
     use quire_protocol::{ChannelId, ConnId, DocId};
     use quire_server::room::{ApplyError, Room, SubKey};
@@ -142,16 +144,19 @@ fn missing_dependencies_are_named_as_such() {
         channel: ChannelId(1),
     };
     let payload = &PENDING_THEN_SAME_CLOCKS[3..3 + 23];
-    let Ok(SyncPayload::Step2(update)) = ysync::decode_sync(payload) else {
+    let Ok((SyncPayload::Step2(update), references)) = ysync::decode_sync_with_references(payload)
+    else {
         panic!("the first record is a step 2");
     };
+    let update = (update, &references);
     let result = room.apply(from, update, ysync::update_bytes(payload), payload, |_| {
         panic!("nothing of a refused update is stored")
     });
     assert!(
-        matches!(result, Err(ApplyError::MissingDependencies)),
+        matches!(result, Err(ApplyError::MissingReference { .. })),
         "{result:?}"
     );
+    assert!(!room.needs_rebuild(), "refused before it was applied");
     assert_eq!(
         room.encode_state(),
         vec![0, 0],

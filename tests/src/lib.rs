@@ -8,6 +8,7 @@
 //! - [`http_probe`]: raw HTTP/1.1 requests (health, metrics, hand-made handshakes).
 //! - [`raw_client`]: a protocol-level client that sends and receives mux frames exactly.
 //! - [`doc_peer`]: a yrs replica bound to one channel of a raw client.
+//! - [`edit_probe`]: a good client's edits at 20/s on a document, timed from send to arrival.
 //! - [`insert_stream`]: a writer streaming marked inserts without waiting, recording ACKs.
 //! - [`db_probe`]: the server's SQLite file seen from outside (integrity, stored blobs).
 //! - [`wait`]: polling with a deadline (tests never sleep to wait).
@@ -24,6 +25,7 @@ pub mod client_util;
 pub mod db_probe;
 pub mod desktop;
 pub mod doc_peer;
+pub mod edit_probe;
 pub mod http_probe;
 pub mod insert_stream;
 pub mod netns;

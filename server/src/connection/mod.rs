@@ -7,6 +7,7 @@
 //! durable and acknowledged before closing with 1001.
 
 mod channel;
+mod error_budget;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tracing::Instrument;
 
 use self::channel::{ChannelState, OpenChannel};
+use self::error_budget::ErrorBudget;
 use crate::auth::Claims;
 use crate::outbox::{self, ConnEvent, YIELD_BYTES};
 pub use crate::outbox::{ConnHandle, QueueOnly};
@@ -35,8 +37,6 @@ use crate::server::{ConnectionSlot, Server};
 use crate::store::Store;
 use crate::subscription::SubKey;
 
-/// A connection that causes more channel errors than this is closed with 1008.
-const MAX_CHANNEL_ERRORS: u32 = 100;
 /// How long to keep reading for the peer's Close frame once ours is out (or theirs came).
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Messages up to this size are "small" and draw on their own allowance of queued work,
@@ -88,7 +88,7 @@ pub async fn serve<S, W>(
             claims,
             channels: HashMap::new(),
             hello: false,
-            channel_errors: 0,
+            error_budget: ErrorBudget::new(Instant::now()),
             next_generation: 1,
             heartbeat: Heartbeat::new(Instant::now(), config.heartbeat),
             budget: Arc::new(Semaphore::new(config.limits.max_message_size as usize)),
@@ -175,7 +175,7 @@ struct Reader<S> {
     claims: Claims,
     channels: HashMap<ChannelId, ChannelState>,
     hello: bool,
-    channel_errors: u32,
+    error_budget: ErrorBudget,
     /// The generation the next opened channel gets (see `OpenChannel::generation`).
     next_generation: u64,
     heartbeat: Heartbeat,
@@ -692,18 +692,15 @@ impl<S: Store> Reader<S> {
     }
 
     /// Sends CLOSE on `channel` (releasing it on the connection's side). Codes in the 44xx
-    /// range are the client's errors and count against its budget; past it the connection is
-    /// closed with 1008, after the CLOSEs already queued.
+    /// range are the client's errors and count against its budget ([`ErrorBudget`]); past it
+    /// the connection is closed with 1008, after the CLOSEs already queued.
     fn send_close(&mut self, channel: ChannelId, code: ChannelCode) {
         self.server.metrics.count_channel_close(code.as_u16());
         self.conn.send_close(channel, code);
-        if (4400..4500).contains(&code.as_u16()) {
-            self.channel_errors += 1;
-            if self.channel_errors > MAX_CHANNEL_ERRORS {
-                tracing::debug!("too many channel errors");
-                self.conn.close_after_queue(CloseCode::PolicyViolation);
-                self.closing = true;
-            }
+        if self.error_budget.spend(code, Instant::now()) && !self.closing {
+            tracing::debug!("too many channel errors");
+            self.conn.close_after_queue(CloseCode::PolicyViolation);
+            self.closing = true;
         }
     }
 

@@ -45,15 +45,16 @@ pub(crate) fn check_channel_payload(data: &[u8]) {
         let (payload, after) = body.split_at(len);
         rest = after;
         if kind % 2 == 0 {
-            match ysync::decode_sync(payload) {
-                Ok(SyncPayload::Step1(sv)) => {
+            match ysync::decode_sync_with_references(payload) {
+                Ok((SyncPayload::Step1(sv), _)) => {
                     // The answer is a valid step 2 that decodes again.
                     let answer = room.answer_step1(&sv);
                     assert!(ysync::decode_sync(&answer).is_ok(), "own step 2 refused");
                 }
-                Ok(SyncPayload::Step2(update) | SyncPayload::Update(update)) => {
+                Ok((SyncPayload::Step2(update) | SyncPayload::Update(update), references)) => {
                     let raw = ysync::update_bytes(payload);
-                    if let Ok(true) = room.apply(from, update, raw, payload, |_| {}) {
+                    if let Ok(true) = room.apply(from, (update, &references), raw, payload, |_| {})
+                    {
                         accepted.push(raw.to_vec());
                     }
                 }

@@ -20,7 +20,7 @@ use crate::varint::Reader;
 
 pub mod validate;
 
-pub use validate::{validate_update_v1, MAX_ANY_DEPTH};
+pub use validate::{validate_update_v1, walk_update_v1, References, MAX_ANY_DEPTH};
 
 /// y-protocols sync message tags (the first varint of a SYNC payload).
 pub const SYNC_STEP_1: u64 = 0;
@@ -56,15 +56,31 @@ pub fn is_write(payload: &[u8]) -> bool {
 
 /// Decodes a SYNC payload, validating any update it carries.
 pub fn decode_sync(payload: &[u8]) -> Result<SyncPayload, PayloadError> {
+    decode_sync_with_references(payload).map(|(decoded, _)| decoded)
+}
+
+/// [`decode_sync`], with what a carried update refers to outside itself (empty for step 1).
+pub fn decode_sync_with_references(
+    payload: &[u8],
+) -> Result<(SyncPayload, References), PayloadError> {
     let mut reader = Reader::new(payload);
     let tag = reader.read_varint().map_err(malformed)?;
     let len = usize::try_from(reader.read_varint().map_err(malformed)?).map_err(|_| too_short())?;
     let body = reader.read_bytes(len).map_err(malformed)?;
     reader.finish().map_err(malformed)?;
     match tag {
-        SYNC_STEP_1 => Ok(SyncPayload::Step1(decode_state_vector(body)?)),
-        SYNC_STEP_2 => Ok(SyncPayload::Step2(decode_update(body)?)),
-        SYNC_UPDATE => Ok(SyncPayload::Update(decode_update(body)?)),
+        SYNC_STEP_1 => Ok((
+            SyncPayload::Step1(decode_state_vector(body)?),
+            References::default(),
+        )),
+        SYNC_STEP_2 => {
+            let (update, references) = decode_update_with_references(body)?;
+            Ok((SyncPayload::Step2(update), references))
+        }
+        SYNC_UPDATE => {
+            let (update, references) = decode_update_with_references(body)?;
+            Ok((SyncPayload::Update(update), references))
+        }
         other => Err(PayloadError::Malformed(format!(
             "unknown sync message tag {other}"
         ))),
@@ -74,8 +90,13 @@ pub fn decode_sync(payload: &[u8]) -> Result<SyncPayload, PayloadError> {
 /// Decodes a v1 update (a step 2 or update payload) after [`validate_update_v1`] has walked
 /// all of it. The panic guard stays as a second line of defence.
 pub fn decode_update(bytes: &[u8]) -> Result<Update, PayloadError> {
-    validate_update_v1(bytes)?;
-    guarded(|| Update::decode_v1(bytes))
+    decode_update_with_references(bytes).map(|(update, _)| update)
+}
+
+/// [`decode_update`], with what the update refers to outside itself ([`References`]).
+pub fn decode_update_with_references(bytes: &[u8]) -> Result<(Update, References), PayloadError> {
+    let references = walk_update_v1(bytes)?;
+    Ok((guarded(|| Update::decode_v1(bytes))?, references))
 }
 
 /// Decodes a v1 state vector after checking that its count is possible and that every client

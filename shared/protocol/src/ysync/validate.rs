@@ -40,6 +40,8 @@
 //! Deleted its `len`, every other content 1. An item of length 0 is dropped by yrs without
 //! advancing the clock; that is accepted here too.
 
+use std::collections::HashMap;
+
 use crate::error::{FrameError, PayloadError};
 use crate::varint::Reader;
 
@@ -122,19 +124,68 @@ mod min_len {
 /// allocation larger than its content, an arithmetic overflow, a debug assertion or deep
 /// recursion; it does not mean the update applies to a given document.
 pub fn validate_update_v1(bytes: &[u8]) -> Result<(), PayloadError> {
+    walk_update_v1(bytes).map(drop)
+}
+
+/// [`validate_update_v1`], returning what the update refers to outside itself: a receiver
+/// checks these against its document before applying anything (PROTOCOL §6.8), so refusing
+/// an update with missing dependencies never needs undoing.
+pub fn walk_update_v1(bytes: &[u8]) -> Result<References, PayloadError> {
     let mut walk = Walk {
         reader: Reader::new(bytes),
+        references: References::default(),
     };
     walk.client_groups()?;
     walk.delete_set()?;
     match walk.reader.remaining() {
-        0 => Ok(()),
+        0 => Ok(walk.references),
         trailing => Err(PayloadError::TrailingBytes(trailing)),
+    }
+}
+
+/// What an update refers to outside itself, to check against a document before applying it.
+///
+/// For each client, `needs` is the end (exclusive) of the highest clock that an item's
+/// origin, right origin or parent of another client, or a delete range, names; `holds` is the
+/// end of the update's own structs of that client. An item's references to its own client are
+/// not listed: they name earlier clocks (the walk refuses the others), which the update's own
+/// structs or the receiver's document cover, since a receiver accepts an update only if each
+/// client's structs in it start at or below the clock it holds (PROTOCOL §6.8). So the update
+/// applies completely if every client's need is covered by the receiver's clock or by the
+/// update's own structs ([`References::first_missing`]); the one case this cannot see is a
+/// cycle of references between the update's own structs of different clients, which leaves
+/// parts waiting once applied.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct References {
+    needs: HashMap<u64, u64>,
+    holds: HashMap<u64, u64>,
+}
+
+impl References {
+    /// The first client whose needed clocks are neither held by the receiver (`held` gives
+    /// the receiver's clock of a client) nor carried by the update, with the end it needs.
+    pub fn first_missing(&self, held: impl Fn(u64) -> u32) -> Option<(u64, u64)> {
+        self.needs.iter().find_map(|(&client, &end)| {
+            let carried = self.holds.get(&client).copied().unwrap_or(0);
+            let covered = u64::from(held(client)).max(carried);
+            (end > covered).then_some((client, end))
+        })
+    }
+
+    fn need(&mut self, client: u64, end: u64) {
+        let entry = self.needs.entry(client).or_default();
+        *entry = (*entry).max(end);
+    }
+
+    fn hold(&mut self, client: u64, end: u64) {
+        let entry = self.holds.entry(client).or_default();
+        *entry = (*entry).max(end);
     }
 }
 
 struct Walk<'a> {
     reader: Reader<'a>,
+    references: References,
 }
 
 impl<'a> Walk<'a> {
@@ -152,6 +203,7 @@ impl<'a> Walk<'a> {
                     len,
                 })?;
             }
+            self.references.hold(client, u64::from(clock));
         }
         Ok(())
     }
@@ -182,7 +234,9 @@ impl<'a> Walk<'a> {
     fn item(&mut self, info: u8, client: u64, clock: u32) -> Result<u32, PayloadError> {
         let earlier = |this: &mut Self, what: &'static str| {
             let (id_client, id_clock) = this.id(what)?;
-            if id_client == client && id_clock >= clock {
+            if id_client != client {
+                this.references.need(id_client, u64::from(id_clock) + 1);
+            } else if id_clock >= clock {
                 return Err(PayloadError::ImpossibleReference {
                     client,
                     clock,
@@ -379,9 +433,10 @@ impl<'a> Walk<'a> {
                 if len == 0 {
                     return Err(PayloadError::EmptyRange("delete range"));
                 }
-                if clock.checked_add(len).is_none() {
+                let Some(end) = clock.checked_add(len) else {
                     return Err(PayloadError::ClockOverflow { client, clock, len });
-                }
+                };
+                self.references.need(client, u64::from(end));
             }
         }
         Ok(())

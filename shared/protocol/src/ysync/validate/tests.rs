@@ -482,3 +482,69 @@ fn subdocuments_are_refused() {
         PayloadError::Unsupported(_)
     ));
 }
+
+// ---- References ---------------------------------------------------------------------------
+
+/// An item of one character whose origin is `origin` (client, clock).
+fn item_after(origin: (u64, u32), text: &str) -> Vec<u8> {
+    cat(&[
+        &[0x80 | 4],
+        &var(origin.0),
+        &var(origin.1.into()),
+        &string(text),
+    ])
+}
+
+#[test]
+fn references_to_another_client_and_deleted_ranges_are_listed() {
+    // Client 5, clocks 3..5: one item after (9, 6), one after its own clock 3.
+    let mut bytes = update(5, 3, &[item_after((9, 6), "a"), item_after((5, 3), "b")]);
+    // Delete set: client 7, clock 10, length 2.
+    bytes.pop();
+    bytes.extend_from_slice(&[1, 7, 1, 10, 2]);
+    accepted(&bytes);
+    let references = walk_update_v1(&bytes).unwrap();
+    let mut needs: Vec<_> = references.needs.iter().map(|(c, e)| (*c, *e)).collect();
+    needs.sort_unstable();
+    assert_eq!(
+        needs,
+        [(7, 12), (9, 7)],
+        "own-client origins are not listed"
+    );
+    assert_eq!(references.holds.get(&5), Some(&5));
+}
+
+#[test]
+fn a_reference_is_covered_by_the_receiver_or_by_the_update_itself() {
+    // Client 2's item follows client 1's clock 4; the update also carries client 1's 0..3.
+    let mut bytes = vec![2];
+    for (client, structs) in [
+        (1u64, vec![root_item(4, &string("abc"))]),
+        (2, vec![item_after((1, 4), "x")]),
+    ] {
+        write_varint(&mut bytes, structs.len() as u64);
+        write_varint(&mut bytes, client);
+        write_varint(&mut bytes, 0);
+        structs.iter().for_each(|s| bytes.extend_from_slice(s));
+    }
+    bytes.push(0);
+    accepted(&bytes);
+    let references = walk_update_v1(&bytes).unwrap();
+    // Needs clocks 0..5 of client 1; the update carries 0..3.
+    assert_eq!(references.first_missing(|_| 0), Some((1, 5)));
+    assert_eq!(
+        references.first_missing(|c| if c == 1 { 4 } else { 0 }),
+        Some((1, 5))
+    );
+    assert_eq!(
+        references.first_missing(|c| if c == 1 { 5 } else { 0 }),
+        None
+    );
+    // Referring only within the update is enough.
+    let own = update(
+        3,
+        0,
+        &[root_item(4, &string("ab")), item_after((3, 1), "c")],
+    );
+    assert_eq!(walk_update_v1(&own).unwrap().first_missing(|_| 0), None);
+}
