@@ -169,6 +169,15 @@ impl RoomAwareness {
         Ok(())
     }
 
+    /// Bytes the states take, roughly: their JSON and a fixed cost per entry.
+    pub fn bytes(&self) -> usize {
+        const PER_ENTRY: usize = 64;
+        self.entries
+            .values()
+            .map(|e| e.json.len() + PER_ENTRY)
+            .sum()
+    }
+
     /// An awareness update holding every present (non-null) state, for a new subscriber.
     pub fn snapshot(&self) -> Option<Vec<u8>> {
         let present: Vec<_> = self.entries.iter().filter(|(_, e)| e.present()).collect();

@@ -9,6 +9,8 @@ use clap::Args;
 use quire_protocol::{HeartbeatConfig, Limits};
 use serde::Deserialize;
 
+use crate::memory::MemoryBudget;
+
 /// A fragmented message must be finished within this many seconds: 2 MiB/s for the largest
 /// message the default limits allow, a few KiB/s for a document of ordinary size.
 pub const DEFAULT_FRAGMENT_TIMEOUT_SECS: u64 = 120;
@@ -117,6 +119,12 @@ pub struct ServeArgs {
     /// connection is closed with 1008 (PROTOCOL §7).
     #[arg(long, env = "QUIRE_FRAGMENT_TIMEOUT_SECS")]
     pub fragment_timeout_secs: Option<u64>,
+    /// The server-wide memory budget: queued output, unfinished messages, awareness and
+    /// loaded documents together, e.g. `512MiB`, `2GiB` or a number of bytes. Default: half
+    /// of the machine's memory (or of the cgroup's limit). Past it, the connections holding
+    /// the most are closed and new work is refused (docs/SECURITY.md).
+    #[arg(long, env = "QUIRE_MEMORY_BUDGET")]
+    pub memory_budget: Option<String>,
     /// Test only: serve a WebSocket echo endpoint on /echo (for the conformance suite).
     #[arg(long, env = "QUIRE_ECHO_ENDPOINT", hide = true, num_args = 0..=1, default_missing_value = "true")]
     pub echo_endpoint: Option<bool>,
@@ -145,6 +153,8 @@ pub struct ServeConfig {
     pub shutdown_timeout: Duration,
     /// Time allowed to finish a fragmented message (PROTOCOL §7).
     pub fragment_timeout: Duration,
+    /// Bytes of the server-wide memory budget.
+    pub memory_budget: u64,
     pub echo_endpoint: bool,
 }
 
@@ -215,6 +225,7 @@ impl ServeArgs {
             commit_window_us,
             shutdown_timeout_secs,
             fragment_timeout_secs,
+            memory_budget,
             echo_endpoint
         ))
     }
@@ -273,6 +284,19 @@ impl ServeArgs {
                 "--heartbeat-timeout-ms must exceed --heartbeat-interval-ms".into(),
             ));
         }
+        let memory_budget = match &self.memory_budget {
+            Some(text) => parse_size(text).ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "--memory-budget {text:?}: give bytes, or a number with KiB, MiB or GiB"
+                ))
+            })?,
+            None => MemoryBudget::default_limit(),
+        };
+        if memory_budget < MIN_MEMORY_BUDGET {
+            return Err(ConfigError::Invalid(
+                "--memory-budget must be at least 1MiB".into(),
+            ));
+        }
         Ok(ServeConfig {
             listen: self
                 .listen
@@ -287,7 +311,9 @@ impl ServeArgs {
             max_connections_per_ip,
             max_tcp_connections_per_ip,
             queue_depth: self.queue_depth.unwrap_or(4096),
-            max_queued_bytes: self.max_queued_bytes.unwrap_or(64 * 1024 * 1024),
+            max_queued_bytes: self
+                .max_queued_bytes
+                .unwrap_or_else(|| default_max_queued_bytes(memory_budget)),
             idle_unload: Duration::from_millis(self.idle_unload_ms.unwrap_or(30_000)),
             compact_after_updates: self.compact_after_updates.unwrap_or(1000),
             commit_window: Duration::from_micros(
@@ -298,9 +324,38 @@ impl ServeArgs {
                 self.fragment_timeout_secs
                     .unwrap_or(DEFAULT_FRAGMENT_TIMEOUT_SECS),
             ),
+            memory_budget,
             echo_endpoint: self.echo_endpoint.unwrap_or(false),
         })
     }
+}
+
+/// The smallest memory budget accepted.
+const MIN_MEMORY_BUDGET: u64 = 1024 * 1024;
+
+/// One connection may queue 64 MiB for sending, or an eighth of the memory budget if that is
+/// less (at least 1 MiB): with a small budget, a few slow readers must not take it all.
+fn default_max_queued_bytes(memory_budget: u64) -> usize {
+    const MIB: u64 = 1024 * 1024;
+    (memory_budget / 8).clamp(MIB, 64 * MIB) as usize
+}
+
+/// A size: bytes, or a number with a binary unit (`K`/`KiB`, `M`/`MiB`, `G`/`GiB`).
+fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number.parse().ok()?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        _ => return None,
+    };
+    number.checked_mul(1 << shift)
 }
 
 #[cfg(test)]
@@ -371,5 +426,16 @@ mod tests {
         let file = dir.path().join("quire.toml");
         std::fs::write(&file, "dve = true\n").unwrap();
         assert!(ServeArgs::default().with_file(Some(&file)).is_err());
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(super::parse_size("1048576"), Some(1 << 20));
+        assert_eq!(super::parse_size("128MiB"), Some(128 << 20));
+        assert_eq!(super::parse_size("2 GiB"), Some(2 << 30));
+        assert_eq!(super::parse_size("64k"), Some(64 << 10));
+        assert_eq!(super::parse_size("12 MB"), None);
+        assert_eq!(super::parse_size("MiB"), None);
+        assert_eq!(super::parse_size("99999999999G"), None);
     }
 }

@@ -34,6 +34,11 @@ impl History {
         }
     }
 
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.base.iter().map(Vec::len).sum::<usize>() + self.since_bytes
+    }
+
     /// Starts over from `doc`'s current state.
     fn fold(&mut self, doc: &Doc) {
         self.base = vec![doc

@@ -30,6 +30,7 @@
 //! - [`config`]: serve settings from flags, `QUIRE_*` variables and a TOML file.
 //! - [`tls`]: certificates, including the `--dev` self-signed one.
 //! - [`private`]: owner-only modes for the data directory and every file written in it.
+//! - [`memory`]: the server-wide memory budget: charges by use, closing the largest holders.
 //! - [`metrics`]: Prometheus figures.
 //! - [`shutdown`]: SIGTERM / SIGINT.
 
@@ -42,6 +43,7 @@ pub mod failed_login;
 pub mod history;
 pub mod http;
 pub mod lane;
+pub mod memory;
 pub mod metrics;
 pub mod outbox;
 pub mod persist;

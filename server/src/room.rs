@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -18,6 +19,7 @@ use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
 use crate::awareness::{AwarenessRefused, RoomAwareness};
 use crate::history::History;
+use crate::memory::{Charge, MemoryBudget, Use};
 use crate::outbox::ConnHandle;
 use crate::store::{CorruptContent, StoredDoc};
 
@@ -55,11 +57,31 @@ struct State {
     subscribers: HashMap<SubKey, Subscriber>,
     /// An update failed part way: `doc` may hold part of it until [`Room::rebuild`].
     needs_rebuild: bool,
+    /// The document's memory, estimated from its history (see [`DOCUMENT_MEMORY_FACTOR`]).
+    document_charge: Charge,
+    awareness_charge: Charge,
+}
+
+/// A loaded document is charged this many times the bytes of its history: the history itself
+/// plus the CRDT state built from it, which for text takes about as much again.
+const DOCUMENT_MEMORY_FACTOR: u64 = 2;
+
+impl State {
+    fn charge_document(&mut self) {
+        let bytes = self.history.bytes() as u64 * DOCUMENT_MEMORY_FACTOR;
+        self.document_charge.set(bytes);
+    }
+
+    fn charge_awareness(&mut self) {
+        self.awareness_charge.set(self.awareness.bytes() as u64);
+    }
 }
 
 pub struct Room {
     pub id: DocId,
     state: Mutex<State>,
+    /// Relayed bodies are charged to it while subscribers' queues hold them.
+    memory: Arc<MemoryBudget>,
     /// A commit of this room's updates failed: the next write stores the full state instead of
     /// a delta, so that storage never holds an update whose dependencies were lost.
     pub(crate) needs_snapshot: AtomicBool,
@@ -79,7 +101,13 @@ impl std::fmt::Debug for Room {
 }
 
 impl Room {
+    /// A room outside any server's memory budget (tests and benchmarks).
     pub fn new(id: DocId) -> Self {
+        Self::with_budget(id, &MemoryBudget::unlimited())
+    }
+
+    /// A room whose document, awareness and relays are charged to `memory`.
+    pub fn with_budget(id: DocId, memory: &Arc<MemoryBudget>) -> Self {
         Self {
             id,
             state: Mutex::new(State {
@@ -88,7 +116,10 @@ impl Room {
                 awareness: RoomAwareness::default(),
                 subscribers: HashMap::new(),
                 needs_rebuild: false,
+                document_charge: memory.charge(Use::Documents, 0),
+                awareness_charge: memory.charge(Use::Awareness, 0),
             }),
+            memory: memory.clone(),
             needs_snapshot: AtomicBool::new(false),
             log_updates: AtomicU64::new(0),
             stored_through: AtomicI64::new(0),
@@ -106,6 +137,7 @@ impl Room {
         self.log_updates
             .store(stored.updates.len() as u64, Ordering::Relaxed);
         state.history = History::from_stored(stored);
+        state.charge_document();
         Ok(())
     }
 
@@ -138,12 +170,9 @@ impl Room {
         let mut state = self.state.lock();
         state.subscribers.remove(&key);
         if let Some(removal) = state.awareness.remove_owned_by(key) {
-            broadcast(
-                &state.subscribers,
-                key,
-                kind::AWARENESS,
-                Bytes::from(removal),
-            );
+            state.charge_awareness();
+            let removal = self.memory.output_bytes(removal);
+            broadcast(&state.subscribers, key, kind::AWARENESS, removal);
         }
     }
 
@@ -232,11 +261,12 @@ impl Room {
             return Ok(false);
         }
         state.history.accepted(raw_update, &state.doc);
-        let relay = if is_update_message(payload) {
-            Bytes::copy_from_slice(payload)
+        state.charge_document();
+        let relay = self.memory.output_bytes(if is_update_message(payload) {
+            payload.to_vec()
         } else {
-            Bytes::from(encode_update(raw_update.to_vec()))
-        };
+            encode_update(raw_update.to_vec())
+        });
         broadcast(&state.subscribers, from, kind::SYNC, relay);
         Ok(true)
     }
@@ -267,7 +297,8 @@ impl Room {
             return Ok(()); // the channel left meanwhile
         };
         if state.awareness.apply(from, access, update)? {
-            let relay = Bytes::copy_from_slice(payload);
+            state.charge_awareness();
+            let relay = self.memory.output_bytes(payload.to_vec());
             broadcast(&state.subscribers, from, kind::AWARENESS, relay);
         }
         Ok(())

@@ -19,6 +19,7 @@ use quire_protocol::{Access, ChannelCode, ChannelId, Message};
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use crate::lane::Lane;
+use crate::memory::MemoryBudget;
 use crate::metrics::Metrics;
 use crate::outbox::{ConnEvent, ConnHandle};
 use crate::persist::{AckTarget, Job, Persister};
@@ -80,6 +81,8 @@ pub(crate) enum RoomJob {
     CloseAfterWrites { sub: Subscription },
     /// Resolves once every write queued here before it is durable and acknowledged.
     Flush(oneshot::Sender<()>),
+    /// The memory budget is reached: unload the room now if nobody has it open.
+    UnloadIfUnused,
 }
 
 /// A reference to a served room: the document, and the queue of its task.
@@ -111,6 +114,8 @@ pub(crate) trait Registry: Send + Sync + 'static {
     fn metrics(&self) -> &Metrics;
     /// How long a room nobody has open stays loaded.
     fn idle_unload(&self) -> Duration;
+    /// The server's memory budget: writes are refused (4503) while it is exceeded.
+    fn memory(&self) -> &MemoryBudget;
     /// The room could not be loaded: forget it, so that the next opener loads it afresh.
     fn forget(&self, room: &Arc<Room>);
     /// Removes the room if no channel holds it; whether it is gone.
@@ -167,6 +172,15 @@ async fn run<R: Registry>(rooms: Arc<R>, room: Arc<Room>, queue: Arc<Lane<RoomJo
         } else {
             queue.pop().await
         };
+        if matches!(job, RoomJob::UnloadIfUnused) {
+            if task.room.subscriber_count() == 0 && task.try_unload().await {
+                for job in queue.close() {
+                    Box::pin(task.handle(job)).await;
+                }
+                return;
+            }
+            continue;
+        }
         Box::pin(task.handle(job)).await;
     }
 }
@@ -255,6 +269,7 @@ impl<R: Registry> Task<R> {
                     });
                 });
             }
+            RoomJob::UnloadIfUnused => {}
             RoomJob::Flush(done) => {
                 let persister = self.rooms.persister().clone();
                 tokio::spawn(async move {
@@ -282,6 +297,13 @@ impl<R: Registry> Task<R> {
 
     async fn sync(&mut self, sub: Subscription, seq: u64, payload: Vec<u8>, received: Instant) {
         let write = is_write(&payload);
+        if write && self.rooms.memory().is_over() {
+            // Taking the write would grow the process past its budget. Nothing of it is kept
+            // or acknowledged: the client re-opens later and sends it again (§6.5).
+            self.rooms.memory().count_refusal();
+            sub.close(ChannelCode::Overloaded);
+            return;
+        }
         let heavy =
             payload.len() > INLINE_MESSAGE_BYTES || (!write && self.size > INLINE_DOCUMENT_BYTES);
         // The place in the persister's queue is taken before the update is applied, so the

@@ -12,10 +12,11 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use quire_protocol::DocId;
 
+use crate::memory::{MemoryBudget, Unloader};
 use crate::metrics::Metrics;
 use crate::persist::Persister;
 use crate::room::Room;
-use crate::room_task::{self, Registry, RoomHandle};
+use crate::room_task::{self, Registry, RoomHandle, RoomJob};
 use crate::store::Store;
 
 #[derive(Debug)]
@@ -32,6 +33,7 @@ pub struct Rooms<S> {
     persister: Persister,
     idle_unload: Duration,
     metrics: Arc<Metrics>,
+    memory: Arc<MemoryBudget>,
 }
 
 impl<S: Store> Rooms<S> {
@@ -40,6 +42,7 @@ impl<S: Store> Rooms<S> {
         persister: Persister,
         idle_unload: Duration,
         metrics: Arc<Metrics>,
+        memory: Arc<MemoryBudget>,
     ) -> Self {
         Self {
             map: Mutex::new(HashMap::new()),
@@ -47,25 +50,32 @@ impl<S: Store> Rooms<S> {
             persister,
             idle_unload,
             metrics,
+            memory,
         }
     }
 
     /// Takes a reference on the document's room, creating it (and starting its load) on first
     /// use. Never waits: the load happens in the room's task, ahead of the jobs queued on it.
-    pub fn acquire(self: &Arc<Self>, doc: &DocId) -> RoomHandle {
+    /// `None` if the document is not loaded and the memory budget is exceeded: loading it
+    /// would grow the process (the channel is refused with 4503).
+    pub fn acquire(self: &Arc<Self>, doc: &DocId) -> Option<RoomHandle> {
         let mut map = self.map.lock();
+        if !map.contains_key(doc) && self.memory.is_over() {
+            self.memory.count_refusal();
+            return None;
+        }
         let entry = map.entry(doc.clone()).or_insert_with(|| {
             self.metrics
                 .documents_loaded
                 .fetch_add(1, Ordering::Relaxed);
-            let room = Arc::new(Room::new(doc.clone()));
+            let room = Arc::new(Room::with_budget(doc.clone(), &self.memory));
             Entry {
                 handle: room_task::start(self.clone(), room),
                 refs: 0,
             }
         });
         entry.refs += 1;
-        entry.handle.clone()
+        Some(entry.handle.clone())
     }
 
     /// Drops a reference taken by [`Rooms::acquire`].
@@ -74,6 +84,16 @@ impl<S: Store> Rooms<S> {
         if let Some(entry) = map.get_mut(&handle.room().id) {
             if Arc::ptr_eq(entry.handle.room(), handle.room()) {
                 entry.refs = entry.refs.saturating_sub(1);
+            }
+        }
+    }
+}
+
+impl<S: Store> Unloader for Rooms<S> {
+    fn unload_unused(&self) {
+        for entry in self.map.lock().values() {
+            if entry.refs == 0 {
+                entry.handle.submit(RoomJob::UnloadIfUnused);
             }
         }
     }
@@ -129,5 +149,9 @@ impl<S: Store> Registry for Rooms<S> {
 
     fn idle_unload(&self) -> Duration {
         self.idle_unload
+    }
+
+    fn memory(&self) -> &MemoryBudget {
+        &self.memory
     }
 }

@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use crate::auth::Secret;
 use crate::config::ServeConfig;
 use crate::http;
+use crate::memory::MemoryBudget;
 use crate::metrics::Metrics;
 use crate::persist::{CompactionPolicy, Persister};
 use crate::rooms::Rooms;
@@ -30,6 +31,7 @@ pub async fn run<S: Store>(
     shutdown: impl Future<Output = ()>,
 ) {
     let metrics = Arc::new(Metrics::default());
+    let memory = MemoryBudget::new(config.memory_budget);
     let (persister, persister_task) = Persister::start(
         store.clone(),
         metrics.clone(),
@@ -44,12 +46,19 @@ pub async fn run<S: Store>(
         persister.clone(),
         config.idle_unload,
         metrics.clone(),
+        memory.clone(),
     ));
+    let enforcer = tokio::spawn(memory.clone().enforce(rooms.clone()));
     let shutdown_timeout = config.shutdown_timeout;
-    let (server, shutdown_tx) = Server::new(config, secret, rooms, persister, metrics);
+    let (server, shutdown_tx) = Server::new(config, secret, rooms, persister, metrics, memory);
 
-    let metrics_task = metrics_listener
-        .map(|listener| tokio::spawn(http::metrics_loop(server.metrics.clone(), listener)));
+    let metrics_task = metrics_listener.map(|listener| {
+        tokio::spawn(http::metrics_loop(
+            server.metrics.clone(),
+            server.memory.clone(),
+            listener,
+        ))
+    });
     // The listener stays open through the drain, so that a client reconnecting meanwhile is
     // told 503 (PROTOCOL §5.3) rather than refused at the TCP level.
     let (drained, stop_accepting) = oneshot::channel::<()>();
@@ -78,6 +87,7 @@ pub async fn run<S: Store>(
     if let Some(task) = metrics_task {
         task.abort();
     }
+    enforcer.abort();
     // Whatever is still queued (a connection past the timeout) is committed before exiting.
     server.persister.flush().await;
     drop(persister_task);

@@ -13,6 +13,7 @@ use tokio::sync::{watch, Notify};
 use crate::auth::Secret;
 use crate::config::ServeConfig;
 use crate::failed_login::FailedLogins;
+use crate::memory::MemoryBudget;
 use crate::metrics::Metrics;
 use crate::persist::Persister;
 use crate::rooms::Rooms;
@@ -27,6 +28,8 @@ pub struct Server<S> {
     pub rooms: Arc<Rooms<S>>,
     pub persister: Persister,
     pub metrics: Arc<Metrics>,
+    /// What clients make the server hold, against one limit.
+    pub memory: Arc<MemoryBudget>,
     /// The log-line budget for refused logins.
     pub(crate) failed_logins: FailedLogins,
     pub(crate) next_conn_id: AtomicU64,
@@ -136,6 +139,7 @@ impl<S: Store> Server<S> {
         rooms: Arc<Rooms<S>>,
         persister: Persister,
         metrics: Arc<Metrics>,
+        memory: Arc<MemoryBudget>,
     ) -> (Arc<Self>, watch::Sender<bool>) {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let server = Arc::new(Server {
@@ -144,6 +148,7 @@ impl<S: Store> Server<S> {
             rooms,
             persister,
             metrics,
+            memory,
             failed_logins: FailedLogins::default(),
             next_conn_id: AtomicU64::new(1),
             per_ip: PerAddress::default(),

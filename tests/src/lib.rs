@@ -15,6 +15,7 @@
 //! - [`proxy`]: a TCP proxy that injects delay, stalls, resets, mid-frame cuts and throttling.
 //! - [`netns`]: a network namespace of the test's own, with nftables packet loss and partitions.
 //! - [`seeded_rng`]: a replayable random generator for randomized scenarios (`QUIRE_SEED`).
+//! - [`rss`]: the server's resident memory from /proc, once or its peak over time.
 //! - [`recorder`]: every value a watch channel publishes, for state-sequence checks.
 //! - [`server_log`]: accept timestamps from the server's log and how they spread.
 //! - [`client_util`]: quire-client configured for a test server, and waits on its states.
@@ -32,6 +33,7 @@ pub mod netns;
 pub mod proxy;
 pub mod raw_client;
 pub mod recorder;
+pub mod rss;
 pub mod seeded_rng;
 pub mod server_log;
 pub mod server_process;

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,7 @@ use quire_protocol::{ysync, ChannelId};
 use quire_tests::client_util::{append, config, occurrences, until_saved, until_text};
 use quire_tests::http_probe::{self, upgrade_head};
 use quire_tests::raw_client::{connect_tcp, RawClient};
+use quire_tests::rss::{rss_kib, RssPeak};
 use quire_tests::seeded_rng::{env_count, SeededRng};
 use quire_tests::server_process::ServerProcess;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -277,30 +278,6 @@ async fn open(
         .map_err(|code| format!("open of {doc} refused with {code}"))
 }
 
-/// The server's resident set size, in KiB (`VmRSS` in /proc/PID/status).
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Samples the server's RSS every 20 ms into `peak` until `stop` is set.
-fn sample_rss(
-    pid: u32,
-    peak: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        while !stop.load(Ordering::Relaxed) {
-            peak.fetch_max(rss_kib(pid), Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-}
-
 /// One wave: `clients` hostile clients, `rounds` attacks each, all at once. Returns how many
 /// of each attack were answered as documented; any other answer fails the test.
 async fn wave(
@@ -414,18 +391,13 @@ async fn a_thousand_hostile_clients_get_their_answers_while_honest_ones_keep_syn
         })
     };
 
-    let peak = Arc::new(AtomicU64::new(0));
     let mut peaks = Vec::new();
     let mut tallies = Vec::new();
     let started = Instant::now();
     for _ in 0..waves {
-        peak.store(0, Ordering::Relaxed);
-        let stop = Arc::new(AtomicBool::new(false));
-        let sampler = sample_rss(server.pid(), peak.clone(), stop.clone());
+        let sampler = RssPeak::start(server.pid());
         tallies.push(wave(&target, clients, rounds, &mut rng).await);
-        stop.store(true, Ordering::Relaxed);
-        sampler.await.unwrap();
-        peaks.push(peak.load(Ordering::Relaxed));
+        peaks.push(sampler.stop().await);
     }
     let swarm_time = started.elapsed();
     swarming.store(false, Ordering::Relaxed);

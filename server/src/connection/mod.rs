@@ -30,6 +30,7 @@ use tracing::Instrument;
 use self::channel::{ChannelState, OpenChannel};
 use self::error_budget::ErrorBudget;
 use crate::auth::Claims;
+use crate::memory::{Charge, Use};
 use crate::outbox::{self, ConnEvent, YIELD_BYTES};
 pub use crate::outbox::{ConnHandle, QueueOnly};
 use crate::room_task::{RoomJob, Subscription};
@@ -72,6 +73,7 @@ pub async fn serve<S, W>(
             config.max_queued_bytes,
             config.limits.max_frame_size,
             server.metrics.clone(),
+            server.memory.clone(),
         );
         let (sink, mut stream) = ws.split();
         let mut writer = tokio::spawn(outbox::run_writer(handle.clone(), sink).in_current_span());
@@ -89,6 +91,7 @@ pub async fn serve<S, W>(
             channels: HashMap::new(),
             hello: false,
             error_budget: ErrorBudget::new(Instant::now()),
+            unfinished: server.memory.charge(Use::Unfinished, 0),
             next_generation: 1,
             heartbeat: Heartbeat::new(Instant::now(), config.heartbeat),
             budget: Arc::new(Semaphore::new(config.limits.max_message_size as usize)),
@@ -176,6 +179,8 @@ struct Reader<S> {
     channels: HashMap<ChannelId, ChannelState>,
     hello: bool,
     error_budget: ErrorBudget,
+    /// The memory budget's charge for this connection's unfinished messages.
+    unfinished: Charge,
     /// The generation the next opened channel gets (see `OpenChannel::generation`).
     next_generation: u64,
     heartbeat: Heartbeat,
@@ -463,7 +468,10 @@ impl<S: Store> Reader<S> {
         } else {
             Access::Read
         };
-        let room = self.server.rooms.acquire(&doc);
+        let Some(room) = self.server.rooms.acquire(&doc) else {
+            self.refuse(channel, ChannelCode::Overloaded);
+            return None;
+        };
         let generation = self.next_generation;
         self.next_generation += 1;
         self.conn.channel_opened(channel, generation);
@@ -536,10 +544,14 @@ impl<S: Store> Reader<S> {
         let message = match open.reassembler.push(message, max_message) {
             Ok(Some(message)) => {
                 open.fragment_started = None;
+                if buffered_piece.is_some() {
+                    self.charge_unfinished();
+                }
                 message
             }
             Ok(None) => {
                 open.fragment_started.get_or_insert_with(Instant::now);
+                self.charge_unfinished();
                 return None;
             }
             Err(err) => return self.violation(err.close_code(), &err.to_string()),
@@ -564,6 +576,14 @@ impl<S: Store> Reader<S> {
     /// Whether a fragmented message is in progress on `channel`.
     fn reassembling(&self, channel: ChannelId) -> bool {
         matches!(self.channels.get(&channel), Some(ChannelState::Open(open)) if open.reassembler.in_progress())
+    }
+
+    /// Charges the unfinished messages to the memory budget, and tells it how much this
+    /// connection holds.
+    fn charge_unfinished(&mut self) {
+        let bytes = self.unfinished_bytes() as u64;
+        self.unfinished.set(bytes);
+        self.conn.set_unfinished(bytes);
     }
 
     /// Bytes buffered in this connection's unfinished fragmented messages, all channels.
@@ -665,9 +685,13 @@ impl<S: Store> Reader<S> {
     fn close_channel(&mut self, channel: ChannelId, code: ChannelCode) {
         match self.channels.remove(&channel) {
             Some(ChannelState::Open(open)) => {
+                let was_reassembling = open.reassembler.in_progress();
                 self.release(channel, open);
                 self.send_close(channel, code);
                 self.channels.insert(channel, ChannelState::Closing);
+                if was_reassembling {
+                    self.charge_unfinished();
+                }
             }
             Some(ChannelState::Draining(open)) => {
                 self.release(channel, open);

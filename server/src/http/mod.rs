@@ -25,6 +25,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::auth::{unix_now, Claims};
 use crate::connection;
+use crate::memory::MemoryBudget;
 use crate::metrics::Metrics;
 use crate::server::{Server, TcpSlot};
 use crate::store::Store;
@@ -144,7 +145,7 @@ fn route<S: Store>(
     match (req.method().as_str(), req.uri().path()) {
         ("GET", "/healthz") => text(StatusCode::OK, "ok\n"),
         ("GET", "/metrics") if server.config.metrics_listen.is_none() => {
-            metrics_response(&server.metrics)
+            metrics_response(&server.metrics, &server.memory)
         }
         (_, handshake::WS_PATH) => upgrade(server, req, peer, tcp_slot),
         (_, echo::PATH) if server.config.echo_endpoint => echo::upgrade(req, &server.config.limits),
@@ -153,8 +154,10 @@ fn route<S: Store>(
 }
 
 /// `/metrics`: the Prometheus text format.
-fn metrics_response(metrics: &Metrics) -> Response<Body> {
-    let mut response = text(StatusCode::OK, metrics.render());
+fn metrics_response(metrics: &Metrics, memory: &MemoryBudget) -> Response<Body> {
+    let mut body = metrics.render();
+    memory.render(&mut body);
+    let mut response = text(StatusCode::OK, body);
     response.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -164,7 +167,7 @@ fn metrics_response(metrics: &Metrics) -> Response<Body> {
 
 /// Serves `/metrics` and `/healthz` over plain HTTP on the separate `--metrics-listen`
 /// address, until the task is dropped. Nothing else is served there: no upgrades.
-pub async fn metrics_loop(metrics: Arc<Metrics>, listener: TcpListener) {
+pub async fn metrics_loop(metrics: Arc<Metrics>, memory: Arc<MemoryBudget>, listener: TcpListener) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -174,12 +177,12 @@ pub async fn metrics_loop(metrics: Arc<Metrics>, listener: TcpListener) {
                 continue;
             }
         };
-        let metrics = metrics.clone();
+        let (metrics, memory) = (metrics.clone(), memory.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let response = match (req.method().as_str(), req.uri().path()) {
                     ("GET", "/healthz") => text(StatusCode::OK, "ok\n"),
-                    ("GET", "/metrics") => metrics_response(&metrics),
+                    ("GET", "/metrics") => metrics_response(&metrics, &memory),
                     _ => text(StatusCode::NOT_FOUND, "not found\n"),
                 };
                 std::future::ready(Ok::<_, Infallible>(response))
@@ -308,6 +311,11 @@ fn upgrade<S: Store>(
     };
     if server.is_shutting_down() {
         return refused(&handshake::SHUTTING_DOWN);
+    }
+    if server.memory.is_over() {
+        // A new connection would grow a process already past its memory budget.
+        server.memory.count_refusal();
+        return refused(&handshake::OVERLOADED);
     }
     let claims = match authenticate(&server, upgrade.token.as_deref(), peer) {
         Ok(claims) => claims,

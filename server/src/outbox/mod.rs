@@ -7,8 +7,8 @@
 
 mod schedule;
 
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,6 +23,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use self::schedule::{Out, Refused, Schedule};
 use crate::lane::Lane;
+use crate::memory::{Holder, Holding, MemoryBudget};
 use crate::metrics::Metrics;
 
 /// Control frames waiting at most; a peer that floods PINGs loses the excess PONGs.
@@ -80,6 +81,48 @@ struct Shared {
     kill: Notify,
     kill_code: AtomicU16,
     metrics: Arc<Metrics>,
+    memory: Arc<MemoryBudget>,
+    /// This connection's entry among the memory budget's holders.
+    holder_id: AtomicU64,
+    /// Bytes of the connection's unfinished fragmented messages, kept by its reader.
+    unfinished: AtomicU64,
+}
+
+impl Shared {
+    /// See [`ConnHandle::kill`].
+    fn kill(&self, code: CloseCode) -> bool {
+        let first = self
+            .kill_code
+            .compare_exchange(0, code.as_u16(), Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if first {
+            // Nothing queued will be written: give it back now.
+            self.outbox.lock().schedule.drop_all();
+            self.kill.notify_one();
+            self.events.push(ConnEvent::Killed);
+        }
+        first
+    }
+}
+
+impl Holder for Shared {
+    fn holding(&self) -> Holding {
+        Holding {
+            output: self.outbox.lock().schedule.queued_bytes() as u64,
+            unfinished: self.unfinished.load(Ordering::Relaxed),
+        }
+    }
+
+    fn evict(&self, code: CloseCode) -> bool {
+        self.kill(code)
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.memory
+            .unregister(self.holder_id.load(Ordering::Relaxed));
+    }
 }
 
 /// A cheap, cloneable way to send to one connection.
@@ -105,9 +148,10 @@ impl ConnHandle {
         max_queued_bytes: usize,
         max_frame_size: u32,
         metrics: Arc<Metrics>,
+        memory: Arc<MemoryBudget>,
     ) -> Self {
         let schedule = Schedule::new(queue_depth, max_queued_bytes, CONTROL_QUEUE, max_frame_size);
-        Self(Arc::new(Shared {
+        let shared = Arc::new(Shared {
             id,
             outbox: Mutex::new(Outbox {
                 schedule,
@@ -119,7 +163,20 @@ impl ConnHandle {
             kill: Notify::new(),
             kill_code: AtomicU16::new(0),
             metrics,
-        }))
+            memory,
+            holder_id: AtomicU64::new(0),
+            unfinished: AtomicU64::new(0),
+        });
+        let holder: Weak<dyn Holder> = Arc::downgrade(&shared) as Weak<dyn Holder>;
+        let id = shared.memory.register(holder);
+        shared.holder_id.store(id, Ordering::Relaxed);
+        Self(shared)
+    }
+
+    /// Records the bytes of this connection's unfinished fragmented messages, by which the
+    /// memory budget ranks it.
+    pub(crate) fn set_unfinished(&self, bytes: u64) {
+        self.0.unfinished.store(bytes, Ordering::Relaxed);
     }
 
     pub fn id(&self) -> ConnId {
@@ -135,6 +192,7 @@ impl ConnHandle {
             usize::MAX,
             quire_protocol::Limits::DEFAULT_MAX_FRAME_SIZE,
             Arc::new(Metrics::default()),
+            MemoryBudget::unlimited(),
         );
         (handle, QueueOnly(()))
     }
@@ -155,12 +213,12 @@ impl ConnHandle {
         let out = match message {
             Message::Sync(body) => Out::Body {
                 kind: kind::SYNC,
-                body: Bytes::from(body),
+                body: self.0.memory.output_bytes(body),
                 offset: 0,
             },
             Message::Awareness(body) => Out::Body {
                 kind: kind::AWARENESS,
-                body: Bytes::from(body),
+                body: self.0.memory.output_bytes(body),
                 offset: 0,
             },
             other => Out::Frame(Bytes::from(Frame::new(channel, other).encode())),
@@ -258,16 +316,7 @@ impl ConnHandle {
     /// Closes the connection now with `code`: the Close frame goes out ahead of whatever is
     /// queued, which is dropped. The first code wins: returns whether it was this one.
     pub fn kill(&self, code: CloseCode) -> bool {
-        let first = self
-            .0
-            .kill_code
-            .compare_exchange(0, code.as_u16(), Ordering::AcqRel, Ordering::Acquire)
-            .is_ok();
-        if first {
-            self.0.kill.notify_one();
-            self.0.events.push(ConnEvent::Killed);
-        }
-        first
+        self.0.kill(code)
     }
 
     /// The code the connection was killed with, if it was.

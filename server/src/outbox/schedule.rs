@@ -205,9 +205,19 @@ impl Schedule {
     }
 
     /// Bytes of document traffic queued.
-    #[cfg(test)]
-    fn queued_bytes(&self) -> usize {
+    pub(crate) fn queued_bytes(&self) -> usize {
         self.queued_bytes
+    }
+
+    /// Drops everything queued (the connection is being closed at once): what it held is
+    /// given back now, not when the connection's last handle goes.
+    pub(crate) fn drop_all(&mut self) {
+        self.control.clear();
+        self.channels.clear();
+        self.urgent.clear();
+        self.ready.clear();
+        self.queued_bytes = 0;
+        self.queued_messages = 0;
     }
 
     /// The next frame to write, in the order the module doc gives.

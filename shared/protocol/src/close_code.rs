@@ -126,6 +126,9 @@ code_table! {
         TooManyChannels = 4429, RetryWithBackoff, "too many channels";
         /// Storage failed: the last updates were not made durable and are not acknowledged.
         StorageFailure = 4500, RetryWithBackoff, "storage failure";
+        /// The server's memory budget is exceeded: loading a document or taking a write would
+        /// grow it. Nothing of the refused write was kept.
+        Overloaded = 4503, RetryWithBackoff, "try again later";
     }
 }
 
@@ -225,6 +228,7 @@ mod tests {
             (4422, ReportBugThenRetry),
             (4429, RetryWithBackoff),
             (4500, RetryWithBackoff),
+            (4503, RetryWithBackoff),
         ];
         assert_eq!(channel, spec);
         assert_eq!(ChannelCode::from_u16(4999).reaction(), RetryWithBackoff);

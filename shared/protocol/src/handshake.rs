@@ -125,6 +125,8 @@ pub const TOO_MANY_CONNECTIONS: Refusal =
     Refusal::new(429, "too many connections from this address");
 /// The refusal while the server shuts down.
 pub const SHUTTING_DOWN: Refusal = Refusal::new(503, "the server is shutting down");
+/// The refusal while the server's memory budget is exceeded.
+pub const OVERLOADED: Refusal = Refusal::new(503, "the server is overloaded; try again later");
 
 /// A key is the base64 encoding of 16 bytes: 22 characters and `==`.
 fn is_valid_key(key: &str) -> bool {
