@@ -297,9 +297,11 @@ impl<R: Registry> Task<R> {
 
     async fn sync(&mut self, sub: Subscription, seq: u64, payload: Vec<u8>, received: Instant) {
         let write = is_write(&payload);
-        if write && self.rooms.memory().is_over() {
+        if write && self.rooms.memory().is_over() && !carries_nothing(&payload) {
             // Taking the write would grow the process past its budget. Nothing of it is kept
-            // or acknowledged: the client re-opens later and sends it again (§6.5).
+            // or acknowledged: the client re-opens later and sends it again (§6.5). An empty
+            // update (a step 2 from a client that has nothing new) is taken: refusing it
+            // would keep that client from ever finishing its sync.
             self.rooms.memory().count_refusal();
             sub.close(ChannelCode::Overloaded);
             return;
@@ -409,6 +411,11 @@ fn apply_sync(
             None
         }
     }
+}
+
+/// Whether a SYNC write holds the empty v1 update: no structs, no deletions.
+fn carries_nothing(payload: &[u8]) -> bool {
+    quire_protocol::ysync::update_bytes(payload) == [0, 0]
 }
 
 /// Runs `work` here, or on the document work pool when it is `heavy`.
