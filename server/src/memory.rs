@@ -10,9 +10,10 @@
 //! output, 1008 for one holding unfinished messages (PROTOCOL §9). While the total is over,
 //! new work is refused ([`MemoryBudget::is_over`]): upgrades get 503, opening a document that
 //! is not loaded and writing get the channel code 4503, so that the process does not grow.
-//! Not counted: what a connection's writer holds outside its queue (the batch being written,
-//! the WebSocket and TLS buffers), about 0.7 MiB for a client that stopped reading
-//! (docs/RELIABILITY.md); returning freed memory to the system is not addressed yet.
+//! Queued output includes the batch a connection's writer is writing (at most 64 KiB). Not
+//! counted: the WebSocket layer's and TLS's copies of that batch while the socket is full, and
+//! memory freed but kept by the allocator, which does not give all of it back to the system
+//! (docs/RELIABILITY.md measures both; returning it is not addressed yet).
 
 use std::collections::HashMap;
 use std::fmt::Write;

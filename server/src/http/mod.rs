@@ -277,7 +277,13 @@ pub(crate) fn websocket_config(max_frame_size: u32) -> WebSocketConfig {
         .max_message_size(Some(max_frame_size as usize))
         .max_frame_size(Some(max_frame_size as usize))
         .read_buffer_size(READ_BUFFER_SIZE)
+        .write_buffer_size(WRITE_BUFFER_SIZE)
 }
+
+/// Bytes the WebSocket layer gathers before writing to the socket (its default is 128 KiB).
+/// The connection's writer already batches frames and flushes each batch; what this layer
+/// holds for a client that stopped reading is memory outside the queue's bounds.
+const WRITE_BUFFER_SIZE: usize = 16 * 1024;
 
 /// Per-connection WebSocket read buffer, allocated for every connection, idle or not, and the
 /// most one read asks of the socket. Edits and acks are tens of bytes; a larger frame reserves

@@ -23,7 +23,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use self::schedule::{Out, Refused, Schedule};
 use crate::lane::Lane;
-use crate::memory::{Holder, Holding, MemoryBudget};
+use crate::memory::{Holder, Holding, MemoryBudget, Use};
 use crate::metrics::Metrics;
 
 /// Control frames waiting at most; a peer that floods PINGs loses the excess PONGs.
@@ -38,8 +38,10 @@ pub(crate) const YIELD_BYTES: usize = 64 * 1024;
 
 /// Frames written per flush at most, and bytes: small frames share one syscall (and one TLS
 /// record run), while a PONG never waits behind more than this much of a large transfer.
+/// While the socket is full, a batch waits in the WebSocket layer's buffer and in TLS: for a
+/// client that stopped reading, that is memory outside its queue, so a batch is kept small.
 const BATCH_FRAMES: usize = 256;
-const BATCH_BYTES: usize = 256 * 1024;
+const BATCH_BYTES: usize = 64 * 1024;
 
 /// Events for the connection's reader, from elsewhere in the server.
 #[derive(Debug)]
@@ -86,6 +88,8 @@ struct Shared {
     holder_id: AtomicU64,
     /// Bytes of the connection's unfinished fragmented messages, kept by its reader.
     unfinished: AtomicU64,
+    /// Bytes the writer took off the schedule and has not yet got through to the socket.
+    in_flight: AtomicU64,
 }
 
 impl Shared {
@@ -108,7 +112,8 @@ impl Shared {
 impl Holder for Shared {
     fn holding(&self) -> Holding {
         Holding {
-            output: self.outbox.lock().schedule.queued_bytes() as u64,
+            output: self.outbox.lock().schedule.queued_bytes() as u64
+                + self.in_flight.load(Ordering::Relaxed),
             unfinished: self.unfinished.load(Ordering::Relaxed),
         }
     }
@@ -166,6 +171,7 @@ impl ConnHandle {
             memory,
             holder_id: AtomicU64::new(0),
             unfinished: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
         });
         let holder: Weak<dyn Holder> = Arc::downgrade(&shared) as Weak<dyn Holder>;
         let id = shared.memory.register(holder);
@@ -363,6 +369,9 @@ where
     S: Sink<WsMessage> + Unpin,
 {
     let shared = handle.0.clone();
+    // The batch being written: its frames are copies of queued bodies, held (with the
+    // WebSocket layer's and TLS's copies of them) until the socket takes them.
+    let mut in_flight = shared.memory.charge(Use::Output, 0);
     let mut batch = Vec::new();
     // Bytes written since the writer last let other tasks run.
     let mut unyielded = 0;
@@ -381,7 +390,12 @@ where
             }
             continue;
         }
-        unyielded += batch.iter().map(Bytes::len).sum::<usize>();
+        let batch_bytes = batch.iter().map(Bytes::len).sum::<usize>();
+        unyielded += batch_bytes;
+        in_flight.set(batch_bytes as u64);
+        shared
+            .in_flight
+            .store(batch_bytes as u64, Ordering::Relaxed);
         let write = async {
             for frame in batch.drain(..) {
                 shared.metrics.frames_out.fetch_add(1, Ordering::Relaxed);
@@ -398,6 +412,8 @@ where
             _ = shared.kill.notified() => continue,
             written = write => written.is_err(),
         };
+        in_flight.set(0);
+        shared.in_flight.store(0, Ordering::Relaxed);
         if failed {
             // The socket failed: nobody is left to read a Close frame.
             return CloseCode::Abnormal;
