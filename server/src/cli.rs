@@ -137,6 +137,9 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Entry point of the binary.
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Serve { .. }) {
+        crate::allocator::restart_with_settings();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

@@ -31,9 +31,11 @@
 //! - [`tls`]: certificates, including the `--dev` self-signed one.
 //! - [`private`]: owner-only modes for the data directory and every file written in it.
 //! - [`memory`]: the server-wide memory budget: charges by use, closing the largest holders.
+//! - [`allocator`]: glibc malloc settings for `serve`, so that freed memory leaves the process.
 //! - [`metrics`]: Prometheus figures.
 //! - [`shutdown`]: SIGTERM / SIGINT.
 
+pub mod allocator;
 pub mod auth;
 pub mod awareness;
 pub mod cli;

@@ -12,8 +12,8 @@
 //! is not loaded and writing get the channel code 4503, so that the process does not grow.
 //! Queued output includes the batch a connection's writer is writing (at most 64 KiB). Not
 //! counted: the WebSocket layer's and TLS's copies of that batch while the socket is full, and
-//! memory freed but kept by the allocator, which does not give all of it back to the system
-//! (docs/RELIABILITY.md measures both; returning it is not addressed yet).
+//! memory freed but kept by the allocator ([`crate::allocator`] sets glibc up to return most
+//! of it; docs/RELIABILITY.md measures what is left).
 
 use std::collections::HashMap;
 use std::fmt::Write;
