@@ -19,6 +19,8 @@ const FOLD_AFTER_BYTES: usize = 4 * 1024 * 1024;
 pub struct History {
     /// The stored snapshot and log at load, or the document's whole state at the last fold.
     base: Vec<Vec<u8>>,
+    /// Bytes of `base`, kept: the room asks for the history's size after every update.
+    base_bytes: usize,
     /// Updates accepted since, in the order they were applied.
     since: Vec<Vec<u8>>,
     since_bytes: usize,
@@ -27,8 +29,10 @@ pub struct History {
 impl History {
     /// The history of a document just loaded from `stored` (kept as stored: no encoding).
     pub fn from_stored(stored: StoredDoc) -> Self {
+        let base: Vec<Vec<u8>> = stored.snapshot.into_iter().chain(stored.updates).collect();
         Self {
-            base: stored.snapshot.into_iter().chain(stored.updates).collect(),
+            base_bytes: base.iter().map(Vec::len).sum(),
+            base,
             since: Vec::new(),
             since_bytes: 0,
         }
@@ -36,14 +40,16 @@ impl History {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.base.iter().map(Vec::len).sum::<usize>() + self.since_bytes
+        self.base_bytes + self.since_bytes
     }
 
     /// Starts over from `doc`'s current state.
     fn fold(&mut self, doc: &Doc) {
-        self.base = vec![doc
+        let state = doc
             .transact()
-            .encode_state_as_update_v1(&StateVector::default())];
+            .encode_state_as_update_v1(&StateVector::default());
+        self.base_bytes = state.len();
+        self.base = vec![state];
         self.since.clear();
         self.since_bytes = 0;
     }

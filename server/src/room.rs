@@ -226,8 +226,10 @@ impl Room {
         let state = &mut *state;
         let applied = {
             let mut txn = state.doc.transact_mut();
-            check_continues(&txn, &update)?;
-            check_references(&txn, references)?;
+            // Built once for both checks: it walks every client the document knows.
+            let held = txn.state_vector();
+            check_continues(&held, &update)?;
+            check_references(&held, references)?;
             // A document loaded from storage written before the dependency rule may already
             // hold parts waiting for dependencies; only updates that add some are refused.
             let was_waiting = txn.has_missing_updates();
@@ -332,9 +334,8 @@ impl Room {
 /// it relays is computed from the receiver's state vector. yrs would integrate such a struct
 /// across the gap or keep it pending, and with a conflicting struct for the same clocks later
 /// it frees a block it still uses (heap use-after-free, found by the server's fuzz target).
-fn check_continues(txn: &impl ReadTxn, update: &Update) -> Result<(), ApplyError> {
+fn check_continues(held: &StateVector, update: &Update) -> Result<(), ApplyError> {
     // The decoded update already knows where each client's first struct starts.
-    let held = txn.state_vector();
     for (client, start) in update.state_vector_lower().iter() {
         let have = held.get(client);
         if *start > have {
@@ -352,8 +353,7 @@ fn check_continues(txn: &impl ReadTxn, update: &Update) -> Result<(), ApplyError
 /// neither the document nor the update holds. yrs would apply the rest and keep such parts
 /// waiting, which PROTOCOL §6.8 refuses; finding it before applying spares the document a
 /// rebuild from its history, which costs the whole document's size on every refusal.
-fn check_references(txn: &impl ReadTxn, references: &References) -> Result<(), ApplyError> {
-    let held = txn.state_vector();
+fn check_references(held: &StateVector, references: &References) -> Result<(), ApplyError> {
     match references.first_missing(|client| held.get(&yrs::block::ClientID::new(client))) {
         Some((client, end)) => Err(ApplyError::MissingReference { client, end }),
         None => Ok(()),

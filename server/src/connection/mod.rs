@@ -30,7 +30,6 @@ use tracing::Instrument;
 use self::channel::{ChannelState, OpenChannel};
 use self::error_budget::ErrorBudget;
 use crate::auth::Claims;
-use crate::memory::{Charge, Use};
 use crate::outbox::{self, ConnEvent, YIELD_BYTES};
 pub use crate::outbox::{ConnHandle, QueueOnly};
 use crate::room_task::{RoomJob, Subscription};
@@ -91,7 +90,6 @@ pub async fn serve<S, W>(
             channels: HashMap::new(),
             hello: false,
             error_budget: ErrorBudget::new(Instant::now()),
-            unfinished: server.memory.charge(Use::Unfinished, 0),
             next_generation: 1,
             heartbeat: Heartbeat::new(Instant::now(), config.heartbeat),
             budget: Arc::new(Semaphore::new(config.limits.max_message_size as usize)),
@@ -179,8 +177,6 @@ struct Reader<S> {
     channels: HashMap<ChannelId, ChannelState>,
     hello: bool,
     error_budget: ErrorBudget,
-    /// The memory budget's charge for this connection's unfinished messages.
-    unfinished: Charge,
     /// The generation the next opened channel gets (see `OpenChannel::generation`).
     next_generation: u64,
     heartbeat: Heartbeat,
@@ -578,12 +574,9 @@ impl<S: Store> Reader<S> {
         matches!(self.channels.get(&channel), Some(ChannelState::Open(open)) if open.reassembler.in_progress())
     }
 
-    /// Charges the unfinished messages to the memory budget, and tells it how much this
-    /// connection holds.
-    fn charge_unfinished(&mut self) {
-        let bytes = self.unfinished_bytes() as u64;
-        self.unfinished.set(bytes);
-        self.conn.set_unfinished(bytes);
+    /// Charges the unfinished messages to the memory budget.
+    fn charge_unfinished(&self) {
+        self.conn.set_unfinished(self.unfinished_bytes() as u64);
     }
 
     /// Bytes buffered in this connection's unfinished fragmented messages, all channels.

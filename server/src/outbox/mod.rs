@@ -23,7 +23,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use self::schedule::{Out, Refused, Schedule};
 use crate::lane::Lane;
-use crate::memory::{Holder, Holding, MemoryBudget, Use};
+use crate::memory::{Charge, Holder, Holding, MemoryBudget, Use};
 use crate::metrics::Metrics;
 
 /// Control frames waiting at most; a peer that floods PINGs loses the excess PONGs.
@@ -86,10 +86,12 @@ struct Shared {
     memory: Arc<MemoryBudget>,
     /// This connection's entry among the memory budget's holders.
     holder_id: AtomicU64,
-    /// Bytes of the connection's unfinished fragmented messages, kept by its reader.
-    unfinished: AtomicU64,
-    /// Bytes the writer took off the schedule and has not yet got through to the socket.
-    in_flight: AtomicU64,
+    /// The connection's unfinished fragmented messages, kept up to date by its reader.
+    unfinished: Mutex<Charge>,
+    /// What the writer took off the schedule and has not yet got through to the socket: its
+    /// frames are copies of queued bodies, held (with the WebSocket layer's and TLS's copies
+    /// of them) until the socket takes them.
+    in_flight: Mutex<Charge>,
 }
 
 impl Shared {
@@ -113,8 +115,8 @@ impl Holder for Shared {
     fn holding(&self) -> Holding {
         Holding {
             output: self.outbox.lock().schedule.queued_bytes() as u64
-                + self.in_flight.load(Ordering::Relaxed),
-            unfinished: self.unfinished.load(Ordering::Relaxed),
+                + self.in_flight.lock().bytes(),
+            unfinished: self.unfinished.lock().bytes(),
         }
     }
 
@@ -168,10 +170,10 @@ impl ConnHandle {
             kill: Notify::new(),
             kill_code: AtomicU16::new(0),
             metrics,
-            memory,
             holder_id: AtomicU64::new(0),
-            unfinished: AtomicU64::new(0),
-            in_flight: AtomicU64::new(0),
+            unfinished: Mutex::new(memory.charge(Use::Unfinished, 0)),
+            in_flight: Mutex::new(memory.charge(Use::Output, 0)),
+            memory,
         });
         let holder: Weak<dyn Holder> = Arc::downgrade(&shared) as Weak<dyn Holder>;
         let id = shared.memory.register(holder);
@@ -179,10 +181,10 @@ impl ConnHandle {
         Self(shared)
     }
 
-    /// Records the bytes of this connection's unfinished fragmented messages, by which the
-    /// memory budget ranks it.
+    /// Charges the bytes of this connection's unfinished fragmented messages to the memory
+    /// budget, which also ranks the connection by them.
     pub(crate) fn set_unfinished(&self, bytes: u64) {
-        self.0.unfinished.store(bytes, Ordering::Relaxed);
+        self.0.unfinished.lock().set(bytes);
     }
 
     pub fn id(&self) -> ConnId {
@@ -369,9 +371,6 @@ where
     S: Sink<WsMessage> + Unpin,
 {
     let shared = handle.0.clone();
-    // The batch being written: its frames are copies of queued bodies, held (with the
-    // WebSocket layer's and TLS's copies of them) until the socket takes them.
-    let mut in_flight = shared.memory.charge(Use::Output, 0);
     let mut batch = Vec::new();
     // Bytes written since the writer last let other tasks run.
     let mut unyielded = 0;
@@ -392,10 +391,7 @@ where
         }
         let batch_bytes = batch.iter().map(Bytes::len).sum::<usize>();
         unyielded += batch_bytes;
-        in_flight.set(batch_bytes as u64);
-        shared
-            .in_flight
-            .store(batch_bytes as u64, Ordering::Relaxed);
+        shared.in_flight.lock().set(batch_bytes as u64);
         let write = async {
             for frame in batch.drain(..) {
                 shared.metrics.frames_out.fetch_add(1, Ordering::Relaxed);
@@ -412,8 +408,7 @@ where
             _ = shared.kill.notified() => continue,
             written = write => written.is_err(),
         };
-        in_flight.set(0);
-        shared.in_flight.store(0, Ordering::Relaxed);
+        shared.in_flight.lock().set(0);
         if failed {
             // The socket failed: nobody is left to read a Close frame.
             return CloseCode::Abnormal;
