@@ -1,8 +1,8 @@
 //! What a room's document was built from: what storage held when it was loaded (or its state
-//! when the history was last folded) and every update accepted since, raw. yrs can fail part way through applying an update (an
-//! error or a panic after some of it is integrated) and has no rollback; the room then
-//! rebuilds its document from this history, so that memory holds exactly what storage holds
-//! and a refused update leaves nothing behind.
+//! when the history was last folded) and every update accepted since, raw. yrs can fail part
+//! way through applying an update (an error or a panic after some of it is integrated) and has
+//! no rollback; the room then rebuilds its document from this history, so that memory holds
+//! exactly what storage holds and a refused update leaves nothing behind.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -11,7 +11,10 @@ use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
 use crate::store::StoredDoc;
 
-/// Fold the accepted updates into one state once there are this many, or this many bytes.
+/// Fold the accepted updates into one state once there are this many, or this many bytes and
+/// at least as many as the base holds. A fold encodes the whole document and holds that
+/// encoding next to the old base for a moment: in fixed steps, a document growing by appends
+/// would pay that again and again (O(n²) in all); in steps that double, it pays it about twice.
 const FOLD_AFTER_UPDATES: usize = 1024;
 const FOLD_AFTER_BYTES: usize = 4 * 1024 * 1024;
 
@@ -55,11 +58,13 @@ impl History {
     }
 
     /// Records an accepted update; folds the history into `doc`'s state when it grows long
-    /// (an O(document) encoding, every thousand updates or so).
+    /// (an O(document) encoding: every thousand updates, or as the document doubles).
     pub fn accepted(&mut self, raw_update: &[u8], doc: &Doc) {
         self.since.push(raw_update.to_vec());
         self.since_bytes += raw_update.len();
-        if self.since.len() >= FOLD_AFTER_UPDATES || self.since_bytes >= FOLD_AFTER_BYTES {
+        if self.since.len() >= FOLD_AFTER_UPDATES
+            || self.since_bytes >= FOLD_AFTER_BYTES.max(self.base_bytes)
+        {
             self.fold(doc);
         }
     }

@@ -4,16 +4,25 @@
 //! and loaded documents. Each holder keeps a [`Charge`] that it resizes as it grows and
 //! shrinks, and that gives its bytes back when dropped.
 //!
-//! When the total passes the limit, [`MemoryBudget::enforce`] (a task of its own, woken by the
-//! charge that crossed it) first unloads documents nobody has open, then closes the
-//! connections holding the most until the total is back under: 4009 for one holding queued
-//! output, 1008 for one holding unfinished messages (PROTOCOL §9). While the total is over,
+//! When the total passes its mark, 15/16 of the limit, [`MemoryBudget::enforce`] (a task of its
+//! own, woken by the charge that crossed it) first unloads documents nobody has open, then
+//! closes the connections holding the most until the total is back under the mark: 4009 for
+//! one holding queued output, 1008 for one holding unfinished messages (PROTOCOL §9). The
+//! sixteenth between the mark and the limit is room for the work of good clients while the
+//! holders are closed. Once the total is past the limit itself,
 //! new work is refused ([`MemoryBudget::is_over`]): upgrades get 503, opening a document that
 //! is not loaded and writing get the channel code 4503, so that the process does not grow.
-//! Queued output includes the batch a connection's writer is writing (at most 64 KiB). Not
-//! counted: the WebSocket layer's and TLS's copies of that batch while the socket is full, and
-//! memory freed but kept by the allocator ([`crate::allocator`] sets glibc up to return most
-//! of it; docs/RELIABILITY.md measures what is left).
+//! Queued output includes the batch a connection's writer is writing (at most 64 KiB), three
+//! times while the socket has not taken it: ours, the WebSocket layer's and TLS's copies.
+//!
+//! The charges cannot see everything the process holds: the runtime and SQLite's caches, the
+//! WebSocket layer's and TLS's copies of each blocked writer's batch, memory freed but kept by
+//! the allocator ([`crate::allocator`] sets glibc up to return most of it), the socket
+//! buffers of connections not yet upgraded. So the enforcer also reads the process's resident
+//! size (`VmRSS`) every few tens of milliseconds, and once it passes the mark it closes the
+//! largest holders just the same. New work is refused on the charges alone: a resident size
+//! that stays high with nothing left to close (memory the allocator keeps) must not lock
+//! everyone out.
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -53,6 +62,11 @@ const EVICTABLE_BYTES: u64 = 1024 * 1024;
 /// After a pass that could not get under the limit (documents in use fill it), the next
 /// pass waits at least this long, so that a stream of charges does not keep it spinning.
 const RETRY_PASS_AFTER: Duration = Duration::from_millis(100);
+
+/// How often the enforcer reads the resident size: often once it is past half the limit,
+/// seldom while far below it (an idle server need not wake up much).
+const READ_RESIDENT_NEAR: Duration = Duration::from_millis(25);
+const READ_RESIDENT_FAR: Duration = Duration::from_millis(250);
 
 /// What one connection holds, for choosing whom to close.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -104,6 +118,9 @@ pub struct MemoryBudget {
     holders: Mutex<HashMap<u64, Weak<dyn Holder>>>,
     next_holder: AtomicU64,
     counters: Counters,
+    /// The process's resident size at the enforcer's last reading (0 before the first, or
+    /// where /proc cannot be read).
+    resident: AtomicU64,
 }
 
 impl std::fmt::Debug for MemoryBudget {
@@ -124,6 +141,7 @@ impl MemoryBudget {
             holders: Mutex::new(HashMap::new()),
             next_holder: AtomicU64::new(1),
             counters: Counters::default(),
+            resident: AtomicU64::new(0),
         })
     }
 
@@ -155,6 +173,16 @@ impl MemoryBudget {
     /// Whether the total is past the limit: new work is refused meanwhile.
     pub fn is_over(&self) -> bool {
         self.used() > self.limit
+    }
+
+    /// The total, or resident size, past which the largest holders are closed: 15/16 of the
+    /// limit.
+    pub fn mark(&self) -> u64 {
+        self.limit - self.limit / 16
+    }
+
+    fn past_mark(&self) -> bool {
+        self.used() > self.mark()
     }
 
     /// Counts one piece of work refused because the budget was over.
@@ -195,7 +223,7 @@ impl MemoryBudget {
 
     fn add(&self, what: Use, bytes: u64) {
         self.used[what as usize].fetch_add(bytes, Relaxed);
-        if self.used() > self.limit {
+        if self.past_mark() {
             self.over.notify_one();
         }
     }
@@ -204,35 +232,53 @@ impl MemoryBudget {
         self.used[what as usize].fetch_sub(bytes, Relaxed);
     }
 
-    /// Keeps the total under the limit, for as long as the server runs: see the module doc.
+    /// Keeps the total and the resident size under the mark, for as long as the server runs:
+    /// see the module doc.
     pub async fn enforce(self: Arc<Self>, unloader: Arc<dyn Unloader>) {
         loop {
-            self.over.notified().await;
-            if !self.is_over() {
+            let resident = self.resident.load(Relaxed);
+            let next_reading = if resident > self.limit / 2 {
+                READ_RESIDENT_NEAR
+            } else {
+                READ_RESIDENT_FAR
+            };
+            tokio::select! {
+                _ = self.over.notified() => {}
+                _ = tokio::time::sleep(next_reading) => {}
+            }
+            let resident = resident_bytes();
+            self.resident.store(resident.unwrap_or(0), Relaxed);
+            let resident_over = resident.is_some_and(|r| r > self.mark());
+            if !self.past_mark() && !resident_over {
                 continue;
             }
             unloader.unload_unused();
-            let evicted = self.evict_largest();
+            let evicted = self.evict_largest(resident);
             if evicted > 0 {
                 tracing::warn!(
                     evicted,
                     used = self.used(),
+                    resident = resident.unwrap_or(0),
                     limit = self.limit,
                     "memory budget reached: closed the connections holding the most"
                 );
             }
-            if self.is_over() {
-                tokio::time::sleep(RETRY_PASS_AFTER).await;
-                self.over.notify_one();
-            }
+            // What was closed takes a moment to leave (queues drop at once, unfinished
+            // messages when their connection's task sees the close, the allocator after
+            // that): the next pass reads the resident size again after a pause, so that one
+            // burst does not close more than it must, and a stream of charges past a limit
+            // that documents in use fill does not keep this spinning.
+            tokio::time::sleep(RETRY_PASS_AFTER).await;
         }
     }
 
     /// Closes connections, those holding the most first, until what is left would be under
-    /// the limit. Unfinished messages are freed by the connection's own task once it sees the
-    /// close, so they count as freed at once; queued output is dropped by the close itself.
-    /// Returns how many were closed.
-    fn evict_largest(&self) -> usize {
+    /// the mark, and so would the resident size (`resident`, if known) less what the closes
+    /// freed. Unfinished messages are freed by the connection's own task once it sees
+    /// the close, so they count as freed at once; queued output is dropped by the close
+    /// itself (a body other queues share stays until the last of them drops it). Returns how
+    /// many were closed.
+    fn evict_largest(&self, resident: Option<u64>) -> usize {
         // Upgraded under the lock, looked at after it: a holder whose last reference is one
         // of these unregisters itself when dropped, which takes the lock.
         let live: Vec<Arc<dyn Holder>> = {
@@ -246,10 +292,14 @@ impl MemoryBudget {
             .filter(|(holding, _)| holding.total() >= EVICTABLE_BYTES)
             .collect();
         holders.sort_by_key(|(holding, _)| std::cmp::Reverse(holding.total()));
+        let used_before = self.used();
         let mut freeing = 0;
         let mut evicted = 0;
         for (holding, holder) in holders {
-            if self.used().saturating_sub(freeing) <= self.limit {
+            let used = self.used().saturating_sub(freeing);
+            let freed = used_before.saturating_sub(used);
+            let resident_over = resident.is_some_and(|r| r.saturating_sub(freed) > self.mark());
+            if used <= self.mark() && !resident_over {
                 break;
             }
             if holder.evict(holding.close_code()) {
@@ -281,6 +331,12 @@ impl MemoryBudget {
                 self.used_by(what)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP quire_memory_resident_bytes The server's resident size at the budget's last reading.\n\
+             # TYPE quire_memory_resident_bytes gauge\nquire_memory_resident_bytes {}",
+            self.resident.load(Relaxed)
+        );
         let _ = writeln!(
             out,
             "# HELP quire_memory_evictions_total Connections closed because the memory budget was reached.\n\
@@ -338,6 +394,14 @@ impl AsRef<[u8]> for ChargedBody {
     }
 }
 
+/// This process's resident size (VmRSS from /proc/self/status).
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// MemTotal from /proc/meminfo.
 fn machine_memory() -> Option<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -361,6 +425,8 @@ mod tests {
     struct FakeConnection {
         holding: Mutex<Holding>,
         closed_with: AtomicU16,
+        /// Its queue's own bodies, dropped when it is closed.
+        queue: Mutex<Option<Charge>>,
     }
 
     impl Holder for FakeConnection {
@@ -370,6 +436,7 @@ mod tests {
         fn evict(&self, code: CloseCode) -> bool {
             self.closed_with.store(code.as_u16(), Relaxed);
             *self.holding.lock() = Holding::default();
+            self.queue.lock().take();
             true
         }
     }
@@ -417,7 +484,7 @@ mod tests {
                     output: output * mib,
                     unfinished: unfinished * mib,
                 }),
-                closed_with: AtomicU16::new(0),
+                ..Default::default()
             })
         })
         .collect();
@@ -430,7 +497,7 @@ mod tests {
         // freed once their holder is closed.
         let _output = budget.charge(Use::Output, 8 * mib);
         let _unfinished = budget.charge(Use::Unfinished, 5 * mib);
-        let closed = budget.evict_largest();
+        let closed = budget.evict_largest(None);
         let codes: Vec<u16> = connections
             .iter()
             .map(|c| c.closed_with.load(Relaxed))
@@ -442,6 +509,41 @@ mod tests {
     }
 
     #[test]
+    fn a_resident_size_past_its_mark_closes_the_largest_holders_too() {
+        let mib = 1024 * 1024;
+        // 16 MiB: the resident mark is at 15 MiB.
+        let budget = MemoryBudget::new(16 * mib);
+        let connections: Vec<Arc<FakeConnection>> = [3, 2, 1]
+            .into_iter()
+            .map(|output| {
+                Arc::new(FakeConnection {
+                    holding: Mutex::new(Holding {
+                        output: output * mib,
+                        unfinished: 0,
+                    }),
+                    queue: Mutex::new(Some(budget.charge(Use::Output, output * mib))),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        for c in &connections {
+            let weak: Weak<dyn Holder> = Arc::downgrade(&(c.clone() as Arc<dyn Holder>));
+            budget.register(weak);
+        }
+        // 6 MiB charged: well under the limit, so new work is not refused.
+        assert!(!budget.is_over());
+        assert_eq!(budget.evict_largest(Some(15 * mib)), 0, "at the mark");
+        // 17 MiB resident: closing the largest (3 MiB leave) brings it to 14 MiB.
+        assert_eq!(budget.evict_largest(Some(17 * mib)), 1);
+        let codes: Vec<u16> = connections
+            .iter()
+            .map(|c| c.closed_with.load(Relaxed))
+            .collect();
+        assert_eq!(codes, [4009, 0, 0]);
+        assert_eq!(budget.used(), 3 * mib);
+    }
+
+    #[test]
     fn small_holders_are_never_closed() {
         let budget = MemoryBudget::new(1);
         let connection = Arc::new(FakeConnection {
@@ -449,12 +551,12 @@ mod tests {
                 output: 1000,
                 unfinished: 0,
             }),
-            closed_with: AtomicU16::new(0),
+            ..Default::default()
         });
         let weak: Weak<dyn Holder> = Arc::downgrade(&(connection.clone() as Arc<dyn Holder>));
         budget.register(weak);
         let _documents = budget.charge(Use::Documents, 10);
-        assert_eq!(budget.evict_largest(), 0);
+        assert_eq!(budget.evict_largest(None), 0);
         assert_eq!(connection.closed_with.load(Relaxed), 0);
     }
 }

@@ -31,7 +31,9 @@ async fn upgrade_status(server: &ServerProcess, token: &str) -> u16 {
 #[tokio::test]
 async fn two_hundred_sessions_that_never_read_are_closed_and_rss_stays_under_the_budget() {
     const SLOW: usize = 200;
-    const BUDGET_MIB: u64 = 128;
+    // The busy document alone needs about 110 MiB at its peak (25 MiB of text, its history,
+    // and the moment a fold encodes it): this budget leaves the slow sessions a fifth.
+    const BUDGET_MIB: u64 = 160;
     const WRITTEN: usize = 25 * 1024 * 1024;
     const UPDATE: usize = 64 * 1024;
     let server = ServerProcess::start(&["--memory-budget", &format!("{BUDGET_MIB}MiB")]);
@@ -97,13 +99,12 @@ async fn two_hundred_sessions_that_never_read_are_closed_and_rss_stays_under_the
         latencies.0.len(),
         latencies.max()
     );
-    // The budget bounds what it counts (documents, queues), not RSS: memory freed but kept by
-    // the allocator, and the WebSocket and TLS copies of each blocked connection's batch, come
-    // on top (docs/RELIABILITY.md); allowed 1 MiB per session.
-    let bound_kib = before_kib + (BUDGET_MIB + SLOW as u64) * 1024;
+    // The budget holds the whole process: past 15/16 of it, in charges or in RSS, the largest
+    // holders are closed.
+    let budget_kib = BUDGET_MIB * 1024;
     assert!(
-        peak_kib < bound_kib,
-        "RSS peaked at {peak_kib} KiB, over {bound_kib} KiB (start + budget + 1 MiB per session)"
+        peak_kib < budget_kib,
+        "RSS peaked at {peak_kib} KiB, over the {budget_kib} KiB budget"
     );
     // Figures come from a release build (docs/RELIABILITY.md); here only a stall fails.
     assert!(
@@ -134,9 +135,11 @@ async fn two_hundred_sessions_that_never_read_are_closed_and_rss_stays_under_the
 #[tokio::test]
 async fn unfinished_messages_are_closed_by_the_budget_then_by_their_time_limit() {
     const HOLDERS: usize = 4;
-    const BUDGET_MIB: u64 = 64;
-    /// Each tries to hold this much of an unfinished message.
-    const HELD: usize = 48 * 1024 * 1024;
+    const BUDGET_MIB: u64 = 128;
+    /// Each tries to hold this much of an unfinished message: the four of them, 160 MiB,
+    /// pass the budget's mark (120 MiB), two of them leave room under it for the rest of
+    /// the process.
+    const HELD: usize = 40 * 1024 * 1024;
     let server = ServerProcess::start(&[
         "--memory-budget",
         &format!("{BUDGET_MIB}MiB"),
@@ -180,13 +183,19 @@ async fn unfinished_messages_are_closed_by_the_budget_then_by_their_time_limit()
         HELD / MIB as usize
     );
     assert_eq!(codes, [1008; HOLDERS]);
-    assert!(evicted >= 2.0, "{evicted} closed by the budget");
-    assert_eq!(
-        server
-            .metric("quire_memory_used_bytes{use=\"unfinished\"}")
-            .await,
-        0.0
+    assert!(
+        (2.0..HOLDERS as f64).contains(&evicted),
+        "{evicted} closed by the budget: the others are for the time limit"
     );
+    wait::until(
+        "the unfinished messages given back",
+        Duration::from_secs(30),
+        || async {
+            let unfinished = "quire_memory_used_bytes{use=\"unfinished\"}";
+            (server.metric(unfinished).await == 0.0).then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test]

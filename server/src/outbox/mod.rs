@@ -94,6 +94,11 @@ struct Shared {
     in_flight: Mutex<Charge>,
 }
 
+/// A batch the socket has not taken is held three times: the writer's frames, the WebSocket
+/// layer's buffer of them, and TLS's encrypted records (measured: 200 blocked connections
+/// held about 40 MiB beyond their 12.5 MiB of batches).
+const IN_FLIGHT_COPIES: u64 = 3;
+
 impl Shared {
     /// See [`ConnHandle::kill`].
     fn kill(&self, code: CloseCode) -> bool {
@@ -391,7 +396,10 @@ where
         }
         let batch_bytes = batch.iter().map(Bytes::len).sum::<usize>();
         unyielded += batch_bytes;
-        shared.in_flight.lock().set(batch_bytes as u64);
+        shared
+            .in_flight
+            .lock()
+            .set(batch_bytes as u64 * IN_FLIGHT_COPIES);
         let write = async {
             for frame in batch.drain(..) {
                 shared.metrics.frames_out.fetch_add(1, Ordering::Relaxed);
