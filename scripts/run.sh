@@ -29,7 +29,17 @@ SERVER="$BIN/quire-server"
 
 "$SERVER" serve --dev --data-dir "$DATA_DIR" --listen "$LISTEN" > "$DATA_DIR/server.out" 2> "$DATA_DIR/server.log" &
 SERVER_PID=$!
-trap 'kill "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null' EXIT
+XVFB_PID=
+# Whatever this script started stops with it, however it ends (the app quit, Ctrl-C, an error).
+stop_all() {
+    for pid in "$SERVER_PID" $XVFB_PID; do
+        kill "$pid" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+}
+trap stop_all EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 for _ in $(seq 1 100); do
     grep -q "^listening on" "$DATA_DIR/server.out" 2>/dev/null && break
     kill -0 "$SERVER_PID" 2>/dev/null || { cat "$DATA_DIR/server.log" >&2; exit 1; }
@@ -51,9 +61,14 @@ fi
 
 if [ -z "${DISPLAY:-}" ]; then
     ensure_apt xvfb
-    echo "==> no display: running the app on a virtual one (:99)"
-    Xvfb :99 -screen 0 1280x800x24 -nolisten tcp &
-    export DISPLAY=:99
+    # Xvfb picks a free display number and writes it to the descriptor given.
+    exec {display_fd}<> <(:)
+    Xvfb -displayfd "$display_fd" -screen 0 1280x800x24 -nolisten tcp 2>/dev/null &
+    XVFB_PID=$!
+    read -r -t 10 display_number <&"$display_fd" || { echo "Xvfb did not start" >&2; exit 1; }
+    exec {display_fd}>&-
+    export DISPLAY=":$display_number"
+    echo "==> no display: running the app on a virtual one ($DISPLAY)"
 fi
 echo "==> starting the Quire desktop app (quit it to stop the server)"
 "$BIN/quire-desktop"
