@@ -1,7 +1,7 @@
 //! One memory budget for the whole server. What clients can make the server hold counts
 //! against it, by use: frames queued for sending (a relayed body shared by many queues counts
-//! once, for as long as any queue holds it), unfinished fragmented messages, awareness states
-//! and loaded documents. Each holder keeps a [`Charge`] that it resizes as it grows and
+//! once, for as long as any queue holds it), unfinished fragmented messages, whole messages
+//! waiting for their document's work, awareness states and loaded documents. Each holder keeps a [`Charge`] that it resizes as it grows and
 //! shrinks, and that gives its bytes back when dropped.
 //!
 //! When the total passes its mark, 15/16 of the limit, [`MemoryBudget::enforce`] (a task of its
@@ -42,15 +42,18 @@ pub enum Use {
     Output,
     /// Unfinished fragmented messages being reassembled.
     Unfinished,
+    /// Whole messages received and waiting for (or in) their document's work.
+    Incoming,
     /// Awareness (presence) states held by documents.
     Awareness,
     /// Loaded documents: the CRDT state and the history it was built from.
     Documents,
 }
 
-const USES: [(Use, &str); 4] = [
+const USES: [(Use, &str); 5] = [
     (Use::Output, "output"),
     (Use::Unfinished, "unfinished"),
+    (Use::Incoming, "incoming"),
     (Use::Awareness, "awareness"),
     (Use::Documents, "documents"),
 ];
@@ -113,7 +116,7 @@ struct Counters {
 
 pub struct MemoryBudget {
     limit: u64,
-    used: [AtomicU64; 4],
+    used: [AtomicU64; 5],
     over: Notify,
     holders: Mutex<HashMap<u64, Weak<dyn Holder>>>,
     next_holder: AtomicU64,

@@ -19,7 +19,7 @@ use quire_protocol::{Access, ChannelCode, ChannelId, Message};
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use crate::lane::Lane;
-use crate::memory::MemoryBudget;
+use crate::memory::{Charge, MemoryBudget};
 use crate::metrics::Metrics;
 use crate::outbox::{ConnEvent, ConnHandle};
 use crate::persist::{AckTarget, Job, Persister};
@@ -55,24 +55,43 @@ impl Subscription {
     }
 }
 
+/// What a message waiting for its document's work holds, both given back when the job is
+/// dropped: a share of its connection's allowance for queued work (past it, the connection's
+/// reader waits) and the message's bytes, charged to the server's memory budget.
+#[derive(Debug)]
+pub(crate) struct QueuedWork {
+    _allowance: OwnedSemaphorePermit,
+    _charge: Charge,
+}
+
+impl QueuedWork {
+    pub(crate) fn new(allowance: OwnedSemaphorePermit, charge: Charge) -> Self {
+        Self {
+            _allowance: allowance,
+            _charge: charge,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) enum RoomJob {
     /// Subscribe the channel and send it OPENED, step 1 and the awareness states.
     Open { sub: Subscription, access: Access },
     /// A whole SYNC message; `seq` numbers it among the channel's writes (§6.5). `budget` is
-    /// the connection's allowance for queued work, returned when the job is done.
+    /// the connection's allowance for queued work and the message's memory charge, returned
+    /// when the job is done.
     Sync {
         sub: Subscription,
         seq: u64,
         payload: Vec<u8>,
         received: Instant,
-        budget: OwnedSemaphorePermit,
+        budget: QueuedWork,
     },
     /// A whole AWARENESS message.
     Awareness {
         sub: Subscription,
         payload: Vec<u8>,
-        budget: OwnedSemaphorePermit,
+        budget: QueuedWork,
     },
     /// The channel is released: unsubscribe it.
     Leave { key: SubKey },

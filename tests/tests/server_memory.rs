@@ -84,6 +84,10 @@ async fn two_hundred_sessions_that_never_read_are_closed_and_rss_stays_under_the
         || async { (server.metric(output).await == 0.0).then_some(()) },
     )
     .await;
+    // Every write was handled: none is still charged as waiting for the document.
+    let incoming = "quire_memory_used_bytes{use=\"incoming\"}";
+    let metrics = server.metrics().await;
+    assert_eq!(http_probe::metric(&metrics, incoming), Some(0.0));
     let settled_kib = rss_kib(server.pid());
 
     let p99 = latencies.quantile(0.99);

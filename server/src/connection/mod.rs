@@ -22,7 +22,7 @@ use quire_protocol::{
     Access, ChannelCode, ChannelId, CloseCode, ConnId, DocId, Frame, FrameError, Heartbeat,
     HeartbeatEvent, Limits, Message, Welcome, PROTOCOL_REVISION,
 };
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, Semaphore};
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tracing::Instrument;
@@ -30,9 +30,10 @@ use tracing::Instrument;
 use self::channel::{ChannelState, OpenChannel};
 use self::error_budget::ErrorBudget;
 use crate::auth::Claims;
+use crate::memory::Use;
 use crate::outbox::{self, ConnEvent, YIELD_BYTES};
 pub use crate::outbox::{ConnHandle, QueueOnly};
-use crate::room_task::{RoomJob, Subscription};
+use crate::room_task::{QueuedWork, RoomJob, Subscription};
 use crate::server::{ConnectionSlot, Server};
 use crate::store::Store;
 use crate::subscription::SubKey;
@@ -593,7 +594,8 @@ impl<S: Store> Reader<S> {
     /// Takes `len` bytes of this connection's allowance for queued work, waiting (and so
     /// reading nothing more from this client) while its earlier messages are being handled.
     /// Small messages draw on an allowance of their own.
-    async fn take_budget(&self, len: usize) -> Option<OwnedSemaphorePermit> {
+    /// The message is charged to the memory budget meanwhile.
+    async fn take_budget(&self, len: usize) -> Option<QueuedWork> {
         let (budget, total) = if len <= SMALL_MESSAGE_BYTES {
             (&self.small_budget, SMALL_MESSAGES_BUDGET)
         } else {
@@ -601,7 +603,9 @@ impl<S: Store> Reader<S> {
             (&self.budget, total)
         };
         let weight = (len + JOB_OVERHEAD).min(total) as u32;
-        budget.clone().acquire_many_owned(weight).await.ok()
+        let allowance = budget.clone().acquire_many_owned(weight).await.ok()?;
+        let charge = self.server.memory.charge(Use::Incoming, len as u64);
+        Some(QueuedWork::new(allowance, charge))
     }
 
     async fn on_sync(&mut self, channel: ChannelId, payload: Vec<u8>) -> Option<Ending> {
