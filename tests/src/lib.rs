@@ -20,8 +20,10 @@
 //! - [`server_log`]: accept timestamps from the server's log and how they spread.
 //! - [`client_util`]: quire-client configured for a test server, and waits on its states.
 //! - [`desktop`]: the desktop app under Xvfb and tauri-driver, with pre-seeded settings.
+//! - [`app_ui`]: the app's window through WebDriver (waits, typing, dialogs) and a peer by it.
 //! - [`webdriver`]: a small W3C WebDriver client for driving the app.
 
+pub mod app_ui;
 pub mod client_util;
 pub mod db_probe;
 pub mod desktop;

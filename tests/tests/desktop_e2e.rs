@@ -2,140 +2,18 @@
 //! quire-client peer and the real server. Run by scripts/test.sh, which installs the
 //! prerequisites and sets QUIRE_E2E_DESKTOP=1. The apps run one at a time (WebKit is heavy).
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use quire_client::{Access, Client, DocHandle, MemoryStore};
-use quire_tests::client_util::{append, config};
+use quire_tests::app_ui::{
+    open_in_app, peer, type_in_app, until_app_text, until_connection, until_doc_status,
+    until_peer_text, DEADLINE,
+};
+use quire_tests::client_util::append;
 use quire_tests::desktop::{enabled, settings, Desktop};
 use quire_tests::http_probe::{get, metric};
 use quire_tests::server_process::ServerProcess;
-use quire_tests::webdriver::WebDriver;
-use yrs::{Map, Transact};
 
-const DEADLINE: Duration = Duration::from_secs(60);
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// A headless peer that lists `docs` in the workspace index and opens them.
-async fn peer(
-    server: &ServerProcess,
-    token: &str,
-    docs: &[(&str, &str)],
-) -> (Client, Vec<DocHandle>) {
-    let client = Client::start(
-        config(server, Some(token.to_owned())),
-        Arc::new(MemoryStore::default()),
-    );
-    let index = client.open("workspace/index", Access::Write).await.unwrap();
-    {
-        let map = index.doc().get_or_insert_map("documents");
-        let mut txn = index.doc().transact_mut();
-        for (id, title) in docs {
-            map.insert(&mut txn, *id, *title);
-        }
-    }
-    let mut handles = Vec::new();
-    for (id, _) in docs {
-        handles.push(client.open(id, Access::Write).await.unwrap());
-    }
-    quire_tests::client_util::until_saved(&client, &index, DEADLINE).await;
-    (client, handles)
-}
-
-async fn until_peer_text(doc: &DocHandle, what: &str, done: impl Fn(&str) -> bool) {
-    let start = tokio::time::Instant::now();
-    while !done(&doc.text()) {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "timed out waiting for {what}; the peer has {:?}",
-            doc.text()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Waits until the status bar says the active document's edits are stored.
-async fn until_doc_status(app: &WebDriver, what: &str, done: impl Fn(&str) -> bool) {
-    let start = tokio::time::Instant::now();
-    loop {
-        let status = app.text_of("[data-testid=doc-status]").await;
-        if done(&status) {
-            return;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "timed out waiting for {what}; the status bar says {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn editor_text(app: &WebDriver) -> String {
-    let script = "const e = document.querySelector('.pane:not([hidden]) .cm-content'); return e ? e.innerText : '';";
-    app.execute(script)
-        .await
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
-async fn until_app_text(app: &WebDriver, what: &str, done: impl Fn(&str) -> bool) {
-    let start = tokio::time::Instant::now();
-    loop {
-        let text = editor_text(app).await;
-        if done(&text) {
-            return;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "timed out waiting for {what}; editor shows {text:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn connection_kind(app: &WebDriver) -> String {
-    let script = "const e = document.querySelector('[data-testid=connection-status]'); return e ? (e.dataset.kind || '') : '';";
-    app.execute(script)
-        .await
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
-async fn until_connection(app: &WebDriver, kind: &str) {
-    let start = tokio::time::Instant::now();
-    loop {
-        let now = connection_kind(app).await;
-        if now == kind {
-            return;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "status bar never showed {kind}; shows {now:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn open_in_app(app: &WebDriver, doc: &str) {
-    let item = app
-        .wait_for(
-            &format!("[data-testid=doc-item][data-doc='{doc}'] .title"),
-            DEADLINE,
-        )
-        .await;
-    app.click(&item).await.unwrap();
-    app.wait_for(&format!(".pane[data-doc='{doc}'] .cm-content"), DEADLINE)
-        .await;
-}
-
-async fn type_in_app(app: &WebDriver, doc: &str, text: &str) {
-    let editor = app
-        .wait_for(&format!(".pane[data-doc='{doc}'] .cm-content"), DEADLINE)
-        .await;
-    app.send_keys(&editor, text).await.unwrap();
-}
 
 async fn metrics(server: &ServerProcess) -> String {
     get(server.addr, server.tls(), "/metrics").await.body
@@ -179,12 +57,6 @@ async fn typing_reaches_the_peer_and_the_peer_reaches_the_app() {
             "the peer never appeared in the status bar"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    if let Some(path) = std::env::var_os("QUIRE_SCREENSHOT_OUT") {
-        // A WebDriver screenshot makes WebKit paint what it shows; the display capture after
-        // it then has the current content plus the window's native menu bar.
-        app.screenshot().await.unwrap();
-        desktop.screenshot(std::path::Path::new(&path));
     }
     desktop.quit(app).await;
 }

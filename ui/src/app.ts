@@ -8,7 +8,8 @@ import type { Transport } from "./sync/transport";
 import { INDEX_DOC, Workspace } from "./sync/workspace";
 import { el } from "./views/dom";
 import { DEFAULT_SETTINGS, renderSettings } from "./views/settings";
-import { Sidebar } from "./views/sidebar";
+import { askText, dialogOpen } from "./views/dialog";
+import { requireTitle, Sidebar } from "./views/sidebar";
 import { StatusBar } from "./views/statusbar";
 
 interface Tab {
@@ -182,6 +183,17 @@ export class App {
     }
   }
 
+  private async createDoc(): Promise<void> {
+    const title = await askText({
+      title: "New document",
+      label: "Title",
+      value: "Untitled",
+      confirm: "Create",
+      validate: requireTitle,
+    });
+    if (title !== null && this.workspace) await this.openDoc(this.workspace.create(title));
+  }
+
   private cycle(step: number): void {
     if (this.order.length === 0 || this.active === null) return;
     const at = this.order.indexOf(this.active);
@@ -192,8 +204,7 @@ export class App {
   private onCommand(item: string): void {
     switch (item) {
       case "new": {
-        const title = window.prompt("Title of the new document", "Untitled");
-        if (title !== null && this.workspace) void this.openDoc(this.workspace.create(title));
+        void this.createDoc();
         break;
       }
       case "close-tab":
@@ -213,7 +224,7 @@ export class App {
 
   private onKey(event: KeyboardEvent): void {
     const mod = event.ctrlKey || event.metaKey;
-    if (!mod) return;
+    if (!mod || dialogOpen()) return;
     let command: string | null = null;
     if (event.key === "n" || event.key === "N") command = "new";
     else if (event.key === "w" || event.key === "W") command = "close-tab";

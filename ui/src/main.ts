@@ -1,5 +1,8 @@
 import { App } from "./app";
 import { tauriTransport } from "./sync/tauri";
+import { followSystemTheme } from "./views/theme";
+
+followSystemTheme();
 
 const root = document.getElementById("app");
 if (root) {

@@ -1,6 +1,7 @@
 // The document list: filter by title, create, rename, delete, open.
 
 import type { Workspace } from "../sync/workspace";
+import { askConfirm, askText } from "./dialog";
 import { el } from "./dom";
 
 export interface SidebarActions {
@@ -30,13 +31,25 @@ export class Sidebar {
       const title = el("span", { class: "title" }, entry.title);
       title.addEventListener("click", () => this.actions.open(entry.id));
       const rename = el("button", { class: "small", title: "Rename", "data-testid": "rename-doc" }, "✎");
-      rename.addEventListener("click", () => {
-        const next = window.prompt("Rename document", entry.title);
+      rename.addEventListener("click", async () => {
+        const next = await askText({
+          title: "Rename document",
+          label: "Title",
+          value: entry.title,
+          confirm: "Rename",
+          validate: requireTitle,
+        });
         if (next !== null) this.workspace.rename(entry.id, next);
       });
       const remove = el("button", { class: "small", title: "Remove from workspace", "data-testid": "delete-doc" }, "✕");
-      remove.addEventListener("click", () => {
-        if (window.confirm(`Remove “${entry.title}” from the workspace?`)) this.workspace.remove(entry.id);
+      remove.addEventListener("click", async () => {
+        const removed = await askConfirm({
+          title: "Remove document",
+          message: `Remove “${entry.title}” from the workspace?`,
+          confirm: "Remove",
+          danger: true,
+        });
+        if (removed) this.workspace.remove(entry.id);
       });
       const item = el("li", { "data-doc": entry.id, "data-testid": "doc-item" }, title, rename, remove);
       if (entry.id === active) item.classList.add("active");
@@ -50,4 +63,9 @@ export class Sidebar {
     }
     this.list.replaceChildren(...items);
   }
+}
+
+/** A document's title cannot be blank. */
+export function requireTitle(title: string): string | null {
+  return title.trim() === "" ? "A title cannot be empty." : null;
 }

@@ -2,6 +2,7 @@
 
 import { describeConnection, describeDoc } from "../state/format";
 import type { ConnectionState, DocState } from "../state/types";
+import { askConfirm } from "./dialog";
 import { el } from "./dom";
 
 export interface StatusActions {
@@ -34,8 +35,14 @@ export class StatusBar {
     if (state.kind === "untrusted" && state.fingerprint) {
       const fingerprint = state.fingerprint;
       const trust = el("button", { "data-testid": "trust-cert", title: fingerprint }, "Trust this certificate…");
-      trust.addEventListener("click", () => {
-        if (window.confirm(`Trust the certificate with SHA-256 fingerprint\n${fingerprint}?`)) this.actions.trust(fingerprint);
+      trust.addEventListener("click", async () => {
+        const trusted = await askConfirm({
+          title: "Trust this server's certificate?",
+          message: `Its SHA-256 fingerprint is ${fingerprint}. Trust it only if it is the one your server printed at start.`,
+          confirm: "Trust",
+          danger: true,
+        });
+        if (trusted) this.actions.trust(fingerprint);
       });
       this.action.append(trust);
     }
