@@ -1,4 +1,5 @@
-//! The command line: `serve`, `token`, `export`, `import`, `compact`, `backup`, `list`.
+//! The command line: `serve`, `token`, `export`, `import`, `compact`, `backup`, `list`, and
+//! the history and trash commands of [`crate::cli_history`].
 // The command line answers on standard output by design; logs go to stderr through tracing.
 #![allow(clippy::print_stdout)]
 
@@ -12,10 +13,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use quire_protocol::yrs::{self, GetString, ReadTxn, Text, Transact};
 
 use crate::auth::{unix_now, Claims, Grant, Secret};
+use crate::cli_history as history;
 use crate::config::{default_data_dir, ServeArgs, Transport};
 use crate::room::{apply_stored, merge_stored};
 use crate::store::{Append, SqliteStore, Store};
 use crate::tls;
+use crate::versions::HistoryPolicy;
 
 /// The shared text every Quire editor binds to.
 pub const CONTENT: &str = "content";
@@ -95,6 +98,77 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// List a document's versions, newest first.
+    Versions {
+        doc: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Save a document as it is stored now as a named version.
+    Version {
+        doc: String,
+        /// The version's name (1 to 100 bytes).
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        history: HistoryArgs,
+    },
+    /// Make a document's text equal to a version's, as a new edit (the server must be
+    /// stopped; while it runs, restore from the app).
+    Restore {
+        doc: String,
+        /// The version's ID, from `versions`.
+        version: u64,
+        #[command(flatten)]
+        history: HistoryArgs,
+    },
+    /// List the trash, or move DOC to it (the server must be stopped for that; while it
+    /// runs, delete from the app).
+    Trash {
+        doc: Option<String>,
+        #[command(flatten)]
+        history: HistoryArgs,
+    },
+    /// Bring a document back from the trash.
+    Untrash {
+        doc: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Delete for good the documents whose time in the trash is up, or DOC (which must be in
+    /// the trash) now.
+    Purge {
+        doc: Option<String>,
+        #[command(flatten)]
+        history: HistoryArgs,
+    },
+}
+
+/// The store, and the history settings a command applies (as `serve` takes them).
+#[derive(Debug, clap::Args)]
+struct HistoryArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Versions kept per document.
+    #[arg(long, env = "QUIRE_VERSION_MAX_COUNT")]
+    version_max_count: Option<u32>,
+    /// Bytes of versions kept per document, e.g. `64MiB`.
+    #[arg(long, env = "QUIRE_VERSION_MAX_BYTES")]
+    version_max_bytes: Option<String>,
+    /// Days a trashed document can be brought back.
+    #[arg(long, env = "QUIRE_TRASH_RETENTION_DAYS")]
+    trash_retention_days: Option<u32>,
+}
+
+impl HistoryArgs {
+    fn policy(&self) -> anyhow::Result<HistoryPolicy> {
+        Ok(crate::config::resolve_history(
+            None,
+            self.version_max_count,
+            self.version_max_bytes.as_deref(),
+            self.trash_retention_days,
+        )?)
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -228,6 +302,37 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Versions { doc, store } => {
+            history::list_versions(&open_store(&store.dir()).await?, &doc).await
+        }
+        Command::Version { doc, name, history } => {
+            let store = open_store(&history.store.dir()).await?;
+            history::create_version(&store, &doc, &name, &history.policy()?).await
+        }
+        Command::Restore {
+            doc,
+            version,
+            history,
+        } => {
+            let dir = history.store.dir();
+            let store = open_store(&dir).await?;
+            history::restore(&store, &dir, &doc, version, &history.policy()?).await
+        }
+        Command::Trash { doc, history } => {
+            let dir = history.store.dir();
+            let store = open_store(&dir).await?;
+            match doc {
+                Some(doc) => history::trash(&store, &dir, &doc).await,
+                None => history::list_trash(&store, &history.policy()?).await,
+            }
+        }
+        Command::Untrash { doc, store } => {
+            history::untrash(&open_store(&store.dir()).await?, &doc).await
+        }
+        Command::Purge { doc, history } => {
+            let store = open_store(&history.store.dir()).await?;
+            history::purge(&store, doc.as_deref(), &history.policy()?).await
+        }
     }
 }
 
@@ -298,6 +403,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             (None, "ws")
         }
     };
+    let _lock = crate::serve_lock::try_lock(&config.data_dir).with_context(|| {
+        format!(
+            "locking {} (is another server using it?)",
+            config.data_dir.display()
+        )
+    })?;
     let store = Arc::new(open_store(&config.data_dir).await?);
     let listener =
         crate::http::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;

@@ -10,6 +10,7 @@ use quire_protocol::{HeartbeatConfig, Limits};
 use serde::Deserialize;
 
 use crate::memory::MemoryBudget;
+use crate::versions::HistoryPolicy;
 
 /// A fragmented message must be finished within this many seconds: 2 MiB/s for the largest
 /// message the default limits allow, a few KiB/s for a document of ordinary size.
@@ -125,6 +126,19 @@ pub struct ServeArgs {
     /// the most are closed and new work is refused (docs/SECURITY.md).
     #[arg(long, env = "QUIRE_MEMORY_BUDGET")]
     pub memory_budget: Option<String>,
+    /// Seconds of editing between two automatic versions of a document (0: none).
+    #[arg(long, env = "QUIRE_VERSION_INTERVAL_SECS")]
+    pub version_interval_secs: Option<u64>,
+    /// Versions kept per document; past it, old automatic versions are thinned.
+    #[arg(long, env = "QUIRE_VERSION_MAX_COUNT")]
+    pub version_max_count: Option<u32>,
+    /// Bytes of versions kept per document, e.g. `64MiB`; past it, old automatic versions are
+    /// thinned.
+    #[arg(long, env = "QUIRE_VERSION_MAX_BYTES")]
+    pub version_max_bytes: Option<String>,
+    /// Days a trashed document can be brought back before it is deleted for good.
+    #[arg(long, env = "QUIRE_TRASH_RETENTION_DAYS")]
+    pub trash_retention_days: Option<u32>,
     /// Test only: serve a WebSocket echo endpoint on /echo (for the conformance suite).
     #[arg(long, env = "QUIRE_ECHO_ENDPOINT", hide = true, num_args = 0..=1, default_missing_value = "true")]
     pub echo_endpoint: Option<bool>,
@@ -155,6 +169,8 @@ pub struct ServeConfig {
     pub fragment_timeout: Duration,
     /// Bytes of the server-wide memory budget.
     pub memory_budget: u64,
+    /// Automatic versions, their quota, and how long the trash keeps documents.
+    pub history: HistoryPolicy,
     pub echo_endpoint: bool,
 }
 
@@ -226,6 +242,10 @@ impl ServeArgs {
             shutdown_timeout_secs,
             fragment_timeout_secs,
             memory_budget,
+            version_interval_secs,
+            version_max_count,
+            version_max_bytes,
+            trash_retention_days,
             echo_endpoint
         ))
     }
@@ -297,6 +317,12 @@ impl ServeArgs {
                 "--memory-budget must be at least 1MiB".into(),
             ));
         }
+        let history = resolve_history(
+            self.version_interval_secs,
+            self.version_max_count,
+            self.version_max_bytes.as_deref(),
+            self.trash_retention_days,
+        )?;
         Ok(ServeConfig {
             listen: self
                 .listen
@@ -325,9 +351,43 @@ impl ServeArgs {
                     .unwrap_or(DEFAULT_FRAGMENT_TIMEOUT_SECS),
             ),
             memory_budget,
+            history,
             echo_endpoint: self.echo_endpoint.unwrap_or(false),
         })
     }
+}
+
+/// The history settings, with their defaults: a version per 10 minutes of editing, at most
+/// 100 versions and 64 MiB of them per document, 30 days in the trash.
+pub(crate) fn resolve_history(
+    interval_secs: Option<u64>,
+    max_count: Option<u32>,
+    max_bytes: Option<&str>,
+    retention_days: Option<u32>,
+) -> Result<HistoryPolicy, ConfigError> {
+    let defaults = HistoryPolicy::default();
+    let max_bytes = match max_bytes {
+        Some(text) => parse_size(text).ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "--version-max-bytes {text:?}: give bytes, or a number with KiB, MiB or GiB"
+            ))
+        })?,
+        None => defaults.max_bytes,
+    };
+    let max_count = max_count.unwrap_or(defaults.max_count);
+    if max_count < 2 {
+        return Err(ConfigError::Invalid(
+            "--version-max-count must be at least 2".into(),
+        ));
+    }
+    Ok(HistoryPolicy {
+        auto_interval: interval_secs.map_or(defaults.auto_interval, Duration::from_secs),
+        max_count,
+        max_bytes,
+        trash_retention: retention_days.map_or(defaults.trash_retention, |days| {
+            Duration::from_secs(u64::from(days) * 86_400)
+        }),
+    })
 }
 
 /// The smallest memory budget accepted.

@@ -4,17 +4,21 @@
 //! Modules are layered: each uses only those below it in this list (a test,
 //! `tests/module_layers.rs`, reads every file's `crate::` paths and fails on a cycle).
 //! - [`cli`]: the command line (`serve`, `token`, `export`, `import`, `compact`, `backup`, `list`).
+//! - [`cli_history`]: `versions`, `version`, `restore`, `trash`, `untrash`, `purge`.
 //! - [`serve`]: starts the persister, rooms and [`server::Server`], serves until shutdown,
 //!   then drains.
 //! - [`http`]: accept loop, TLS, `/healthz`, `/metrics`, the checked WebSocket upgrade, and
 //!   the test-only echo endpoint for WebSocket conformance runs.
 //! - [`connection`]: one reader per client: frames → room tasks, heartbeat, token expiry, close
 //!   codes, the shutdown drain.
+//! - [`trash`]: channel 0 requests on the trash, and the purge of expired documents.
 //! - [`server`]: what every connection shares: configuration, rooms, persister, metrics,
 //!   per-address counts, the shutdown switch.
 //! - [`rooms`]: the registry of open documents, one [`room_task`] each.
 //! - [`room_task`]: each room's own task, where all work on its document happens in order,
 //!   the heavy parts on the document work pool; it also unloads the room when idle.
+//! - [`room_versions`]: requests on a document's versions and its automatic versions, run by
+//!   its room task; [`restore`] makes the forward edit of a restore.
 //! - [`persist`]: group commit to storage, durable acks after commit, compaction.
 //! - [`room`]: one document in memory (a yrs Doc and awareness), shared by its subscribers;
 //!   fan-out.
@@ -23,10 +27,12 @@
 //! - [`outbox`]: the sending half of a connection: a fair schedule of frames and its writer.
 //! - [`subscription`]: who a subscriber is (a channel on a connection).
 //! - [`lane`]: a queue that allocates only while something waits (events, room jobs).
-//! - [`store`]: the storage trait and its SQLite implementation.
+//! - [`store`]: the storage trait and its SQLite implementation (documents, versions, trash).
+//! - [`versions`]: when a document gets an automatic version, and how versions are thinned.
 //! - [`work`]: the document work pool, a few low-priority threads for CPU-heavy yrs work.
 //! - [`auth`]: HS256 tokens with per-document rights.
 //! - [`failed_login`]: rate-limited `warn!` lines for refused logins.
+//! - [`serve_lock`]: the data directory's lock, held by `serve`, checked by the command line.
 //! - [`config`]: serve settings from flags, `QUIRE_*` variables and a TOML file.
 //! - [`tls`]: certificates, including the `--dev` self-signed one.
 //! - [`private`]: owner-only modes for the data directory and every file written in it.
@@ -39,6 +45,7 @@ pub mod allocator;
 pub mod auth;
 pub mod awareness;
 pub mod cli;
+pub mod cli_history;
 pub mod config;
 pub mod connection;
 pub mod failed_login;
@@ -50,13 +57,18 @@ pub mod metrics;
 pub mod outbox;
 pub mod persist;
 pub mod private;
+pub mod restore;
 pub mod room;
 pub mod room_task;
+pub mod room_versions;
 pub mod rooms;
 pub mod serve;
+pub mod serve_lock;
 pub mod server;
 pub mod shutdown;
 pub mod store;
 pub mod subscription;
 pub mod tls;
+pub mod trash;
+pub mod versions;
 pub mod work;

@@ -36,11 +36,12 @@ pub struct AckTarget {
 
 #[derive(Debug)]
 pub enum Job {
-    /// A write: `data` to store (None when it brought nothing new), and whom to acknowledge.
+    /// A write: `data` to store (None when it brought nothing new), and whom to acknowledge
+    /// (nobody for the server's own edits: a restore).
     Write {
         room: Arc<Room>,
         data: Option<Vec<u8>>,
-        ack: AckTarget,
+        ack: Option<AckTarget>,
         received: Instant,
     },
     /// Resolves once every job queued before it is committed (or failed).
@@ -217,11 +218,15 @@ async fn commit_batch<S: Store>(
                 ack,
                 received,
             } => {
-                let key = (ack.conn.id(), ack.channel, ack.generation);
+                let key = ack
+                    .as_ref()
+                    .map(|ack| (ack.conn.id(), ack.channel, ack.generation));
                 if result.is_ok() {
-                    metrics.durable_ack.observe(now - received);
-                    let entry = acks.entry(key).or_insert((ack.conn, 0));
-                    entry.1 = entry.1.max(ack.seq);
+                    if let (Some(key), Some(ack)) = (key, ack) {
+                        metrics.durable_ack.observe(now - received);
+                        let entry = acks.entry(key).or_insert((ack.conn, 0));
+                        entry.1 = entry.1.max(ack.seq);
+                    }
                     if data.is_some() {
                         room.log_updates.fetch_add(1, Ordering::Relaxed);
                     }
@@ -230,7 +235,9 @@ async fn commit_batch<S: Store>(
                     }
                 } else {
                     room.needs_snapshot.store(true, Ordering::Release);
-                    failed.insert(key, ack.conn);
+                    if let (Some(key), Some(ack)) = (key, ack) {
+                        failed.insert(key, ack.conn);
+                    }
                 }
                 if !touched.iter().any(|r| Arc::ptr_eq(r, &room)) {
                     touched.push(room);

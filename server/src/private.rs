@@ -65,6 +65,12 @@ pub fn create_or_narrow(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Opens a lock file, creating it owner-only if it is missing.
+pub fn open_lock_file(path: &Path) -> io::Result<File> {
+    create_or_narrow(path)?;
+    OpenOptions::new().read(true).write(true).open(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

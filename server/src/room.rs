@@ -177,6 +177,17 @@ impl Room {
         }
     }
 
+    /// Every subscriber, as (key, connection, opening): to close them all (the document went
+    /// to the trash).
+    pub fn subscribers(&self) -> Vec<(SubKey, ConnHandle, u64)> {
+        self.state
+            .lock()
+            .subscribers
+            .iter()
+            .map(|(key, sub)| (*key, sub.conn.clone(), sub.generation))
+            .collect()
+    }
+
     /// How many channels have the room open.
     pub fn subscriber_count(&self) -> usize {
         self.state.lock().subscribers.len()

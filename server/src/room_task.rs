@@ -24,7 +24,9 @@ use crate::metrics::Metrics;
 use crate::outbox::{ConnEvent, ConnHandle};
 use crate::persist::{AckTarget, Job, Persister};
 use crate::room::{Room, SubKey};
+use crate::room_versions::{VersionClock, VersionRequest};
 use crate::store::{Store, StoredDoc};
+use crate::versions::HistoryPolicy;
 
 /// Messages up to this size are handled on the room's task itself: decoding and applying a
 /// small update takes microseconds, less than handing it to another thread.
@@ -39,6 +41,8 @@ pub(crate) struct Subscription {
     pub key: SubKey,
     pub conn: ConnHandle,
     pub generation: u64,
+    /// The display name of the token's holder: an author of the versions its writes are in.
+    pub author: Arc<str>,
 }
 
 impl Subscription {
@@ -102,6 +106,11 @@ pub(crate) enum RoomJob {
     Flush(oneshot::Sender<()>),
     /// The memory budget is reached: unload the room now if nobody has it open.
     UnloadIfUnused,
+    /// A request about the document's versions.
+    Request(VersionRequest),
+    /// The document went to the trash: close every channel on it (4410), refuse opens, and
+    /// leave the registry.
+    Trashed,
 }
 
 /// A reference to a served room: the document, and the queue of its task.
@@ -135,7 +144,10 @@ pub(crate) trait Registry: Send + Sync + 'static {
     fn idle_unload(&self) -> Duration;
     /// The server's memory budget: writes are refused (4503) while it is exceeded.
     fn memory(&self) -> &MemoryBudget;
-    /// The room could not be loaded: forget it, so that the next opener loads it afresh.
+    /// Automatic versions and their quota.
+    fn history(&self) -> &HistoryPolicy;
+    /// The room could not be loaded, or its document went to the trash: forget it, so that
+    /// the next opener loads it afresh.
     fn forget(&self, room: &Arc<Room>);
     /// Removes the room if no channel holds it; whether it is gone.
     fn unload_if_unused(&self, room: &Arc<Room>) -> bool;
@@ -152,26 +164,46 @@ async fn run<R: Registry>(rooms: Arc<R>, room: Arc<Room>, queue: Arc<Lane<RoomJo
     // The load and each job run boxed: a room's task spends its life waiting for the next
     // job, and its future is as large as the largest state it can be in (docs/BENCHMARKS.md,
     // S7: one task per open document).
-    let size = match Box::pin(load(rooms.as_ref(), &room)).await {
-        Ok(size) => size,
+    let (size, newest_version_ms) = match Box::pin(load(rooms.as_ref(), &room)).await {
+        Ok(loaded) => loaded,
         Err(err) => {
-            tracing::error!(doc = %room.id, error = %err, "loading document failed");
+            let code = match err {
+                LoadError::Trashed => {
+                    tracing::debug!(doc = %room.id, "open of a trashed document refused");
+                    ChannelCode::Trashed
+                }
+                err => {
+                    tracing::error!(doc = %room.id, error = %err, "loading document failed");
+                    ChannelCode::StorageFailure
+                }
+            };
             // The next opener loads afresh; whoever already queued here is refused, and
             // whoever still holds this room finds its queue closed.
             rooms.forget(&room);
             for job in queue.close() {
-                if let RoomJob::Open { sub, .. } = job {
-                    sub.conn.event(ConnEvent::OpenFailed {
+                match job {
+                    RoomJob::Open { sub, .. } => sub.conn.event(ConnEvent::OpenFailed {
                         channel: sub.channel(),
                         generation: sub.generation,
-                        code: ChannelCode::StorageFailure,
-                    });
+                        code,
+                    }),
+                    RoomJob::Flush(done) => drop(done.send(())),
+                    _ => {}
                 }
             }
             return;
         }
     };
-    let mut task = Task { rooms, room, size };
+    let mut task = Task {
+        rooms,
+        room,
+        size,
+        clock: VersionClock {
+            newest_ms: newest_version_ms,
+            ..VersionClock::default()
+        },
+        trashed: false,
+    };
     loop {
         let job = if task.room.subscriber_count() == 0 {
             match tokio::time::timeout(task.rooms.idle_unload(), queue.pop()).await {
@@ -205,9 +237,14 @@ async fn run<R: Registry>(rooms: Arc<R>, room: Arc<Room>, queue: Arc<Lane<RoomJo
 }
 
 /// Loads the stored document into the room (a large one on the document work pool); returns
-/// its stored size.
-async fn load<R: Registry>(rooms: &R, room: &Arc<Room>) -> Result<usize, LoadError> {
-    let stored = rooms.store().load(room.id.as_str()).await?;
+/// its stored size and when its newest version was saved. A trashed document is not loaded.
+async fn load<R: Registry>(rooms: &R, room: &Arc<Room>) -> Result<(usize, Option<u64>), LoadError> {
+    let store = rooms.store();
+    if store.trashed_at(room.id.as_str()).await?.is_some() {
+        return Err(LoadError::Trashed);
+    }
+    let newest_version_ms = store.newest_version_ms(room.id.as_str()).await?;
+    let stored = store.load(room.id.as_str()).await?;
     let size = stored_size(&stored);
     let loading = room.clone();
     // A new or small document loads in microseconds: here, without a thread hop.
@@ -216,7 +253,7 @@ async fn load<R: Registry>(rooms: &R, room: &Arc<Room>) -> Result<usize, LoadErr
         .await
         .map_err(|_| LoadError::Panicked)?
         .map_err(LoadError::Corrupt)?;
-    Ok(size)
+    Ok((size, newest_version_ms))
 }
 
 fn stored_size(stored: &StoredDoc) -> usize {
@@ -232,6 +269,8 @@ enum LoadError {
     Corrupt(#[from] crate::store::CorruptContent),
     #[error("loading panicked")]
     Panicked,
+    #[error("the document is in the trash")]
+    Trashed,
 }
 
 struct Task<R> {
@@ -239,6 +278,10 @@ struct Task<R> {
     room: Arc<Room>,
     /// Bytes stored plus bytes accepted since: whether step 1 answers are worth a thread.
     size: usize,
+    /// When the newest version was saved, and who wrote since.
+    clock: VersionClock,
+    /// The document went to the trash while loaded: opens still queued here are refused.
+    trashed: bool,
 }
 
 impl<R: Registry> Task<R> {
@@ -289,6 +332,34 @@ impl<R: Registry> Task<R> {
                 });
             }
             RoomJob::UnloadIfUnused => {}
+            RoomJob::Request(request) => {
+                let rooms = &self.rooms;
+                let (store, persister, policy) =
+                    (rooms.store(), rooms.persister(), rooms.history());
+                crate::room_versions::handle(
+                    store,
+                    persister,
+                    policy,
+                    &self.room,
+                    &mut self.clock,
+                    request,
+                )
+                .await;
+            }
+            RoomJob::Trashed => {
+                self.trashed = true;
+                // Out of the registry at once: the next opener loads afresh and finds the
+                // document trashed, restored or purged, whichever it is by then. This task
+                // ends once its channels are closed, like any idle room's.
+                self.rooms.forget(&self.room);
+                for (key, conn, generation) in self.room.subscribers() {
+                    conn.event(ConnEvent::CloseChannel {
+                        channel: key.channel,
+                        generation,
+                        code: ChannelCode::Trashed,
+                    });
+                }
+            }
             RoomJob::Flush(done) => {
                 let persister = self.rooms.persister().clone();
                 tokio::spawn(async move {
@@ -300,6 +371,14 @@ impl<R: Registry> Task<R> {
     }
 
     fn open(&self, sub: Subscription, access: Access) {
+        if self.trashed {
+            sub.conn.event(ConnEvent::OpenFailed {
+                channel: sub.channel(),
+                generation: sub.generation,
+                code: ChannelCode::Trashed,
+            });
+            return;
+        }
         let (step1, awareness) =
             self.room
                 .subscribe(sub.key, sub.conn.clone(), sub.generation, access);
@@ -324,6 +403,15 @@ impl<R: Registry> Task<R> {
             self.rooms.memory().count_refusal();
             sub.close(ChannelCode::Overloaded);
             return;
+        }
+        if write && !carries_nothing(&payload) {
+            crate::room_versions::before_write(
+                self.rooms.store(),
+                self.rooms.history(),
+                &self.room,
+                &mut self.clock,
+                &sub.author,
+            );
         }
         let heavy =
             payload.len() > INLINE_MESSAGE_BYTES || (!write && self.size > INLINE_DOCUMENT_BYTES);
@@ -417,7 +505,7 @@ fn apply_sync(
         slot.submit(Job::Write {
             room: room.clone(),
             data: changed.then(|| raw.to_vec()),
-            ack,
+            ack: Some(ack),
             received,
         })
     };

@@ -18,6 +18,7 @@ use crate::persist::Persister;
 use crate::room::Room;
 use crate::room_task::{self, Registry, RoomHandle, RoomJob};
 use crate::store::Store;
+use crate::versions::HistoryPolicy;
 
 #[derive(Debug)]
 struct Entry {
@@ -34,6 +35,7 @@ pub struct Rooms<S> {
     idle_unload: Duration,
     metrics: Arc<Metrics>,
     memory: Arc<MemoryBudget>,
+    history: HistoryPolicy,
 }
 
 impl<S: Store> Rooms<S> {
@@ -51,7 +53,22 @@ impl<S: Store> Rooms<S> {
             idle_unload,
             metrics,
             memory,
+            history: HistoryPolicy::default(),
         }
+    }
+
+    /// Sets the version policy (the default until called).
+    pub fn with_history(mut self, history: HistoryPolicy) -> Self {
+        self.history = history;
+        self
+    }
+
+    /// Queues `job` on the document's room if it is loaded (or loading); false if it is not.
+    pub(crate) fn submit_if_loaded(&self, doc: &DocId, job: RoomJob) -> bool {
+        self.map
+            .lock()
+            .get(doc)
+            .is_some_and(|entry| entry.handle.submit(job))
     }
 
     /// Takes a reference on the document's room, creating it (and starting its load) on first
@@ -149,6 +166,10 @@ impl<S: Store> Registry for Rooms<S> {
 
     fn idle_unload(&self) -> Duration {
         self.idle_unload
+    }
+
+    fn history(&self) -> &HistoryPolicy {
+        &self.history
     }
 
     fn memory(&self) -> &MemoryBudget {

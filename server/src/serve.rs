@@ -41,13 +41,20 @@ pub async fn run<S: Store>(
         config.queue_depth.max(1024),
         config.commit_window,
     );
-    let rooms = Arc::new(Rooms::new(
-        store,
-        persister.clone(),
-        config.idle_unload,
-        metrics.clone(),
-        memory.clone(),
+    let purger = tokio::spawn(crate::trash::purge_loop(
+        store.clone(),
+        config.history.trash_retention,
     ));
+    let rooms = Arc::new(
+        Rooms::new(
+            store,
+            persister.clone(),
+            config.idle_unload,
+            metrics.clone(),
+            memory.clone(),
+        )
+        .with_history(config.history),
+    );
     let enforcer = tokio::spawn(memory.clone().enforce(rooms.clone()));
     let shutdown_timeout = config.shutdown_timeout;
     let (server, shutdown_tx) = Server::new(config, secret, rooms, persister, metrics, memory);
@@ -88,6 +95,7 @@ pub async fn run<S: Store>(
         task.abort();
     }
     enforcer.abort();
+    purger.abort();
     // Whatever is still queued (a connection past the timeout) is committed before exiting.
     server.persister.flush().await;
     drop(persister_task);

@@ -9,3 +9,12 @@ pub struct SubKey {
     pub conn: ConnId,
     pub channel: ChannelId,
 }
+
+impl SubKey {
+    /// The server itself, as the origin of its own edits (a restore): no subscriber has this
+    /// key (subscribers are on channels 1 and up), so such an edit is relayed to all of them.
+    pub const SERVER: SubKey = SubKey {
+        conn: ConnId(0),
+        channel: ChannelId::CONTROL,
+    };
+}

@@ -48,3 +48,13 @@ pub async fn stored_blobs(db: &Path, doc: &str) -> Vec<Vec<u8>> {
     blobs.extend(updates.iter().map(|row| row.get::<Vec<u8>, _>(0)));
     blobs
 }
+
+/// How many rows `table` holds for `doc` (a table with a `doc_id` column).
+pub async fn rows_of(db: &Path, table: &str, doc: &str) -> i64 {
+    let mut conn = connect(db).await;
+    sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table} WHERE doc_id = ?"))
+        .bind(doc)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap_or_else(|err| panic!("counting {table}: {err}"))
+}

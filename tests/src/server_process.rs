@@ -243,6 +243,11 @@ impl ServerProcess {
         }
     }
 
+    /// Replaces the extra flags used from the next [`ServerProcess::restart`] on.
+    pub fn set_extra(&mut self, extra: &[&str]) {
+        self.extra = extra.iter().map(|s| s.to_string()).collect();
+    }
+
     /// Mints a token with the server's secret.
     pub fn token(&self, docs: &[&str], write: bool, ttl: &str) -> String {
         let mut command = Command::new(server_binary());

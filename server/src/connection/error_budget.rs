@@ -34,7 +34,8 @@ impl ErrorBudget {
     /// Counts a channel CLOSE the server sent; returns whether the connection has now caused
     /// too many errors and must be closed with 1008.
     pub(crate) fn spend(&mut self, code: ChannelCode, now: Instant) -> bool {
-        if !(4400..4500).contains(&code.as_u16()) {
+        // 4410 is not the client's error: someone trashed the document.
+        if !(4400..4500).contains(&code.as_u16()) || code == ChannelCode::Trashed {
             return false;
         }
         self.errors += 1;

@@ -17,12 +17,13 @@ use std::time::{Duration, Instant};
 
 use futures_util::{Stream, StreamExt};
 use quire_protocol::frame::peek_channel;
+use quire_protocol::request::{Reply, Request};
 use quire_protocol::ysync::is_write;
 use quire_protocol::{
     Access, ChannelCode, ChannelId, CloseCode, ConnId, DocId, Frame, FrameError, Heartbeat,
     HeartbeatEvent, Limits, Message, Welcome, PROTOCOL_REVISION,
 };
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tracing::Instrument;
@@ -34,6 +35,7 @@ use crate::memory::Use;
 use crate::outbox::{self, ConnEvent, YIELD_BYTES};
 pub use crate::outbox::{ConnHandle, QueueOnly};
 use crate::room_task::{QueuedWork, RoomJob, Subscription};
+use crate::room_versions::VersionRequest;
 use crate::server::{ConnectionSlot, Server};
 use crate::store::Store;
 use crate::subscription::SubKey;
@@ -84,6 +86,11 @@ pub async fn serve<S, W>(
             .fetch_add(1, Ordering::Relaxed);
         tracing::debug!("connected");
 
+        let author: Arc<str> = if claims.name.is_empty() {
+            claims.sub.as_str().into()
+        } else {
+            claims.name.as_str().into()
+        };
         let mut reader = Reader {
             server: server.clone(),
             conn: handle.clone(),
@@ -97,6 +104,8 @@ pub async fn serve<S, W>(
             small_budget: Arc::new(Semaphore::new(SMALL_MESSAGES_BUDGET)),
             closing: false,
             unyielded: 0,
+            requests: Arc::new(Semaphore::new(MAX_REQUESTS_IN_FLIGHT)),
+            author,
         };
         let ending = reader.run(&mut stream).await;
         let mut peer_closed = matches!(ending, Ending::PeerClosed(_) | Ending::Lost);
@@ -191,7 +200,14 @@ struct Reader<S> {
     closing: bool,
     /// Bytes read since the reader last yielded to other tasks.
     unyielded: usize,
+    /// Requests (§5.4, §6.9) in flight: past [`MAX_REQUESTS_IN_FLIGHT`], more are refused.
+    requests: Arc<Semaphore>,
+    /// The token holder's display name, an author of the versions its writes are in.
+    author: Arc<str>,
 }
+
+/// Requests one connection may have waiting for their replies.
+const MAX_REQUESTS_IN_FLIGHT: usize = 8;
 
 impl<S: Store> Reader<S> {
     async fn run<R>(&mut self, stream: &mut R) -> Ending
@@ -408,10 +424,14 @@ impl<S: Store> Reader<S> {
             }
             Message::Open { access, doc } => return self.open(channel, access, doc),
             Message::Close { .. } => return self.on_client_close(channel),
-            message @ (Message::Sync(_) | Message::Awareness(_) | Message::Fragment(_)) => {
+            Message::Request(body) if channel.is_control() => return self.on_control_request(body),
+            message @ (Message::Sync(_)
+            | Message::Awareness(_)
+            | Message::Fragment(_)
+            | Message::Request(_)) => {
                 return self.on_channel_data(channel, message).await;
             }
-            Message::Welcome(_) | Message::Opened { .. } | Message::Ack(_) => {
+            Message::Welcome(_) | Message::Opened { .. } | Message::Ack(_) | Message::Reply(_) => {
                 return self.violation(CloseCode::ProtocolError, "server-only message from client");
             }
         }
@@ -502,6 +522,7 @@ impl<S: Store> Reader<S> {
             },
             conn: self.conn.clone(),
             generation,
+            author: self.author.clone(),
         }
     }
 
@@ -556,8 +577,82 @@ impl<S: Store> Reader<S> {
         match message {
             Message::Sync(payload) => self.on_sync(channel, payload).await,
             Message::Awareness(payload) => self.on_awareness(channel, payload).await,
+            Message::Request(body) => self.on_channel_request(channel, &body),
             _ => None,
         }
+    }
+
+    /// Reads a request body; `None` (and the connection closed with 1002) if it has no ID to
+    /// answer, `Some(Err)` with the refusal to send if it has one.
+    fn read_request(&self, body: &[u8]) -> Option<Result<(Request, OwnedSemaphorePermit), Reply>> {
+        let request = match Request::decode(body) {
+            Ok(request) => request,
+            Err(err) => {
+                let id = match err.id() {
+                    Some(id) => id,
+                    None => {
+                        self.violation(CloseCode::ProtocolError, "request without an ID");
+                        return None;
+                    }
+                };
+                let code = ChannelCode::BadRequest.as_u16();
+                return Some(Err(Reply::refused(id, code, err.to_string())));
+            }
+        };
+        match self.requests.clone().try_acquire_owned() {
+            Ok(permit) => Some(Ok((request, permit))),
+            Err(_) => {
+                let code = ChannelCode::TooManyChannels.as_u16();
+                Some(Err(Reply::refused(
+                    request.id,
+                    code,
+                    "too many requests in flight",
+                )))
+            }
+        }
+    }
+
+    /// A request on channel 0: the trash (§5.4), answered in the background.
+    fn on_control_request(&mut self, body: Vec<u8>) -> Option<Ending> {
+        let (request, permit) = match self.read_request(&body)? {
+            Ok(read) => read,
+            Err(refusal) => {
+                self.conn.send_control(&Message::Reply(refusal.encode()));
+                return None;
+            }
+        };
+        let (server, claims, conn) = (self.server.clone(), self.claims.clone(), self.conn.clone());
+        tokio::spawn(async move {
+            let reply = crate::trash::handle(&server, &claims, request).await;
+            conn.send_control(&Message::Reply(reply.encode()));
+            drop(permit);
+        });
+        None
+    }
+
+    /// A request on a document channel: its versions (§6.9), answered by its room's task.
+    fn on_channel_request(&mut self, channel: ChannelId, body: &[u8]) -> Option<Ending> {
+        let Some(ChannelState::Open(open)) = self.channels.get(&channel) else {
+            return None;
+        };
+        let (generation, access, room) = (open.generation, open.access, open.room.clone());
+        let sub = self.subscription(channel, generation);
+        let (request, permit) = match self.read_request(body)? {
+            Ok(read) => read,
+            Err(refusal) => {
+                self.conn
+                    .send(channel, generation, Message::Reply(refusal.encode()));
+                return None;
+            }
+        };
+        room.submit(RoomJob::Request(VersionRequest {
+            sub,
+            access,
+            author: self.author.clone(),
+            request,
+            _permit: permit,
+        }));
+        None
     }
 
     /// Whether a fragmented message began longer ago than the limit allows (§7). Checked at

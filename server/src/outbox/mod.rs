@@ -234,6 +234,12 @@ impl ConnHandle {
                 body: self.0.memory.output_bytes(body),
                 offset: 0,
             },
+            // A reply may carry a whole version's content.
+            Message::Reply(body) => Out::Body {
+                kind: kind::REPLY,
+                body: self.0.memory.output_bytes(body),
+                offset: 0,
+            },
             other => Out::Frame(Bytes::from(Frame::new(channel, other).encode())),
         };
         self.push(channel, generation, out)

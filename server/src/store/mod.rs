@@ -2,9 +2,14 @@
 //! SQLite is the embedded default; a shared PostgreSQL backend can implement the same trait.
 
 mod sqlite;
+mod sqlite_history;
 
 use std::future::Future;
 use std::path::Path;
+
+use quire_protocol::request::{VersionInfo, VersionKind};
+
+use crate::versions::HistoryPolicy;
 
 pub use sqlite::{SqliteStore, DB_FILE};
 
@@ -49,6 +54,21 @@ impl StoredDoc {
         self.snapshot.is_none() && self.updates.is_empty()
     }
 }
+
+/// A version to save.
+#[derive(Debug, Clone, Copy)]
+pub struct NewVersion<'a> {
+    pub created_ms: u64,
+    pub kind: VersionKind,
+    pub name: &'a str,
+    pub authors: &'a [String],
+    /// The document's whole state, one Yjs v1 update.
+    pub state: &'a [u8],
+}
+
+/// A named version was refused: the named versions alone would pass the document's quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaFull;
 
 /// One update to append, for `doc`.
 #[derive(Debug, Clone)]
@@ -104,4 +124,61 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes a consistent copy of the whole store to `path`, safe while serving.
     fn backup(&self, path: &Path) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Saves a version of `doc` and thins its versions to the policy's quota, atomically. A
+    /// named version that does not fit beside the other named ones is refused.
+    fn save_version(
+        &self,
+        doc: &str,
+        version: NewVersion<'_>,
+        policy: &HistoryPolicy,
+    ) -> impl Future<Output = Result<Result<VersionInfo, QuotaFull>, StoreError>> + Send;
+
+    /// A document's versions, newest first, without their content.
+    fn list_versions(
+        &self,
+        doc: &str,
+    ) -> impl Future<Output = Result<Vec<VersionInfo>, StoreError>> + Send;
+
+    /// When the newest version of `doc` was saved, if it has one.
+    fn newest_version_ms(
+        &self,
+        doc: &str,
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+
+    /// One version with its content, if `doc` has it.
+    fn load_version(
+        &self,
+        doc: &str,
+        id: u64,
+    ) -> impl Future<Output = Result<Option<(VersionInfo, Vec<u8>)>, StoreError>> + Send;
+
+    /// Deletes one version; false if `doc` has no such version.
+    fn delete_version(
+        &self,
+        doc: &str,
+        id: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Moves `doc` to the trash at `at_ms`; false if it already is there.
+    fn trash(&self, doc: &str, at_ms: u64)
+        -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Brings `doc` back from the trash; false if it was not there.
+    fn untrash(&self, doc: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// When `doc` was moved to the trash, if it is there.
+    fn trashed_at(&self, doc: &str)
+        -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+
+    /// Every trashed document with when it was trashed, most recent first.
+    fn list_trash(&self) -> impl Future<Output = Result<Vec<(String, u64)>, StoreError>> + Send;
+
+    /// Deletes for good the documents trashed at or before `before_ms` (only `only`, when
+    /// given), with everything stored of them; returns their IDs.
+    fn purge(
+        &self,
+        only: Option<&str>,
+        before_ms: u64,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 }

@@ -16,7 +16,11 @@ use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
-use super::{Append, CorruptContent, LogSize, Store, StoreError, StoredDoc};
+use quire_protocol::request::VersionInfo;
+
+use super::sqlite_history as history;
+use super::{Append, CorruptContent, LogSize, NewVersion, QuotaFull, Store, StoreError, StoredDoc};
+use crate::versions::HistoryPolicy;
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "quire.db";
@@ -384,6 +388,70 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn save_version(
+        &self,
+        doc: &str,
+        version: NewVersion<'_>,
+        policy: &HistoryPolicy,
+    ) -> Result<Result<VersionInfo, QuotaFull>, StoreError> {
+        let mut conn = self.writer.acquire().await?;
+        let result = history::save_version(&mut conn, doc, version, policy).await;
+        discard_if_failed(conn, &result).await;
+        result
+    }
+
+    async fn list_versions(&self, doc: &str) -> Result<Vec<VersionInfo>, StoreError> {
+        history::list_versions(&self.pool, doc).await
+    }
+
+    async fn newest_version_ms(&self, doc: &str) -> Result<Option<u64>, StoreError> {
+        history::newest_version_ms(&self.pool, doc).await
+    }
+
+    async fn load_version(
+        &self,
+        doc: &str,
+        id: u64,
+    ) -> Result<Option<(VersionInfo, Vec<u8>)>, StoreError> {
+        history::load_version(&self.pool, doc, id).await
+    }
+
+    async fn delete_version(&self, doc: &str, id: u64) -> Result<bool, StoreError> {
+        let mut conn = self.writer.acquire().await?;
+        let result = history::delete_version(&mut conn, doc, id).await;
+        discard_if_failed(conn, &result).await;
+        result
+    }
+
+    async fn trash(&self, doc: &str, at_ms: u64) -> Result<bool, StoreError> {
+        let mut conn = self.writer.acquire().await?;
+        let result = history::trash(&mut conn, doc, at_ms).await;
+        discard_if_failed(conn, &result).await;
+        result
+    }
+
+    async fn untrash(&self, doc: &str) -> Result<bool, StoreError> {
+        let mut conn = self.writer.acquire().await?;
+        let result = history::untrash(&mut conn, doc).await;
+        discard_if_failed(conn, &result).await;
+        result
+    }
+
+    async fn trashed_at(&self, doc: &str) -> Result<Option<u64>, StoreError> {
+        history::trashed_at(&self.pool, doc).await
+    }
+
+    async fn list_trash(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        history::list_trash(&self.pool).await
+    }
+
+    async fn purge(&self, only: Option<&str>, before_ms: u64) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.writer.acquire().await?;
+        let result = history::purge(&mut conn, only, before_ms).await;
+        discard_if_failed(conn, &result).await;
+        result
     }
 }
 

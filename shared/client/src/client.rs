@@ -16,7 +16,7 @@ use crate::store::LocalStore;
 /// One connection to one server, shared by every open document. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Client {
-    commands: mpsc::UnboundedSender<Command>,
+    pub(crate) commands: mpsc::UnboundedSender<Command>,
     state: watch::Receiver<ConnectionState>,
 }
 

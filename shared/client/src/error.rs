@@ -18,4 +18,12 @@ pub enum ClientError {
     ShutDown,
     #[error("stored document is corrupt: {0}")]
     Corrupt(String),
+    #[error("not connected to the server")]
+    Offline,
+    #[error("the document is not open on the server yet")]
+    NotOpen,
+    #[error("the server refused: {reason} ({code})")]
+    RequestRefused { code: u16, reason: String },
+    #[error("the server's reply does not decode: {0}")]
+    BadReply(String),
 }

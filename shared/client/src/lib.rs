@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`client`]: the public `Client` — open documents, watch the connection, close.
 //! - [`document`]: `DocHandle` — the local yrs replica, its sync state, its awareness.
+//! - [`history`]: versions (on `DocHandle`) and the trash (on `Client`), asked of the server.
 //! - `driver`: the task that owns the connection: reconnect loop with backoff and jitter
 //!   (`driver/mod.rs`) and one connection's life (`driver/session.rs`).
 //! - [`transport`]: TCP + TLS + WebSocket upgrade, with read activity for the watchdog.
@@ -17,6 +18,7 @@ pub mod config;
 pub mod document;
 mod driver;
 pub mod error;
+pub mod history;
 pub mod state;
 pub mod store;
 pub mod tls;
@@ -26,6 +28,7 @@ pub use client::Client;
 pub use config::{ClientConfig, Trust};
 pub use document::{DocHandle, CONTENT};
 pub use error::ClientError;
+pub use quire_protocol::request::{TrashEntry, VersionInfo, VersionKind};
 pub use quire_protocol::Access;
 pub use state::{ConnectionState, DocState};
 pub use store::{LocalStore, MemoryStore, SqliteLocalStore};

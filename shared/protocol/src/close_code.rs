@@ -120,6 +120,9 @@ code_table! {
         ReadOnly = 4405, DoNotReopen, "channel is read-only";
         /// Open on a channel ID that is already in use.
         ChannelInUse = 4409, ReportBugThenRetry, "channel ID in use";
+        /// The document is in the trash: it cannot be opened until someone restores it, and
+        /// open channels on it are closed when it is trashed.
+        Trashed = 4410, DoNotReopen, "document is in the trash";
         /// A y-protocols message that could not be decoded or applied; nothing of it was kept.
         InvalidUpdate = 4422, ReportBugThenRetry, "invalid update";
         /// Opening this channel would exceed the channels-per-connection limit.
@@ -225,6 +228,7 @@ mod tests {
             (4404, ReportBugThenRetry),
             (4405, DoNotReopen),
             (4409, ReportBugThenRetry),
+            (4410, DoNotReopen),
             (4422, ReportBugThenRetry),
             (4429, RetryWithBackoff),
             (4500, RetryWithBackoff),

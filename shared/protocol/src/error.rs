@@ -29,6 +29,8 @@ pub enum FrameError {
     InvalidAccess(u8),
     #[error("invalid document ID")]
     InvalidDocId,
+    #[error("unknown version kind {0}")]
+    InvalidVersionKind(u8),
     #[error("a fragmented message must end with a sync or awareness frame")]
     FragmentInterrupted,
     #[error("an empty FRAGMENT: every piece of a fragmented message carries bytes")]

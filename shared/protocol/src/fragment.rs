@@ -114,6 +114,9 @@ impl Reassembler {
             Message::Awareness(last) if self.in_progress => {
                 Ok(Some(Message::Awareness(self.finish(&last, max)?)))
             }
+            Message::Reply(last) if self.in_progress => {
+                Ok(Some(Message::Reply(self.finish(&last, max)?)))
+            }
             _ if self.in_progress => Err(FrameError::FragmentInterrupted),
             Message::Sync(body) | Message::Awareness(body) if body.len() > max => {
                 Err(FrameError::MessageTooLarge {

@@ -20,6 +20,8 @@ pub mod kind {
     pub const AWARENESS: u8 = 0x21;
     pub const ACK: u8 = 0x22;
     pub const FRAGMENT: u8 = 0x30;
+    pub const REQUEST: u8 = 0x40;
+    pub const REPLY: u8 = 0x41;
 }
 
 /// The largest a frame header (channel varint + kind byte) can be.
@@ -94,6 +96,13 @@ pub enum Message {
     Ack(u64),
     /// A piece of a message too large for one frame; see [`crate::fragment`].
     Fragment(Vec<u8>),
+    /// A request about a document's versions (on its channel) or the trash (on channel 0);
+    /// the body is read by [`crate::request::Request::decode`].
+    Request(Vec<u8>),
+    /// The answer to a request, on the channel it came on; read by
+    /// [`crate::request::Reply::decode`]. The only server message besides `SYNC` and
+    /// `AWARENESS` that may be fragmented (a version's content is a whole document).
+    Reply(Vec<u8>),
 }
 
 impl Message {
@@ -110,6 +119,8 @@ impl Message {
             Message::Awareness(_) => kind::AWARENESS,
             Message::Ack(_) => kind::ACK,
             Message::Fragment(_) => kind::FRAGMENT,
+            Message::Request(_) => kind::REQUEST,
+            Message::Reply(_) => kind::REPLY,
         }
     }
 
@@ -145,9 +156,11 @@ impl Message {
                 write_varint(out, (*code).into());
                 write_string(out, reason);
             }
-            Message::Sync(bytes) | Message::Awareness(bytes) | Message::Fragment(bytes) => {
-                out.extend_from_slice(bytes)
-            }
+            Message::Sync(bytes)
+            | Message::Awareness(bytes)
+            | Message::Fragment(bytes)
+            | Message::Request(bytes)
+            | Message::Reply(bytes) => out.extend_from_slice(bytes),
         }
     }
 
@@ -200,6 +213,8 @@ impl Message {
             kind::SYNC => Message::Sync(reader.rest().to_vec()),
             kind::AWARENESS => Message::Awareness(reader.rest().to_vec()),
             kind::FRAGMENT => Message::Fragment(reader.rest().to_vec()),
+            kind::REQUEST => Message::Request(reader.rest().to_vec()),
+            kind::REPLY => Message::Reply(reader.rest().to_vec()),
             other => return Err(FrameError::UnknownKind(other)),
         };
         reader.finish()?;
@@ -254,7 +269,9 @@ impl Frame {
         let mut reader = Reader::new(bytes);
         let channel = ChannelId(reader.read_varint_u32()?);
         let kind = reader.read_u8()?;
-        if is_control_kind(kind) != channel.is_control() {
+        // Requests and replies go on channel 0 (the trash) and on document channels (versions).
+        let any_channel = matches!(kind, kind::REQUEST | kind::REPLY);
+        if !any_channel && is_control_kind(kind) != channel.is_control() {
             return match kind {
                 kind::HELLO..=kind::PONG
                 | kind::OPEN..=kind::CLOSE

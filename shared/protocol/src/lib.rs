@@ -12,6 +12,7 @@
 //! - [`error`]: decoding errors, each naming the close code that answers it.
 //! - [`close_code`]: connection and channel close codes with the client's required reaction.
 //! - [`handshake`]: the HTTP upgrade check (path, subprotocol, token, refusal statuses).
+//! - [`request`]: requests and replies about versions and the trash (§5.4, §6.9).
 //! - [`backoff`]: the reconnect schedule, a pure function of attempt and randomness.
 //! - [`heartbeat`]: the ping / silence deadline machine both ends run.
 //! - [`ysync`]: y-protocols sync and awareness payloads, decoded defensively with yrs; updates
@@ -26,6 +27,7 @@ pub mod handshake;
 pub mod heartbeat;
 pub mod id;
 pub mod limits;
+pub mod request;
 pub mod varint;
 pub mod ysync;
 

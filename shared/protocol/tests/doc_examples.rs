@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use quire_protocol::frame::{Access, Frame, Hello, Message, Welcome};
+use quire_protocol::request::{op, Reply, ReplyBody, Request, RequestOp, VersionInfo, VersionKind};
 use quire_protocol::yrs::{ClientID, Doc, GetString, ReadTxn, StateVector, Transact};
 use quire_protocol::ysync::{self, SyncPayload};
 use quire_protocol::{
@@ -125,7 +126,68 @@ fn frame_examples() -> Vec<(&'static str, Frame)> {
         ("open-read-only", on(2, open(read, "secret/plans"))),
         ("refused-channel", on(2, close(ChannelCode::Forbidden))),
         ("channel-close", on(1, close(ChannelCode::Normal))),
+        (
+            "request-list-versions",
+            on(1, request(3, RequestOp::ListVersions)),
+        ),
+        ("reply-versions", on(1, versions_reply())),
+        (
+            "request-trash",
+            on(
+                0,
+                request(
+                    4,
+                    RequestOp::Trash {
+                        doc: "team/old".into(),
+                    },
+                ),
+            ),
+        ),
+        (
+            "reply-done",
+            on(0, Message::Reply(Reply::ok(4, ReplyBody::Done).encode())),
+        ),
     ]
+}
+
+fn request(id: u32, op: RequestOp) -> Message {
+    Message::Request(Request::new(id, op).encode())
+}
+
+/// §11.9: one named version.
+fn versions_reply() -> Message {
+    let version = VersionInfo {
+        id: 7,
+        created_ms: 1_780_000_000_000,
+        kind: VersionKind::Named,
+        name: "Draft".into(),
+        authors: vec!["Ada".into()],
+        size: 42,
+    };
+    Message::Reply(Reply::ok(3, ReplyBody::Versions(vec![version])).encode())
+}
+
+#[test]
+fn request_examples_read_back_as_typed_requests_and_replies() {
+    let blocks = hex_blocks(&spec());
+    let body = |name: &str| match Frame::decode(&blocks[name], &Limits::default()) {
+        Ok(Frame {
+            message: Message::Request(body) | Message::Reply(body),
+            ..
+        }) => body,
+        other => panic!("{name}: expected a request or a reply, got {other:?}"),
+    };
+    assert_eq!(
+        Request::decode(&body("request-trash")).unwrap().op,
+        RequestOp::Trash {
+            doc: "team/old".into()
+        }
+    );
+    let reply = Reply::decode(&body("reply-versions"), op::LIST_VERSIONS).unwrap();
+    let Ok(ReplyBody::Versions(versions)) = reply.outcome else {
+        panic!("a list of versions");
+    };
+    assert_eq!(versions[0].authors, ["Ada"]);
 }
 
 /// The y-protocols payload of a `SYNC` example in the spec.

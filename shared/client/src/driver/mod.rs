@@ -9,6 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use quire_protocol::request::{ReplyBody, RequestOp};
 use quire_protocol::{Access, ChannelCode, CloseCode, DocId, Reaction};
 use tokio::sync::{mpsc, oneshot, watch};
 use yrs::{Doc, ReadTxn, StateVector, Transact};
@@ -41,6 +42,12 @@ pub(crate) enum Command {
     },
     Awareness {
         doc: DocId,
+    },
+    /// A request (PROTOCOL §5.4, §6.9): on `doc`'s channel, or on channel 0 when `None`.
+    Request {
+        doc: Option<DocId>,
+        op: RequestOp,
+        reply: oneshot::Sender<Result<ReplyBody, ClientError>>,
     },
     SetToken(Option<String>),
     SetTrust(Trust),
@@ -295,6 +302,7 @@ impl<S: LocalStore> Driver<S> {
                 }
             }
             Command::Awareness { .. } => {}
+            Command::Request { reply, .. } => drop(reply.send(Err(ClientError::Offline))),
             Command::SetToken(token) => self.config.token = token,
             Command::SetTrust(trust) => self.config.trust = trust,
             Command::Shutdown { code, done } => self.shutdown = Some((code, done)),

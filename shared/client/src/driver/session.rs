@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
 
 use futures_util::{SinkExt, StreamExt};
+use quire_protocol::request::{Reply, ReplyBody, Request};
 use quire_protocol::ysync::{
     decode_awareness, decode_sync, encode_step1, encode_step2, encode_update, SyncPayload,
 };
@@ -14,7 +15,7 @@ use quire_protocol::{
     HeartbeatConfig, HeartbeatEvent, Hello, Limits, Message, PayloadError, Reaction, Reassembler,
     PROTOCOL_REVISION,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -22,6 +23,7 @@ use yrs::{ReadTxn, Transact};
 
 use super::{channel_reaction, Command, Driver, SessionEnd};
 use crate::document::REMOTE_ORIGIN;
+use crate::error::ClientError;
 use crate::state::{ConnectionState, DocState};
 use crate::store::LocalStore;
 use crate::transport::{LastRead, Socket};
@@ -53,8 +55,20 @@ struct Chan {
     reassembler: Reassembler,
 }
 
+/// A request waiting for its reply: where it was asked, which operation (to read the
+/// reply), and who waits.
+struct PendingRequest {
+    channel: ChannelId,
+    op: u8,
+    reply: oneshot::Sender<Result<ReplyBody, ClientError>>,
+}
+
 struct Session {
     out: mpsc::Sender<WsMessage>,
+    /// Requests sent and not yet answered, by request ID. Dropped (the waiter sees
+    /// [`ClientError::Offline`]) when their channel or the connection ends.
+    requests: HashMap<u32, PendingRequest>,
+    next_request: u32,
     channels: HashMap<ChannelId, Chan>,
     by_doc: HashMap<DocId, ChannelId>,
     next_channel: u32,
@@ -130,6 +144,8 @@ impl<S: LocalStore> Driver<S> {
         });
         let mut s = Session {
             out,
+            requests: HashMap::new(),
+            next_request: 1,
             channels: HashMap::new(),
             by_doc: HashMap::new(),
             next_channel: 1,
@@ -253,7 +269,11 @@ impl<S: LocalStore> Driver<S> {
             Message::Close { code, reason } => {
                 self.on_channel_close(s, channel, code, reason).await
             }
-            message @ (Message::Sync(_) | Message::Awareness(_) | Message::Fragment(_)) => {
+            Message::Reply(body) if channel.is_control() => on_reply(s, &body),
+            message @ (Message::Sync(_)
+            | Message::Awareness(_)
+            | Message::Fragment(_)
+            | Message::Reply(_)) => {
                 let chan = s.channels.get_mut(&channel)?;
                 if chan.closing {
                     return None;
@@ -264,6 +284,7 @@ impl<S: LocalStore> Driver<S> {
                     Ok(Some(Message::Awareness(payload))) => {
                         self.on_awareness(s, channel, &payload)
                     }
+                    Ok(Some(Message::Reply(body))) => on_reply(s, &body),
                     Ok(_) => {
                         let received = chan.reassembler.buffered();
                         if let Some(entry) = self.docs.get(&chan.doc) {
@@ -281,7 +302,7 @@ impl<S: LocalStore> Driver<S> {
                 }
             }
             Message::Ack(seq) => self.on_ack(s, channel, seq).await,
-            Message::Hello(_) | Message::Open { .. } => {
+            Message::Hello(_) | Message::Open { .. } | Message::Request(_) => {
                 s.close_socket(CloseCode::ProtocolError).await;
                 return Some(end(
                     CloseCode::ProtocolError,
@@ -375,6 +396,8 @@ impl<S: LocalStore> Driver<S> {
             return;
         };
         s.by_doc.remove(&chan.doc);
+        // No reply comes on a closed channel: whoever waits hears that it is gone.
+        s.requests.retain(|_, pending| pending.channel != channel);
         if chan.closing {
             return;
         }
@@ -578,6 +601,42 @@ impl<S: LocalStore> Driver<S> {
                         .await;
                 }
             }
+            Command::Request { doc, op, reply } => {
+                if s.welcomed_at.is_none() {
+                    let _ = reply.send(Err(ClientError::Offline));
+                    return None;
+                }
+                let channel = match doc {
+                    None => ChannelId::CONTROL,
+                    Some(doc) => {
+                        let open = s.by_doc.get(&doc).copied().filter(|channel| {
+                            s.channels
+                                .get(channel)
+                                .is_some_and(|c| c.opened && !c.closing)
+                        });
+                        match open {
+                            Some(channel) => channel,
+                            None => {
+                                let _ = reply.send(Err(ClientError::NotOpen));
+                                return None;
+                            }
+                        }
+                    }
+                };
+                let id = s.next_request;
+                s.next_request = s.next_request.wrapping_add(1).max(1);
+                let code = op.code();
+                s.send(channel, Message::Request(Request::new(id, op).encode()))
+                    .await;
+                s.requests.insert(
+                    id,
+                    PendingRequest {
+                        channel,
+                        op: code,
+                        reply,
+                    },
+                );
+            }
             Command::SetToken(token) => self.config.token = token,
             Command::SetTrust(trust) => self.config.trust = trust,
             Command::Shutdown { code, done } => {
@@ -588,6 +647,29 @@ impl<S: LocalStore> Driver<S> {
         }
         None
     }
+}
+
+/// Hands a reply to whoever waits for it.
+fn on_reply(s: &mut Session, body: &[u8]) {
+    let Ok(id) = Reply::peek_id(body) else {
+        tracing::warn!("a reply without a request ID");
+        return;
+    };
+    let Some(pending) = s.requests.remove(&id) else {
+        tracing::debug!(id, "a reply to no request of ours");
+        return;
+    };
+    let result = match Reply::decode(body, pending.op) {
+        Ok(Reply {
+            outcome: Ok(body), ..
+        }) => Ok(body),
+        Ok(Reply {
+            outcome: Err((code, reason)),
+            ..
+        }) => Err(ClientError::RequestRefused { code, reason }),
+        Err(err) => Err(ClientError::BadReply(err.to_string())),
+    };
+    let _ = pending.reply.send(result);
 }
 
 /// Decodes a SYNC payload. Validating and decoding a whole large document takes long (seconds

@@ -1,0 +1,351 @@
+//! Requests on a document's versions (PROTOCOL §6.9), answered by the document's room task so
+//! that they are ordered with its writes: a version holds exactly the writes applied before
+//! it, and a restore is applied between two writes like any other edit.
+//!
+//! Also the automatic versions: the first write after the policy's interval saves the
+//! document as it was before that write, with the names of those who edited it since the
+//! version before.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use quire_protocol::request::{Reply, ReplyBody, Request, RequestOp, VersionInfo, VersionKind};
+use quire_protocol::ysync::{decode_sync_with_references, encode_update, SyncPayload};
+use quire_protocol::{Access, ChannelCode, Message};
+
+use crate::persist::{Job, Persister};
+use crate::room::{Room, SubKey};
+use crate::room_task::Subscription;
+use crate::store::{NewVersion, QuotaFull, Store, StoreError};
+use crate::versions::HistoryPolicy;
+
+/// A request on a document channel, with who asked.
+#[derive(Debug)]
+pub(crate) struct VersionRequest {
+    pub sub: Subscription,
+    /// The access the channel was opened with.
+    pub access: Access,
+    /// The asker's display name, recorded as an author of what it creates.
+    pub author: Arc<str>,
+    pub request: Request,
+    /// The connection's allowance for requests in flight, returned with the reply.
+    pub _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// What the room task remembers about its document's versions.
+#[derive(Debug, Default)]
+pub(crate) struct VersionClock {
+    /// When the newest version was saved; `None` before the first.
+    pub newest_ms: Option<u64>,
+    /// Who wrote since then.
+    pub authors: BTreeSet<String>,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Before a write by `author` is applied: saves the document as it is now if an automatic
+/// version is due (in the background: the write does not wait for it).
+pub(crate) fn before_write<S: Store>(
+    store: &Arc<S>,
+    policy: &HistoryPolicy,
+    room: &Arc<Room>,
+    clock: &mut VersionClock,
+    author: &str,
+) {
+    let now = now_ms();
+    if policy.auto_due(clock.newest_ms, now) {
+        let state = room.encode_state();
+        // A document that holds nothing yet has no past worth keeping.
+        if state != [0, 0] {
+            let authors: Vec<String> = std::mem::take(&mut clock.authors).into_iter().collect();
+            clock.newest_ms = Some(now);
+            let (store, policy, doc) = (store.clone(), *policy, room.id.clone());
+            tokio::spawn(async move {
+                let version = NewVersion {
+                    created_ms: now,
+                    kind: VersionKind::Auto,
+                    name: "",
+                    authors: &authors,
+                    state: &state,
+                };
+                if let Err(err) = store.save_version(doc.as_str(), version, &policy).await {
+                    tracing::warn!(%doc, error = %err, "saving an automatic version failed");
+                }
+            });
+        } else {
+            clock.newest_ms.get_or_insert(now);
+        }
+    }
+    if !clock.authors.contains(author) {
+        clock.authors.insert(author.to_owned());
+    }
+}
+
+/// Answers one request. Reads run in the background; a named version and a restore run
+/// here, between the room's writes.
+pub(crate) async fn handle<S: Store>(
+    store: &Arc<S>,
+    persister: &Persister,
+    policy: &HistoryPolicy,
+    room: &Arc<Room>,
+    clock: &mut VersionClock,
+    asked: VersionRequest,
+) {
+    let VersionRequest {
+        sub,
+        access,
+        author,
+        request,
+        _permit: permit,
+    } = asked;
+    let id = request.id;
+    if request.op.needs_write() && !access.can_write() {
+        let code = ChannelCode::ReadOnly;
+        return reply(&sub, Reply::refused(id, code.as_u16(), code.description()));
+    }
+    let doc = room.id.clone();
+    match request.op {
+        RequestOp::ListVersions => {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let answer = match store.list_versions(doc.as_str()).await {
+                    Ok(versions) => Reply::ok(id, ReplyBody::Versions(versions)),
+                    Err(err) => storage_failed(id, &err),
+                };
+                reply(&sub, answer);
+                drop(permit);
+            });
+        }
+        RequestOp::FetchVersion { version } => {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let answer = match store.load_version(doc.as_str(), version).await {
+                    Ok(Some((info, state))) => Reply::ok(id, ReplyBody::Content { info, state }),
+                    Ok(None) => no_such_version(id),
+                    Err(err) => storage_failed(id, &err),
+                };
+                reply(&sub, answer);
+                drop(permit);
+            });
+        }
+        RequestOp::DeleteVersion { version } => {
+            let answer = match store.delete_version(doc.as_str(), version).await {
+                Ok(true) => Reply::ok(id, ReplyBody::Done),
+                Ok(false) => no_such_version(id),
+                Err(err) => storage_failed(id, &err),
+            };
+            reply(&sub, answer);
+        }
+        RequestOp::CreateVersion { name } => {
+            let answer = match save(
+                store,
+                policy,
+                room,
+                clock,
+                VersionKind::Named,
+                &name,
+                &author,
+            )
+            .await
+            {
+                Ok(Ok(info)) => Reply::ok(id, ReplyBody::Version(info)),
+                Ok(Err(QuotaFull)) => Reply::refused(
+                    id,
+                    QUOTA_FULL,
+                    "the document's named versions fill its quota: delete one first",
+                ),
+                Err(err) => storage_failed(id, &err),
+            };
+            reply(&sub, answer);
+        }
+        RequestOp::RestoreVersion { version } => {
+            let answer =
+                match restore(store, persister, policy, room, clock, &author, version).await {
+                    Ok(undo) => Reply::ok(id, ReplyBody::Version(undo)),
+                    Err(refusal) => refusal.into_reply(id),
+                };
+            reply(&sub, answer);
+        }
+        RequestOp::Trash { .. }
+        | RequestOp::Untrash { .. }
+        | RequestOp::ListTrash
+        | RequestOp::Purge { .. } => {
+            // The connection answers these on channel 0 and never forwards them.
+            let code = ChannelCode::BadRequest;
+            reply(
+                &sub,
+                Reply::refused(id, code.as_u16(), "ask this on channel 0"),
+            );
+        }
+    }
+}
+
+/// Reply status: a named version does not fit the document's quota.
+pub(crate) const QUOTA_FULL: u16 = 4413;
+
+async fn save<S: Store>(
+    store: &Arc<S>,
+    policy: &HistoryPolicy,
+    room: &Arc<Room>,
+    clock: &mut VersionClock,
+    kind: VersionKind,
+    name: &str,
+    author: &str,
+) -> Result<Result<VersionInfo, QuotaFull>, StoreError> {
+    let now = now_ms();
+    let state = room.encode_state();
+    let mut authors: BTreeSet<String> = clock.authors.clone();
+    authors.insert(author.to_owned());
+    let authors: Vec<String> = authors.into_iter().collect();
+    let version = NewVersion {
+        created_ms: now,
+        kind,
+        name,
+        authors: &authors,
+        state: &state,
+    };
+    let saved = store
+        .save_version(room.id.as_str(), version, policy)
+        .await?;
+    if saved.is_ok() {
+        // What was edited up to now is in this version; the next automatic one is an
+        // interval away.
+        clock.newest_ms = Some(now);
+        clock.authors.clear();
+    }
+    Ok(saved)
+}
+
+/// Why a restore was not done.
+enum Refusal {
+    NoSuchVersion,
+    Storage(StoreError),
+    Corrupt(String),
+}
+
+impl Refusal {
+    fn into_reply(self, id: u32) -> Reply {
+        match self {
+            Refusal::NoSuchVersion => no_such_version(id),
+            Refusal::Storage(err) => storage_failed(id, &err),
+            Refusal::Corrupt(detail) => {
+                tracing::error!(detail, "restore failed: stored content does not load");
+                let code = ChannelCode::StorageFailure;
+                Reply::refused(id, code.as_u16(), code.description())
+            }
+        }
+    }
+}
+
+/// Restores a version: saves the current state as a version first (so the restore can be
+/// undone), then applies the edit that makes the text equal to the version's, relays it to
+/// every subscriber (the asker included) and stores it. Answers once it is durable.
+async fn restore<S: Store>(
+    store: &Arc<S>,
+    persister: &Persister,
+    policy: &HistoryPolicy,
+    room: &Arc<Room>,
+    clock: &mut VersionClock,
+    author: &str,
+    version: u64,
+) -> Result<VersionInfo, Refusal> {
+    let (info, target) = store
+        .load_version(room.id.as_str(), version)
+        .await
+        .map_err(Refusal::Storage)?
+        .ok_or(Refusal::NoSuchVersion)?;
+    let undo = match save(
+        store,
+        policy,
+        room,
+        clock,
+        VersionKind::BeforeRestore,
+        "",
+        author,
+    )
+    .await
+    .map_err(Refusal::Storage)?
+    {
+        Ok(undo) => undo,
+        Err(QuotaFull) => unreachable!("only named versions are refused"),
+    };
+    let Some(slot) = persister.reserve().await else {
+        return Err(Refusal::Storage(StoreError::Corrupt {
+            doc: room.id.to_string(),
+            detail: "the server is stopping".into(),
+        }));
+    };
+    let current = room.encode_state();
+    let work = move || -> Result<Option<Vec<u8>>, String> {
+        let text = crate::restore::text_of(&target).map_err(|e| e.to_string())?;
+        crate::restore::forward_edit(&current, &text, restore_client_id())
+            .map_err(|e| e.to_string())
+    };
+    let edit = crate::work::run(work).await.map_err(Refusal::Corrupt)?;
+    if let Some(edit) = edit {
+        let payload = encode_update(edit);
+        let (decoded, references) =
+            decode_sync_with_references(&payload).map_err(|e| Refusal::Corrupt(e.to_string()))?;
+        let SyncPayload::Update(update) = decoded else {
+            return Err(Refusal::Corrupt("a restore edit is an update".into()));
+        };
+        let raw = quire_protocol::ysync::update_bytes(&payload).to_vec();
+        let persist = |changed: bool| {
+            slot.submit(Job::Write {
+                room: room.clone(),
+                data: changed.then(|| raw.clone()),
+                ack: None,
+                received: Instant::now(),
+            })
+        };
+        // Nobody's key: the edit is relayed to every subscriber, the asker included.
+        room.try_apply(
+            SubKey::SERVER,
+            (update, &references),
+            &raw,
+            &payload,
+            persist,
+        )
+        .map_err(|e| Refusal::Corrupt(e.to_string()))?;
+        persister.flush().await;
+        if room
+            .needs_snapshot
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Err(Refusal::Storage(StoreError::Corrupt {
+                doc: room.id.to_string(),
+                detail: "the restore's commit failed".into(),
+            }));
+        }
+    }
+    tracing::info!(doc = %room.id, version = info.id, undo = undo.id, "version restored");
+    Ok(undo)
+}
+
+/// A fresh Yjs client ID for a restore's edit, below 2^53 as every client ID must be.
+fn restore_client_id() -> u64 {
+    rand::random::<u64>() & ((1 << 53) - 1)
+}
+
+fn reply(sub: &Subscription, reply: Reply) {
+    sub.conn.send(
+        sub.key.channel,
+        sub.generation,
+        Message::Reply(reply.encode()),
+    );
+}
+
+fn no_such_version(id: u32) -> Reply {
+    Reply::refused(id, ChannelCode::UnknownChannel.as_u16(), "no such version")
+}
+
+fn storage_failed(id: u32, err: &StoreError) -> Reply {
+    tracing::error!(error = %err, "version request failed in storage");
+    let code = ChannelCode::StorageFailure;
+    Reply::refused(id, code.as_u16(), code.description())
+}
