@@ -95,3 +95,50 @@ pub struct DocEvent<T: Serialize> {
     pub doc: String,
     pub value: T,
 }
+
+/// One version of a document, as the history panel lists it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionDto {
+    pub id: u64,
+    pub created_ms: u64,
+    /// `auto`, `named` or `beforeRestore`.
+    pub kind: &'static str,
+    pub name: String,
+    pub authors: Vec<String>,
+    pub size: u64,
+}
+
+impl From<&quire_client::VersionInfo> for VersionDto {
+    fn from(info: &quire_client::VersionInfo) -> Self {
+        Self {
+            id: info.id,
+            created_ms: info.created_ms,
+            kind: match info.kind {
+                quire_client::VersionKind::Auto => "auto",
+                quire_client::VersionKind::Named => "named",
+                quire_client::VersionKind::BeforeRestore => "beforeRestore",
+            },
+            name: info.name.clone(),
+            authors: info.authors.clone(),
+            size: info.size,
+        }
+    }
+}
+
+/// A document in the trash.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrashDto {
+    pub doc: String,
+    pub trashed_ms: u64,
+    pub purge_ms: u64,
+}
+
+/// A Markdown file read for import: its name without the extension, and its text.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportedFile {
+    pub name: String,
+    pub text: String,
+}

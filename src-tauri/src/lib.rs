@@ -7,6 +7,8 @@
 //!   connection closes with 1001 after local data is flushed.
 //! - [`session`]: settings → client, open documents, forwarding to the webview.
 //! - [`commands`]: the IPC commands, thin.
+//! - [`history`]: versions and the trash, asked of the server.
+//! - [`files`]: Markdown export and import through native dialogs, and dropped files.
 //! - [`settings`]: the settings file.
 //! - [`dto`]: what the webview receives.
 //! - [`menu`]: the native menu.
@@ -17,6 +19,8 @@
 
 pub mod commands;
 pub mod dto;
+pub mod files;
+pub mod history;
 pub mod menu;
 pub mod quit;
 pub mod session;
@@ -51,6 +55,7 @@ fn dir(var: &str, default: tauri::Result<PathBuf>) -> PathBuf {
 /// Runs the app on `builder` (tests may pass a prepared one).
 pub fn run_app(builder: tauri::Builder<tauri::Wry>) {
     let app = builder
+        .plugin(tauri_plugin_dialog::init())
         .setup(|app| {
             let config_dir = dir("QUIRE_DESKTOP_CONFIG_DIR", app.path().app_config_dir());
             let data_dir = dir("QUIRE_DESKTOP_DATA_DIR", app.path().app_data_dir());
@@ -86,6 +91,17 @@ pub fn run_app(builder: tauri::Builder<tauri::Wry>) {
             commands::set_title,
             commands::ready_to_quit,
             commands::request_quit,
+            commands::list_versions,
+            commands::create_version,
+            commands::version_text,
+            commands::restore_version,
+            commands::trash_document,
+            commands::untrash_document,
+            commands::list_trash,
+            commands::purge_document,
+            commands::export_markdown,
+            commands::import_markdown,
+            commands::read_markdown_files,
         ])
         .build(tauri::generate_context!())
         .expect("building the Quire app");

@@ -4,7 +4,17 @@ use tauri::menu::{Menu, MenuItem, PredefinedMenuItem, Submenu};
 use tauri::{AppHandle, Emitter, Runtime};
 
 /// Menu item IDs, as the webview knows them.
-const FORWARDED: [&str; 5] = ["new", "close-tab", "next-tab", "previous-tab", "settings"];
+const FORWARDED: [&str; 9] = [
+    "new",
+    "close-tab",
+    "next-tab",
+    "previous-tab",
+    "settings",
+    "export",
+    "import",
+    "history",
+    "trash",
+];
 
 pub fn build<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<Menu<R>> {
     let file = Submenu::with_items(
@@ -14,6 +24,23 @@ pub fn build<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<Menu<R>> {
         &[
             &MenuItem::with_id(app, "new", "New Document", true, Some("CmdOrCtrl+N"))?,
             &MenuItem::with_id(app, "close-tab", "Close Tab", true, Some("CmdOrCtrl+W"))?,
+            &PredefinedMenuItem::separator(app)?,
+            // Their shortcuts (Ctrl+O, Ctrl+Shift+E) are the webview's: an accelerator here as
+            // well would run them twice.
+            &MenuItem::with_id(
+                app,
+                "import",
+                "Import Markdown…  (Ctrl+O)",
+                true,
+                None::<&str>,
+            )?,
+            &MenuItem::with_id(
+                app,
+                "export",
+                "Export as Markdown…  (Ctrl+Shift+E)",
+                true,
+                None::<&str>,
+            )?,
             &PredefinedMenuItem::separator(app)?,
             &MenuItem::with_id(app, "settings", "Settings…", true, Some("CmdOrCtrl+,"))?,
             &PredefinedMenuItem::separator(app)?,
@@ -52,6 +79,15 @@ pub fn build<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<Menu<R>> {
                 true,
                 Some("CmdOrCtrl+PageUp"),
             )?,
+            &PredefinedMenuItem::separator(app)?,
+            &MenuItem::with_id(
+                app,
+                "history",
+                "History  (Ctrl+Shift+H)",
+                true,
+                None::<&str>,
+            )?,
+            &MenuItem::with_id(app, "trash", "Trash", true, None::<&str>)?,
         ],
     )?;
     Menu::with_items(app, &[&file, &edit, &view])

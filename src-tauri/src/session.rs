@@ -160,6 +160,28 @@ impl Session {
         }
     }
 
+    /// The handle of a document the webview has open (for requests about it).
+    pub(crate) async fn handle(&self, doc: &str) -> Result<DocHandle, SessionError> {
+        let inner = self.inner.lock().await;
+        let open = inner.docs.get(doc).ok_or(SessionError::NotOpen)?;
+        Ok(open.handle.clone())
+    }
+
+    /// The running client (for requests about documents by ID).
+    pub(crate) async fn client(&self) -> Result<Client, SessionError> {
+        self.inner
+            .lock()
+            .await
+            .client
+            .clone()
+            .ok_or(SessionError::NoClient)
+    }
+
+    /// The text of an open document, as the Rust replica holds it.
+    pub async fn text(&self, doc: &str) -> Result<String, SessionError> {
+        Ok(self.handle(doc).await?.text())
+    }
+
     /// Applies an edit made in the webview to the Rust replica (which stores and sends it).
     pub async fn push_update(&self, doc: &str, update: &[u8]) -> Result<(), SessionError> {
         let inner = self.inner.lock().await;

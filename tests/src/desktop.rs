@@ -124,6 +124,14 @@ impl Desktop {
         }
     }
 
+    /// Where the app's file dialogs point in tests: a save lands here under the suggested
+    /// name, an open picks every Markdown file here (see the app's `files` module).
+    pub fn files_dir(&self) -> PathBuf {
+        let dir = self.dirs.path().join("files");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
     /// Starts tauri-driver and a session, which launches the app.
     pub async fn launch(&mut self) -> WebDriver {
         let port = free_port();
@@ -138,6 +146,7 @@ impl Desktop {
             .env("DISPLAY", format!(":{}", self.display.number))
             .env("QUIRE_DESKTOP_CONFIG_DIR", self.dirs.path().join("config"))
             .env("QUIRE_DESKTOP_DATA_DIR", self.dirs.path().join("data"))
+            .env("QUIRE_DESKTOP_DIALOG_DIR", self.files_dir())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.dirs.path().join("driver.log")).unwrap())

@@ -127,7 +127,10 @@ async fn read_rights_list_and_fetch_write_rights_create_and_restore() {
     let version = doc_w.create_version("v1").await.unwrap();
 
     let doc_r = open_synced(&reader, "team/doc", Access::Read).await;
-    assert_eq!(doc_r.versions().await.unwrap(), std::slice::from_ref(&version));
+    assert_eq!(
+        doc_r.versions().await.unwrap(),
+        std::slice::from_ref(&version)
+    );
     assert!(doc_r.fetch_version(version.id).await.is_ok());
     assert_eq!(refused_with(doc_r.create_version("mine").await), 4405);
     assert_eq!(refused_with(doc_r.restore_version(version.id).await), 4405);

@@ -8,9 +8,12 @@ import type { Transport } from "./sync/transport";
 import { INDEX_DOC, Workspace } from "./sync/workspace";
 import { el } from "./views/dom";
 import { DEFAULT_SETTINGS, renderSettings } from "./views/settings";
-import { askText, dialogOpen } from "./views/dialog";
+import { askText, dialogOpen, tell } from "./views/dialog";
+import { HistoryPanel, message } from "./views/history";
 import { requireTitle, Sidebar } from "./views/sidebar";
 import { StatusBar } from "./views/statusbar";
+import { TrashView } from "./views/trash";
+import type { ImportedFile } from "./state/types";
 
 interface Tab {
   bridge: DocBridge;
@@ -32,6 +35,10 @@ export class App {
   private readonly tabStrip = el("div", { class: "tabs", "data-testid": "tabs" });
   private readonly panes = el("div", { class: "panes" });
   private readonly settingsRoot = el("div", { class: "settings-root" });
+  private readonly history: HistoryPanel;
+  private trash: TrashView | null = null;
+  private readonly historyButton = el("button", { class: "small toolbar-button", "data-testid": "show-history", title: "History (Ctrl+Shift+H)" }, "History");
+  private readonly editorArea = el("div", { class: "editor-area" });
 
   constructor(
     private readonly root: HTMLElement,
@@ -41,6 +48,9 @@ export class App {
       fixSettings: () => this.showSettings(true),
       trust: (fingerprint) => void this.transport.trustFingerprint(fingerprint),
     });
+    this.history = new HistoryPanel(transport, (doc) => this.tabs.get(doc)?.bridge.text.toString() ?? "");
+    this.historyButton.addEventListener("click", () => this.onCommand("history"));
+    this.editorArea.append(this.panes, this.history.root);
   }
 
   async start(): Promise<void> {
@@ -51,12 +61,18 @@ export class App {
       if (doc === this.active) this.status.showPeople(this.tabs.get(doc)?.bridge.people() ?? []);
     });
     await this.transport.onDocState((doc, state) => {
+      if (state.kind === "failed" && state.code === 4410 && this.tabs.has(doc)) {
+        // Someone moved it to the trash: its tab goes, as it did from the list.
+        void this.closeTab(doc);
+        return;
+      }
       this.docStates.set(doc, state);
       if (doc === this.active) this.status.showDoc(state);
       this.tabs.get(doc)?.tab.setAttribute("data-state", state.kind);
     });
     await this.transport.onMenu((item) => this.onCommand(item));
     await this.transport.onQuitRequested(flushPushes);
+    await this.transport.onFilesDropped((paths) => void this.importDropped(paths));
     document.addEventListener("keydown", (event) => this.onKey(event));
 
     const saved = await this.transport.getSettings();
@@ -94,10 +110,16 @@ export class App {
       this.sidebar = new Sidebar(this.workspace, {
         open: (id) => void this.openDoc(id),
         create: () => this.onCommand("new"),
+        trash: (id) => void this.trashDoc(id),
+        showTrash: () => this.onCommand("trash"),
+      });
+      this.trash = new TrashView(this.transport, this.workspace, () => {
+        this.editorArea.hidden = false;
       });
       this.workspace.onChange(() => this.refreshTitles());
     }
-    const main = el("main", { class: "main" }, this.tabStrip, this.panes);
+    const toolbar = el("div", { class: "toolbar" }, this.tabStrip, this.historyButton);
+    const main = el("main", { class: "main" }, toolbar, this.editorArea, this.trash!.root);
     this.root.replaceChildren(el("div", { class: "layout" }, this.sidebar!.root, main), this.status.root);
     this.status.showConnection(await this.transport.connectionState());
     for (const tab of this.tabs.values()) this.setUser(tab.bridge);
@@ -151,6 +173,9 @@ export class App {
 
   private activate(id: string): void {
     this.active = id;
+    this.trash?.hide();
+    this.editorArea.hidden = false;
+    if (this.history.visible) void this.history.show(id);
     for (const [docId, tab] of this.tabs) {
       const on = docId === id;
       tab.pane.hidden = !on;
@@ -178,6 +203,7 @@ export class App {
     if (next) this.activate(next);
     else {
       this.active = null;
+      this.history.hide();
       this.status.showDoc(null);
       this.setTitle("Quire");
     }
@@ -192,6 +218,66 @@ export class App {
       validate: requireTitle,
     });
     if (title !== null && this.workspace) await this.openDoc(this.workspace.create(title));
+  }
+
+  /** Moves a document to the server's trash, then out of the workspace list. */
+  private async trashDoc(id: string): Promise<void> {
+    try {
+      await this.transport.trashDoc(id);
+    } catch (error) {
+      await tell("Could not move the document to the trash", message(error));
+      return;
+    }
+    await this.closeTab(id);
+    this.workspace?.moveToTrash(id);
+    if (this.trash?.visible) await this.trash.refresh();
+  }
+
+  private async showTrash(): Promise<void> {
+    if (!this.trash) return;
+    this.editorArea.hidden = true;
+    await this.trash.show();
+  }
+
+  private async exportActive(): Promise<void> {
+    if (!this.active) {
+      await tell("Nothing to export", "Open a document first.");
+      return;
+    }
+    try {
+      const path = await this.transport.exportMarkdown(this.active, this.titleOf(this.active));
+      if (path !== null) this.status.notice(`Exported to ${path}`);
+    } catch (error) {
+      await tell("Export failed", message(error));
+    }
+  }
+
+  private async importPicked(): Promise<void> {
+    try {
+      await this.importFiles(await this.transport.importMarkdown());
+    } catch (error) {
+      await tell("Import failed", message(error));
+    }
+  }
+
+  private async importDropped(paths: string[]): Promise<void> {
+    if (this.workspace === null || paths.length === 0) return;
+    try {
+      await this.importFiles(await this.transport.readMarkdownFiles(paths));
+    } catch (error) {
+      await tell("Import failed", message(error));
+    }
+  }
+
+  /** Each file becomes a new document, titled after the file, and opens in a tab. */
+  private async importFiles(files: ImportedFile[]): Promise<void> {
+    for (const file of files) {
+      if (!this.workspace) return;
+      const id = this.workspace.create(file.name);
+      await this.openDoc(id);
+      this.tabs.get(id)?.bridge.text.insert(0, file.text);
+    }
+    if (files.length > 0) this.status.notice(`Imported ${files.length} file${files.length === 1 ? "" : "s"}`);
   }
 
   private cycle(step: number): void {
@@ -219,6 +305,19 @@ export class App {
       case "settings":
         this.showSettings(true);
         break;
+      case "history":
+        if (this.history.visible) this.history.hide();
+        else if (this.active) void this.history.show(this.active);
+        break;
+      case "trash":
+        void this.showTrash();
+        break;
+      case "export":
+        void this.exportActive();
+        break;
+      case "import":
+        void this.importPicked();
+        break;
     }
   }
 
@@ -231,6 +330,9 @@ export class App {
     else if ((event.key === "Tab" && !event.shiftKey) || event.key === "PageDown") command = "next-tab";
     else if ((event.key === "Tab" && event.shiftKey) || event.key === "PageUp") command = "previous-tab";
     else if (event.key === ",") command = "settings";
+    else if ((event.key === "h" || event.key === "H") && event.shiftKey) command = "history";
+    else if ((event.key === "e" || event.key === "E") && event.shiftKey) command = "export";
+    else if ((event.key === "o" || event.key === "O") && !event.shiftKey) command = "import";
     if (command) {
       event.preventDefault();
       this.onCommand(command);

@@ -53,6 +53,23 @@ class FakeRust implements Transport {
   async getSettings(): Promise<Settings | null> { return null; }
   async saveSettings() {}
   async trustFingerprint() {}
+  // The bridge never asks for versions, the trash or files.
+  listVersions = unused;
+  createVersion = unused;
+  versionText = unused;
+  restoreVersion = unused;
+  trashDoc = unused;
+  untrashDoc = unused;
+  listTrash = unused;
+  purgeDoc = unused;
+  exportMarkdown = unused;
+  importMarkdown = unused;
+  readMarkdownFiles = unused;
+  async onFilesDropped() { return () => {}; }
+}
+
+function unused(): never {
+  throw new Error("not used by the bridge");
 }
 
 describe("DocBridge", () => {

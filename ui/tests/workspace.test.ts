@@ -4,7 +4,7 @@ import * as Y from "yjs";
 import { Workspace } from "../src/sync/workspace";
 
 describe("workspace index", () => {
-  it("creates, renames, filters and removes documents", () => {
+  it("creates, renames, filters and trashes documents", () => {
     const ws = new Workspace(new Y.Doc());
     let n = 0;
     const a = ws.create("  Meeting   notes ", () => `a${n++}`);
@@ -14,10 +14,27 @@ describe("workspace index", () => {
     ws.rename(b, "Roadmap");
     expect(ws.list("road")).toEqual([{ id: b, title: "Roadmap" }]);
     expect(ws.list("NOTES")).toEqual([{ id: a, title: "Meeting notes" }]);
-    ws.remove(a);
+    ws.moveToTrash(a);
     expect(ws.list().map((e) => e.id)).toEqual([b]);
+    expect(ws.trashedTitle(a)).toBe("Meeting notes");
     ws.rename("doc/missing", "x");
     expect(ws.list()).toHaveLength(1);
+  });
+
+  it("brings documents back from the trash and forgets purged ones", () => {
+    const ws = new Workspace(new Y.Doc());
+    let n = 0;
+    const a = ws.create("Alpha", () => `a${n++}`);
+    const b = ws.create("Beta", () => `b${n++}`);
+    ws.moveToTrash(a);
+    ws.moveToTrash(b);
+    expect(ws.list()).toEqual([]);
+    ws.restoreFromTrash(a);
+    expect(ws.list()).toEqual([{ id: a, title: "Alpha" }]);
+    // The server purged b by itself: the index forgets it.
+    ws.forgetTrashedExcept(new Set());
+    expect([...ws.trash.keys()]).toEqual([]);
+    expect(ws.trashedTitle(b)).toBe(b);
   });
 
   it("converges between two replicas", () => {

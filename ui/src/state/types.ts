@@ -29,3 +29,28 @@ export interface DocEvent<T> {
   doc: string;
   value: T;
 }
+
+export type VersionKind = "auto" | "named" | "beforeRestore";
+
+/** One version of a document (src-tauri/src/dto.rs `VersionDto`). */
+export interface Version {
+  id: number;
+  createdMs: number;
+  kind: VersionKind;
+  name: string;
+  authors: string[];
+  size: number;
+}
+
+/** A document in the trash, as the server lists it. */
+export interface TrashEntry {
+  doc: string;
+  trashedMs: number;
+  purgeMs: number;
+}
+
+/** A Markdown file read for import. */
+export interface ImportedFile {
+  name: string;
+  text: string;
+}

@@ -2,8 +2,9 @@
 
 import { invoke } from "@tauri-apps/api/core";
 import { listen } from "@tauri-apps/api/event";
+import { getCurrentWebview } from "@tauri-apps/api/webview";
 
-import type { ConnectionState, DocEvent, DocState, Settings } from "../state/types";
+import type { ConnectionState, DocEvent, DocState, ImportedFile, Settings, TrashEntry, Version } from "../state/types";
 import { fromBase64, toBase64 } from "./base64";
 import type { Transport, Unlisten } from "./transport";
 
@@ -70,5 +71,44 @@ export const tauriTransport: Transport = {
   },
   trustFingerprint(fingerprint) {
     return invoke("trust_fingerprint", { fingerprint });
+  },
+  listVersions(doc) {
+    return invoke<Version[]>("list_versions", { doc });
+  },
+  createVersion(doc, name) {
+    return invoke<Version>("create_version", { doc, name });
+  },
+  versionText(doc, version) {
+    return invoke<string>("version_text", { doc, version });
+  },
+  restoreVersion(doc, version) {
+    return invoke<Version>("restore_version", { doc, version });
+  },
+  trashDoc(doc) {
+    return invoke("trash_document", { doc });
+  },
+  untrashDoc(doc) {
+    return invoke("untrash_document", { doc });
+  },
+  listTrash() {
+    return invoke<TrashEntry[]>("list_trash");
+  },
+  purgeDoc(doc) {
+    return invoke("purge_document", { doc });
+  },
+  exportMarkdown(doc, title) {
+    return invoke<string | null>("export_markdown", { doc, title });
+  },
+  importMarkdown() {
+    return invoke<ImportedFile[]>("import_markdown");
+  },
+  async onFilesDropped(listener) {
+    const off = await getCurrentWebview().onDragDropEvent((event) => {
+      if (event.payload.type === "drop") listener(event.payload.paths);
+    });
+    return off as Unlisten;
+  },
+  readMarkdownFiles(paths) {
+    return invoke<ImportedFile[]>("read_markdown_files", { paths });
   },
 };

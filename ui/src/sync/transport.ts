@@ -1,7 +1,7 @@
 // What the UI needs from the Rust side, as an interface so that the sync bridge can be tested
 // without Tauri. `tauri.ts` implements it over IPC.
 
-import type { ConnectionState, DocState, Settings } from "../state/types";
+import type { ConnectionState, DocState, ImportedFile, Settings, TrashEntry, Version } from "../state/types";
 
 export interface Unlisten {
   (): void;
@@ -27,4 +27,27 @@ export interface Transport {
   getSettings(): Promise<Settings | null>;
   saveSettings(settings: Settings): Promise<void>;
   trustFingerprint(fingerprint: string): Promise<void>;
+
+  // Versions of an open document (PROTOCOL §6.9), newest first.
+  listVersions(doc: string): Promise<Version[]>;
+  createVersion(doc: string, name: string): Promise<Version>;
+  /** A version's text, for reading. */
+  versionText(doc: string, version: number): Promise<string>;
+  /** Restores a version as a new edit; resolves with the version that undoes it. */
+  restoreVersion(doc: string, version: number): Promise<Version>;
+
+  // The trash (PROTOCOL §5.4).
+  trashDoc(doc: string): Promise<void>;
+  untrashDoc(doc: string): Promise<void>;
+  listTrash(): Promise<TrashEntry[]>;
+  purgeDoc(doc: string): Promise<void>;
+
+  // Markdown files, through native dialogs.
+  /** Resolves with the path written, or null if the user cancelled. */
+  exportMarkdown(doc: string, title: string): Promise<string | null>;
+  /** Resolves with the files picked (none if cancelled). */
+  importMarkdown(): Promise<ImportedFile[]>;
+  /** Files dropped on the window: their paths. */
+  onFilesDropped(listener: (paths: string[]) => void): Promise<Unlisten>;
+  readMarkdownFiles(paths: string[]): Promise<ImportedFile[]>;
 }

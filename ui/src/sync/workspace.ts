@@ -1,6 +1,7 @@
 // The workspace index: a document like any other whose Y.Map lists the user's documents
 // (ID → title). Creating, renaming and deleting documents are edits to it, so every desktop
-// sharing the workspace sees the same list, offline included.
+// sharing the workspace sees the same list, offline included. Deleted documents move to a
+// second map, "trash" (ID → title), while the server keeps them in its trash.
 
 import * as Y from "yjs";
 
@@ -13,9 +14,11 @@ export interface DocEntry {
 
 export class Workspace {
   readonly entries: Y.Map<string>;
+  readonly trash: Y.Map<string>;
 
   constructor(readonly ydoc: Y.Doc) {
     this.entries = ydoc.getMap<string>("documents");
+    this.trash = ydoc.getMap<string>("trash");
   }
 
   /** Documents whose title contains `filter` (case-insensitive), sorted by title. */
@@ -39,9 +42,35 @@ export class Workspace {
     if (this.entries.has(id)) this.entries.set(id, cleanTitle(title));
   }
 
-  /** Removes a document from the workspace (its content stays on the server). */
-  remove(id: string): void {
-    this.entries.delete(id);
+  /** Moves a document from the list to the trash, keeping its title. */
+  moveToTrash(id: string): void {
+    this.ydoc.transact(() => {
+      this.trash.set(id, this.entries.get(id) ?? id);
+      this.entries.delete(id);
+    });
+  }
+
+  /** Brings a document back from the trash into the list. */
+  restoreFromTrash(id: string): void {
+    this.ydoc.transact(() => {
+      this.entries.set(id, this.trash.get(id) ?? id);
+      this.trash.delete(id);
+    });
+  }
+
+  /** Forgets a document deleted for good. */
+  forgetTrashed(id: string): void {
+    this.trash.delete(id);
+  }
+
+  /** Forgets every trashed document but `kept` (the server purged the others). */
+  forgetTrashedExcept(kept: Set<string>): void {
+    const gone = [...this.trash.keys()].filter((id) => !kept.has(id));
+    if (gone.length > 0) this.ydoc.transact(() => gone.forEach((id) => this.trash.delete(id)));
+  }
+
+  trashedTitle(id: string): string {
+    return this.trash.get(id) ?? id;
   }
 
   title(id: string): string {
@@ -50,6 +79,7 @@ export class Workspace {
 
   onChange(listener: () => void): void {
     this.entries.observe(listener);
+    this.trash.observe(listener);
   }
 }
 

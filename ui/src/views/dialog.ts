@@ -50,6 +50,17 @@ export function askConfirm(request: ConfirmRequest): Promise<boolean> {
   });
 }
 
+/** Tells the user something (an error, say) with one OK button; resolves when dismissed. */
+export async function tell(title: string, message: string): Promise<void> {
+  const text = el("p", { class: "dialog-message", "data-testid": "dialog-message" }, message);
+  await open<boolean>(title, [text], "OK", false, false, {
+    accept: () => ({ value: true }),
+    afterOpen() {
+      document.querySelector<HTMLElement>("[data-testid=dialog-cancel]")?.setAttribute("hidden", "");
+    },
+  });
+}
+
 interface Behaviour<T> {
   initialFocus?: HTMLElement;
   /** The value to resolve with, or null to keep the dialog open (the input was refused). */

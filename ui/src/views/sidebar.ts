@@ -7,6 +7,9 @@ import { el } from "./dom";
 export interface SidebarActions {
   open(id: string): void;
   create(): void;
+  /** Moves a document to the trash (after the user confirmed). */
+  trash(id: string): void;
+  showTrash(): void;
 }
 
 export class Sidebar {
@@ -21,7 +24,9 @@ export class Sidebar {
     const create = el("button", { "data-testid": "new-doc", title: "New document (Ctrl+N)" }, "+ New");
     create.addEventListener("click", () => actions.create());
     this.filter.addEventListener("input", () => this.render());
-    this.root.append(el("div", { class: "sidebar-head" }, this.filter, create), this.list);
+    const trash = el("button", { class: "sidebar-trash", "data-testid": "show-trash", title: "Deleted documents" }, "Trash");
+    trash.addEventListener("click", () => actions.showTrash());
+    this.root.append(el("div", { class: "sidebar-head" }, this.filter, create), this.list, trash);
     workspace.onChange(() => this.render());
     this.render();
   }
@@ -41,15 +46,15 @@ export class Sidebar {
         });
         if (next !== null) this.workspace.rename(entry.id, next);
       });
-      const remove = el("button", { class: "small", title: "Remove from workspace", "data-testid": "delete-doc" }, "✕");
+      const remove = el("button", { class: "small", title: "Move to the trash", "data-testid": "delete-doc" }, "✕");
       remove.addEventListener("click", async () => {
-        const removed = await askConfirm({
-          title: "Remove document",
-          message: `Remove “${entry.title}” from the workspace?`,
-          confirm: "Remove",
+        const go = await askConfirm({
+          title: "Move to the trash",
+          message: `Move “${entry.title}” to the trash? It leaves the list for everyone in this workspace, and can be restored from the trash for 30 days.`,
+          confirm: "Move to trash",
           danger: true,
         });
-        if (removed) this.workspace.remove(entry.id);
+        if (go) this.actions.trash(entry.id);
       });
       const item = el("li", { "data-doc": entry.id, "data-testid": "doc-item" }, title, rename, remove);
       if (entry.id === active) item.classList.add("active");

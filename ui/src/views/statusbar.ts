@@ -16,9 +16,21 @@ export class StatusBar {
   private readonly action = el("span", { class: "action" });
   private readonly doc = el("span", { class: "doc", "data-testid": "doc-status" });
   private readonly people = el("span", { class: "people", "data-testid": "people" });
+  private readonly note = el("span", { class: "note", "data-testid": "status-note", role: "status" });
+  private noteTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(private readonly actions: StatusActions) {
-    this.root.append(this.connection, this.action, this.doc, this.people);
+    this.root.append(this.connection, this.action, this.doc, this.note, this.people);
+  }
+
+  /** A passing remark (an export's path, say), cleared after a while. */
+  notice(text: string): void {
+    this.note.textContent = text;
+    if (this.noteTimer !== null) clearTimeout(this.noteTimer);
+    this.noteTimer = setTimeout(() => {
+      this.note.textContent = "";
+      this.noteTimer = null;
+    }, 8000);
   }
 
   showConnection(state: ConnectionState): void {
