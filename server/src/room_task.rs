@@ -411,7 +411,9 @@ impl<R: Registry> Task<R> {
                 &self.room,
                 &mut self.clock,
                 &sub.author,
-            );
+                self.size > INLINE_DOCUMENT_BYTES,
+            )
+            .await;
         }
         let heavy =
             payload.len() > INLINE_MESSAGE_BYTES || (!write && self.size > INLINE_DOCUMENT_BYTES);

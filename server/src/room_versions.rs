@@ -49,17 +49,19 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 /// Before a write by `author` is applied: saves the document as it is now if an automatic
-/// version is due (in the background: the write does not wait for it).
-pub(crate) fn before_write<S: Store>(
+/// version is due. The state is encoded here, before the write (on the document work pool
+/// when the document is `large`); storing it happens in the background.
+pub(crate) async fn before_write<S: Store>(
     store: &Arc<S>,
     policy: &HistoryPolicy,
     room: &Arc<Room>,
     clock: &mut VersionClock,
     author: &str,
+    large: bool,
 ) {
     let now = now_ms();
     if policy.auto_due(clock.newest_ms, now) {
-        let state = room.encode_state();
+        let state = encode(room, large).await;
         // A document that holds nothing yet has no past worth keeping.
         if state != [0, 0] {
             let authors: Vec<String> = std::mem::take(&mut clock.authors).into_iter().collect();
@@ -198,7 +200,8 @@ async fn save<S: Store>(
     author: &str,
 ) -> Result<Result<VersionInfo, QuotaFull>, StoreError> {
     let now = now_ms();
-    let state = room.encode_state();
+    // Named versions and restores are rare: always off the room's thread.
+    let state = encode(room, true).await;
     let mut authors: BTreeSet<String> = clock.authors.clone();
     authors.insert(author.to_owned());
     let authors: Vec<String> = authors.into_iter().collect();
@@ -280,8 +283,9 @@ async fn restore<S: Store>(
             detail: "the server is stopping".into(),
         }));
     };
-    let current = room.encode_state();
+    let encoding = room.clone();
     let work = move || -> Result<Option<Vec<u8>>, String> {
+        let current = encoding.encode_state();
         let text = crate::restore::text_of(&target).map_err(|e| e.to_string())?;
         crate::restore::forward_edit(&current, &text, restore_client_id())
             .map_err(|e| e.to_string())
@@ -325,6 +329,16 @@ async fn restore<S: Store>(
     }
     tracing::info!(doc = %room.id, version = info.id, undo = undo.id, "version restored");
     Ok(undo)
+}
+
+/// The room's whole state, encoded here or, for a `large` document, on the work pool.
+async fn encode(room: &Arc<Room>, large: bool) -> Vec<u8> {
+    if large {
+        let room = room.clone();
+        crate::work::run(move || room.encode_state()).await
+    } else {
+        room.encode_state()
+    }
 }
 
 /// A fresh Yjs client ID for a restore's edit, below 2^53 as every client ID must be.

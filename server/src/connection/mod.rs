@@ -12,7 +12,7 @@ mod error_budget;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::{Stream, StreamExt};
@@ -86,11 +86,6 @@ pub async fn serve<S, W>(
             .fetch_add(1, Ordering::Relaxed);
         tracing::debug!("connected");
 
-        let author: Arc<str> = if claims.name.is_empty() {
-            claims.sub.as_str().into()
-        } else {
-            claims.name.as_str().into()
-        };
         let mut reader = Reader {
             server: server.clone(),
             conn: handle.clone(),
@@ -104,8 +99,8 @@ pub async fn serve<S, W>(
             small_budget: Arc::new(Semaphore::new(SMALL_MESSAGES_BUDGET)),
             closing: false,
             unyielded: 0,
-            requests: Arc::new(Semaphore::new(MAX_REQUESTS_IN_FLIGHT)),
-            author,
+            requests: OnceLock::new(),
+            author: OnceLock::new(),
         };
         let ending = reader.run(&mut stream).await;
         let mut peer_closed = matches!(ending, Ending::PeerClosed(_) | Ending::Lost);
@@ -201,9 +196,11 @@ struct Reader<S> {
     /// Bytes read since the reader last yielded to other tasks.
     unyielded: usize,
     /// Requests (§5.4, §6.9) in flight: past [`MAX_REQUESTS_IN_FLIGHT`], more are refused.
-    requests: Arc<Semaphore>,
-    /// The token holder's display name, an author of the versions its writes are in.
-    author: Arc<str>,
+    /// Made at the first request (most connections never ask one: idle connections stay small).
+    requests: OnceLock<Arc<Semaphore>>,
+    /// The token holder's display name, an author of the versions its writes are in; made at
+    /// the first subscription.
+    author: OnceLock<Arc<str>>,
 }
 
 /// Requests one connection may have waiting for their replies.
@@ -522,8 +519,22 @@ impl<S: Store> Reader<S> {
             },
             conn: self.conn.clone(),
             generation,
-            author: self.author.clone(),
+            author: self.author(),
         }
+    }
+
+    /// The token holder's display name (its user ID if the token names nobody).
+    fn author(&self) -> Arc<str> {
+        self.author
+            .get_or_init(|| {
+                let name = if self.claims.name.is_empty() {
+                    &self.claims.sub
+                } else {
+                    &self.claims.name
+                };
+                Arc::from(name.as_str())
+            })
+            .clone()
     }
 
     fn refuse(&mut self, channel: ChannelId, code: ChannelCode) {
@@ -599,7 +610,10 @@ impl<S: Store> Reader<S> {
                 return Some(Err(Reply::refused(id, code, err.to_string())));
             }
         };
-        match self.requests.clone().try_acquire_owned() {
+        let requests = self
+            .requests
+            .get_or_init(|| Arc::new(Semaphore::new(MAX_REQUESTS_IN_FLIGHT)));
+        match requests.clone().try_acquire_owned() {
             Ok(permit) => Some(Ok((request, permit))),
             Err(_) => {
                 let code = ChannelCode::TooManyChannels.as_u16();
@@ -648,7 +662,7 @@ impl<S: Store> Reader<S> {
         room.submit(RoomJob::Request(VersionRequest {
             sub,
             access,
-            author: self.author.clone(),
+            author: self.author(),
             request,
             _permit: permit,
         }));
