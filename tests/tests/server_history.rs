@@ -410,3 +410,89 @@ async fn the_command_line_lists_names_restores_and_empties_the_trash() {
     assert!(purged.contains("deleted `cli/doc` for good"), "{purged}");
     assert!(!stdout_of(server.command(&["list"])).contains("cli/doc"));
 }
+
+/// The next REPLY on `channel`, read as an answer to `op`.
+async fn expect_reply(
+    client: &mut quire_tests::raw_client::RawClient,
+    channel: quire_protocol::ChannelId,
+    op: u8,
+) -> quire_protocol::request::Reply {
+    use quire_protocol::{Frame, Message};
+    use quire_tests::raw_client::Incoming;
+    loop {
+        match client.recv().await {
+            Incoming::Frame(Frame {
+                channel: c,
+                message: Message::Reply(body),
+            }) if c == channel => {
+                return quire_protocol::request::Reply::decode(&body, op).expect("a reply")
+            }
+            Incoming::Closed(code, reason) => panic!("closed ({code} {reason}) before a reply"),
+            Incoming::Frame(_) => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn requests_get_the_answers_the_spec_gives_for_bad_ones() {
+    use quire_protocol::frame::kind;
+    use quire_protocol::request::{op, Request, RequestOp};
+    use quire_protocol::{Access, ChannelId, Message};
+    use quire_tests::raw_client::RawClient;
+
+    let server = ServerProcess::start(&[]);
+    let token = server.token(&["*"], true, "1h");
+    let mut client = RawClient::connect_hello(&server, Some(&token)).await;
+    let (control, doc) = (ChannelId::CONTROL, ChannelId(1));
+    let ask = |id: u32, op: RequestOp| Message::Request(Request::new(id, op).encode());
+
+    // An unknown operation, and a version operation asked on channel 0: 4400, the
+    // connection carries on.
+    client
+        .send_frame(control, kind::REQUEST, &[0x07, 0x7f])
+        .await;
+    let reply = expect_reply(&mut client, control, 0x7f).await;
+    assert_eq!((reply.id, reply.outcome.unwrap_err().0), (7, 4400));
+    client.send(control, ask(8, RequestOp::ListVersions)).await;
+    let reply = expect_reply(&mut client, control, op::LIST_VERSIONS).await;
+    assert_eq!(reply.outcome.unwrap_err().0, 4400);
+    // On a channel that is not open: CLOSE 4404, as for any frame.
+    client.send(doc, ask(9, RequestOp::ListVersions)).await;
+    assert_eq!(client.expect_channel_close(doc).await, 4404);
+
+    // On an open channel, a trash operation is asked on the wrong channel: 4400.
+    assert_eq!(
+        client.open(ChannelId(2), "req/doc", Access::Write).await,
+        Ok(Access::Write)
+    );
+    let trash = RequestOp::Trash {
+        doc: "req/doc".into(),
+    };
+    client.send(ChannelId(2), ask(10, trash)).await;
+    let reply = expect_reply(&mut client, ChannelId(2), op::TRASH).await;
+    assert_eq!(reply.outcome.unwrap_err().0, 4400);
+    // Many requests at once: at most 8 are in flight, the others are refused with 4429 and
+    // every one is answered.
+    for id in 100..140 {
+        client
+            .send(ChannelId(2), ask(id, RequestOp::ListVersions))
+            .await;
+    }
+    let mut answered = 0;
+    while answered < 40 {
+        let reply = expect_reply(&mut client, ChannelId(2), op::LIST_VERSIONS).await;
+        assert!((100..140).contains(&reply.id));
+        if let Err((code, _)) = reply.outcome {
+            assert_eq!(code, 4429);
+        }
+        answered += 1;
+    }
+
+    // A request whose ID cannot be read closes the connection with 1002, and so does a REPLY
+    // from a client.
+    client.send_frame(control, kind::REQUEST, &[0x80]).await;
+    assert_eq!(client.expect_close().await, 1002);
+    let mut client = RawClient::connect_hello(&server, Some(&token)).await;
+    client.send_frame(control, kind::REPLY, &[0x01, 0x00]).await;
+    assert_eq!(client.expect_close().await, 1002);
+}
