@@ -18,7 +18,7 @@
 //! - [`room_task`]: each room's own task, where all work on its document happens in order,
 //!   the heavy parts on the document work pool; it also unloads the room when idle.
 //! - [`room_versions`]: requests on a document's versions and its automatic versions, run by
-//!   its room task; [`restore`] makes the forward edit of a restore.
+//!   its room task.
 //! - [`persist`]: group commit to storage, durable acks after commit, compaction.
 //! - [`room`]: one document in memory (a yrs Doc and awareness), shared by its subscribers;
 //!   fan-out.
@@ -28,12 +28,13 @@
 //! - [`subscription`]: who a subscriber is (a channel on a connection).
 //! - [`lane`]: a queue that allocates only while something waits (events, room jobs).
 //! - [`store`]: the storage trait and its SQLite implementation (documents, versions, trash).
-//! - [`versions`]: when a document gets an automatic version, and how versions are thinned.
 //! - [`work`]: the document work pool, a few low-priority threads for CPU-heavy yrs work.
 //! - [`auth`]: HS256 tokens with per-document rights.
 //! - [`failed_login`]: rate-limited `warn!` lines for refused logins.
 //! - [`serve_lock`]: the data directory's lock, held by `serve`, checked by the command line.
 //! - [`config`]: serve settings from flags, `QUIRE_*` variables and a TOML file.
+//! - [`versions`]: when a document gets an automatic version, and how versions are thinned.
+//! - [`restore`]: the forward edit of a restore: a text diff applied as a new update.
 //! - [`tls`]: certificates, including the `--dev` self-signed one.
 //! - [`private`]: owner-only modes for the data directory and every file written in it.
 //! - [`memory`]: the server-wide memory budget: charges by use, closing the largest holders.

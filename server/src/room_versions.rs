@@ -12,18 +12,26 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use quire_protocol::request::{Reply, ReplyBody, Request, RequestOp, VersionInfo, VersionKind};
 use quire_protocol::ysync::{decode_sync_with_references, encode_update, SyncPayload};
-use quire_protocol::{Access, ChannelCode, Message};
+use quire_protocol::{Access, ChannelCode, ChannelId, Message};
 
+use crate::outbox::ConnHandle;
 use crate::persist::{Job, Persister};
 use crate::room::{Room, SubKey};
-use crate::room_task::Subscription;
 use crate::store::{NewVersion, QuotaFull, Store, StoreError};
 use crate::versions::HistoryPolicy;
+
+/// Where a reply goes: the channel the request came on, in the opening it came in.
+#[derive(Debug, Clone)]
+pub(crate) struct ReplyTo {
+    pub conn: ConnHandle,
+    pub channel: ChannelId,
+    pub generation: u64,
+}
 
 /// A request on a document channel, with who asked.
 #[derive(Debug)]
 pub(crate) struct VersionRequest {
-    pub sub: Subscription,
+    pub reply_to: ReplyTo,
     /// The access the channel was opened with.
     pub access: Access,
     /// The asker's display name, recorded as an author of what it creates.
@@ -99,7 +107,7 @@ pub(crate) async fn handle<S: Store>(
     asked: VersionRequest,
 ) {
     let VersionRequest {
-        sub,
+        reply_to: sub,
         access,
         author,
         request,
@@ -346,12 +354,9 @@ fn restore_client_id() -> u64 {
     rand::random::<u64>() & ((1 << 53) - 1)
 }
 
-fn reply(sub: &Subscription, reply: Reply) {
-    sub.conn.send(
-        sub.key.channel,
-        sub.generation,
-        Message::Reply(reply.encode()),
-    );
+fn reply(to: &ReplyTo, reply: Reply) {
+    to.conn
+        .send(to.channel, to.generation, Message::Reply(reply.encode()));
 }
 
 fn no_such_version(id: u32) -> Reply {

@@ -35,7 +35,7 @@ use crate::memory::Use;
 use crate::outbox::{self, ConnEvent, YIELD_BYTES};
 pub use crate::outbox::{ConnHandle, QueueOnly};
 use crate::room_task::{QueuedWork, RoomJob, Subscription};
-use crate::room_versions::VersionRequest;
+use crate::room_versions::{ReplyTo, VersionRequest};
 use crate::server::{ConnectionSlot, Server};
 use crate::store::Store;
 use crate::subscription::SubKey;
@@ -660,7 +660,11 @@ impl<S: Store> Reader<S> {
             }
         };
         room.submit(RoomJob::Request(VersionRequest {
-            sub,
+            reply_to: ReplyTo {
+                conn: sub.conn,
+                channel,
+                generation,
+            },
             access,
             author: self.author(),
             request,
