@@ -3,6 +3,7 @@
 //! directories and pre-seeded settings pointing at a test server.
 
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -150,6 +151,8 @@ impl Desktop {
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.dirs.path().join("driver.log")).unwrap())
+            // A group of its own, so that its WebKitWebDriver goes with it (see `stop_driver`).
+            .process_group(0)
             .spawn()
             .expect("starting tauri-driver (cargo install tauri-driver --locked)");
         self.driver = Some(driver);
@@ -187,7 +190,16 @@ impl Desktop {
     /// Quits the app (ends the session) and stops the driver.
     pub async fn quit(&mut self, session: WebDriver) {
         session.quit().await;
+        self.stop_driver();
+    }
+
+    /// Kills tauri-driver with the WebKitWebDriver it started (its process group): killing
+    /// tauri-driver alone left one WebKitWebDriver behind per test.
+    fn stop_driver(&mut self) {
         if let Some(mut driver) = self.driver.take() {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", driver.id())])
+                .status();
             let _ = driver.kill();
             let _ = driver.wait();
         }
@@ -196,10 +208,7 @@ impl Desktop {
 
 impl Drop for Desktop {
     fn drop(&mut self) {
-        if let Some(mut driver) = self.driver.take() {
-            let _ = driver.kill();
-            let _ = driver.wait();
-        }
+        self.stop_driver();
     }
 }
 
