@@ -113,9 +113,14 @@ export class App {
         trash: (id) => void this.trashDoc(id),
         showTrash: () => this.onCommand("trash"),
       });
-      this.trash = new TrashView(this.transport, this.workspace, () => {
-        this.editorArea.hidden = false;
-      });
+      this.trash = new TrashView(
+        this.transport,
+        this.workspace,
+        () => {
+          this.editorArea.hidden = false;
+        },
+        () => this.localOnly(),
+      );
       this.workspace.onChange(() => this.refreshTitles());
     }
     const toolbar = el("div", { class: "toolbar" }, this.tabStrip, this.historyButton);
@@ -220,10 +225,15 @@ export class App {
     if (title !== null && this.workspace) await this.openDoc(this.workspace.create(title));
   }
 
-  /** Moves a document to the server's trash, then out of the workspace list. */
+  private async localOnly(): Promise<boolean> {
+    return (await this.transport.connectionState()).kind === "localOnly";
+  }
+
+  /** Moves a document to the server's trash (without a server, only the index's), then out
+   * of the workspace list. */
   private async trashDoc(id: string): Promise<void> {
     try {
-      await this.transport.trashDoc(id);
+      if (!(await this.localOnly())) await this.transport.trashDoc(id);
     } catch (error) {
       await tell("Could not move the document to the trash", message(error));
       return;

@@ -1,6 +1,7 @@
 // The trash: documents deleted from the workspace, with when they go for good, each with
 // "Restore" and "Delete forever". The server's list is the truth (it purges on its own); the
-// workspace index remembers their titles.
+// workspace index remembers their titles. Without a server (local-only mode) the index's
+// trash is the whole trash.
 
 import { formatTime } from "../state/versionDiff";
 import type { TrashEntry } from "../state/types";
@@ -19,6 +20,8 @@ export class TrashView {
     private readonly workspace: Workspace,
     /** The trash was closed: show what it covered again. */
     private readonly onClose: () => void,
+    /** Whether the app runs without a server. */
+    private readonly localOnly: () => Promise<boolean>,
   ) {
     const close = el("button", { class: "small", title: "Close the trash", "data-testid": "close-trash" }, "×");
     close.addEventListener("click", () => {
@@ -43,6 +46,11 @@ export class TrashView {
 
   async refresh(): Promise<void> {
     let entries: TrashEntry[];
+    if (await this.localOnly()) {
+      const local = [...this.workspace.trash.keys()].map((doc) => ({ doc, trashedMs: 0, purgeMs: 0 }));
+      this.render(local);
+      return;
+    }
     try {
       entries = await this.transport.listTrash();
     } catch (error) {
@@ -51,6 +59,10 @@ export class TrashView {
     }
     // What the server purged by itself is gone from the index's trash too.
     this.workspace.forgetTrashedExcept(new Set(entries.map((e) => e.doc)));
+    this.render(entries);
+  }
+
+  private render(entries: TrashEntry[]): void {
     if (entries.length === 0) {
       this.list.replaceChildren(el("li", { class: "hint", "data-testid": "trash-empty" }, "The trash is empty."));
       return;
@@ -68,14 +80,20 @@ export class TrashView {
       "li",
       { "data-doc": entry.doc, "data-testid": "trash-item" },
       el("span", { class: "title" }, title),
-      el("span", { class: "hint" }, `Deleted ${formatTime(entry.trashedMs)} · gone after ${formatTime(entry.purgeMs)}`),
+      el(
+        "span",
+        { class: "hint" },
+        entry.trashedMs === 0
+          ? "Deleted on this computer"
+          : `Deleted ${formatTime(entry.trashedMs)} · gone after ${formatTime(entry.purgeMs)}`,
+      ),
       el("span", { class: "trash-buttons" }, restore, purge),
     );
   }
 
   private async restore(doc: string): Promise<void> {
     try {
-      await this.transport.untrashDoc(doc);
+      if (!(await this.localOnly())) await this.transport.untrashDoc(doc);
     } catch (error) {
       await tell("Could not restore the document", message(error));
       return;
@@ -93,7 +111,7 @@ export class TrashView {
     });
     if (!go) return;
     try {
-      await this.transport.purgeDoc(doc);
+      if (!(await this.localOnly())) await this.transport.purgeDoc(doc);
     } catch (error) {
       await tell("Could not delete the document", message(error));
       return;
