@@ -193,6 +193,18 @@ pub async fn sidebar_titles(app: &WebDriver) -> Vec<String> {
     serde_json::from_str(value.as_str().unwrap_or("[]")).unwrap_or_default()
 }
 
+/// Waits for the element `css` and clicks it.
+pub async fn click(app: &WebDriver, css: &str) {
+    let element = app.wait_for(css, DEADLINE).await;
+    app.click(&element).await.unwrap();
+}
+
+/// A screenshot's path next to `base`: …/screenshot.png with "-dark" → …/screenshot-dark.png.
+pub fn with_suffix(base: &std::path::Path, suffix: &str) -> std::path::PathBuf {
+    let stem = base.file_stem().unwrap_or_default().to_string_lossy();
+    base.with_file_name(format!("{stem}{suffix}.png"))
+}
+
 /// Whether one of the app's dialogs is open.
 pub async fn dialog_open(app: &WebDriver) -> bool {
     app.execute("return document.querySelector('[data-testid=dialog]') !== null;")

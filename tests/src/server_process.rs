@@ -291,6 +291,16 @@ impl ServerProcess {
     }
 }
 
+/// The standard output of a command that must have succeeded (its standard error otherwise).
+pub fn stdout_of(output: std::process::Output) -> String {
+    assert!(
+        output.status.success(),
+        "command failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8 output")
+}
+
 /// Runs a `quire-server` subcommand against the data directory `data_dir`.
 pub fn command_in(data_dir: &Path, args: &[&str]) -> std::process::Output {
     Command::new(server_binary())

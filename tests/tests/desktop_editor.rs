@@ -4,12 +4,12 @@
 //! Markdown surface with a remote cursor, in light and dark. Run by scripts/test.sh
 //! (QUIRE_E2E_DESKTOP=1). The apps run one at a time (WebKit is heavy).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use quire_tests::app_ui::{
-    cursor_awareness, dialog_open, open_in_app, peer, peer_with_index, sidebar_titles,
+    click, cursor_awareness, dialog_open, open_in_app, peer, peer_with_index, sidebar_titles,
     type_in_dialog, until_app_text, until_connection, until_dialog_closed, until_index,
-    until_script, DEADLINE, ENTER, ESCAPE, TEXT_END,
+    until_script, with_suffix, DEADLINE, ENTER, ESCAPE, TEXT_END,
 };
 use quire_tests::client_util::append;
 use quire_tests::desktop::{enabled, settings, Desktop};
@@ -25,11 +25,6 @@ async fn until_sidebar(app: &WebDriver, what: &str, titles: &[&str]) {
         (sidebar_titles(app).await == titles).then_some(())
     })
     .await;
-}
-
-async fn click(app: &WebDriver, css: &str) {
-    let element = app.wait_for(css, DEADLINE).await;
-    app.click(&element).await.unwrap();
 }
 
 /// The id of the document whose sidebar title is `title`.
@@ -170,12 +165,6 @@ async fn an_untrusted_certificate_is_trusted_from_the_status_bar() {
 }
 
 const NOTES: &str = "# Monday planning\n\nThe **release** is on *Thursday*; the notes live in `docs/`.\n\n## To do\n\n- Review the [open issues](https://example.org/issues)\n- Write the changelog\n- Book the room\n\n> Ship small, ship often.\n\nAnything else goes here.";
-
-/// A screenshot of the whole display next to `base` (…/screenshot.png → …/screenshot-dark.png).
-fn with_suffix(base: &Path, suffix: &str) -> PathBuf {
-    let stem = base.file_stem().unwrap_or_default().to_string_lossy();
-    base.with_file_name(format!("{stem}{suffix}.png"))
-}
 
 #[tokio::test]
 async fn the_editor_previews_markdown_and_shows_a_remote_cursor() {

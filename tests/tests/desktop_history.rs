@@ -6,13 +6,13 @@
 //! at a time. With QUIRE_SCREENSHOT_OUT set (…/screenshot.png) the history panel and the
 //! trash are captured beside it, in light and dark.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use quire_client::DocState;
 use quire_tests::app_ui::{
-    editor_text, index_titles, open_in_app, peer, peer_with_index, sidebar_titles, type_in_app,
-    type_in_dialog, until_app_text, until_connection, until_dialog_closed, until_index,
-    until_peer_text, until_script, DEADLINE, ENTER, TEXT_END,
+    click, editor_text, index_titles, open_in_app, peer, peer_with_index, sidebar_titles,
+    type_in_app, type_in_dialog, until_app_text, until_connection, until_dialog_closed,
+    until_index, until_peer_text, until_script, with_suffix, DEADLINE, ENTER, TEXT_END,
 };
 use quire_tests::client_util::{append, until_state};
 use quire_tests::desktop::{enabled, settings, Desktop};
@@ -22,17 +22,6 @@ use quire_tests::webdriver::WebDriver;
 use yrs::Transact;
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-async fn click(app: &WebDriver, css: &str) {
-    let element = app.wait_for(css, DEADLINE).await;
-    app.click(&element).await.unwrap();
-}
-
-/// …/screenshot.png → …/screenshot-history.png
-fn with_suffix(base: &Path, suffix: &str) -> PathBuf {
-    let stem = base.file_stem().unwrap_or_default().to_string_lossy();
-    base.with_file_name(format!("{stem}{suffix}.png"))
-}
 
 /// Captures the app as it is, in light and in dark, as `<screenshot>-<name>(-dark).png`.
 async fn screenshots(app: &WebDriver, desktop: &Desktop, name: &str) {

@@ -8,7 +8,7 @@ use quire_client::{
     Access, Client, ClientError, DocHandle, DocState, SqliteLocalStore, VersionKind,
 };
 use quire_tests::client_util::{append, config, until_saved, until_state, until_text};
-use quire_tests::server_process::ServerProcess;
+use quire_tests::server_process::{stdout_of, ServerProcess};
 use quire_tests::{db_probe, wait};
 
 const DEADLINE: Duration = wait::DEADLINE;
@@ -39,15 +39,6 @@ fn refused_with(result: Result<impl std::fmt::Debug, ClientError>) -> u16 {
         Err(ClientError::RequestRefused { code, .. }) => code,
         other => panic!("expected a refusal, got {other:?}"),
     }
-}
-
-fn stdout_of(output: std::process::Output) -> String {
-    assert!(
-        output.status.success(),
-        "command failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("UTF-8 output")
 }
 
 #[tokio::test]

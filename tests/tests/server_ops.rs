@@ -5,19 +5,10 @@ use quire_protocol::ChannelId;
 use quire_tests::db_probe;
 use quire_tests::doc_peer::Peer;
 use quire_tests::http_probe::{self, metric};
-use quire_tests::server_process::{command_in, ServerProcess};
+use quire_tests::server_process::{command_in, stdout_of, ServerProcess};
 use quire_tests::wait;
 
 const CH: ChannelId = ChannelId(1);
-
-fn stdout_of(output: std::process::Output) -> String {
-    assert!(
-        output.status.success(),
-        "command failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("UTF-8 output")
-}
 
 #[tokio::test]
 async fn healthz_and_metrics_follow_the_traffic() {
