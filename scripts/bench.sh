@@ -5,11 +5,15 @@
 # (paste it into docs/BENCHMARKS.md).
 # S11 (isolation) stores S9's large document, restarts the server on the same data and runs
 # the isolation phase against the cold server (as scripts/peers.sh does for S9).
+# H1 (version history) times listing and restoring a named version on S9's two documents and
+# on the B4 trace in `content`, then replays the trace over $H1_PACE_SECS against a server
+# making automatic versions every $H1_INTERVAL_SECS and reads its versions from its database.
 # QUIRE_SERVER=PATH runs a given server binary instead of building this checkout's (the
 # driver is still built from this checkout); BUILD=LABEL adds "build": LABEL to every line.
 # Usage: scripts/bench.sh                      # S1 S2 S5 S7 S8, 3 times each
 #        SCENARIOS="S1 S7" REPEATS=1 scripts/bench.sh
 #        QUIRE_SERVER=/path/to/quire-server BUILD=before SCENARIOS=S11 scripts/bench.sh
+#        SCENARIOS=H1 REPEATS=1 scripts/bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,12 +39,13 @@ source scripts/lib/loadrun.sh
 mkdir -p "$(dirname "$OUT")"
 : >"$OUT"
 
-# start_server [DATA_DIR]: on DATA_DIR to reopen what an earlier start stored, else on a
-# fresh one; sets server_pid and url.
+# start_server [DATA_DIR [FLAG...]]: on DATA_DIR to reopen what an earlier start stored, else
+# (empty or none) on a fresh one, with any further `serve` flags; sets server_pid and url.
 start_server() {
     data_dir=${1:-$(mktemp -d)}
+    shift $(($# > 0 ? 1 : 0))
     "${PIN_SERVER[@]}" "$SERVER" serve --insecure-plain-ws --no-auth --listen 127.0.0.1:0 \
-        --data-dir "$data_dir" >"$data_dir/stdout" 2>"$data_dir/stderr" &
+        --data-dir "$data_dir" "$@" >"$data_dir/stdout" 2>"$data_dir/stderr" &
     server_pid=$!
     for _ in $(seq 100); do
         url=$(sed -n 's/^listening on \(ws:\/\/[^ ]*\)$/\1/p' "$data_dir/stdout")
@@ -82,6 +87,44 @@ run_s11() {
         --url "$url" --server-pid "$server_pid"
 }
 
+H1_PACE_SECS=${H1_PACE_SECS:-120}
+H1_INTERVAL_SECS=${H1_INTERVAL_SECS:-1}
+
+# H1: list and restore on S9's B4-sized document, on the trace in `content` and on S9's 100×
+# document, a fresh server each; then the trace paced over $H1_PACE_SECS against a server
+# with automatic versions every $H1_INTERVAL_SECS (default quota), stopped so that its
+# database can be read: the document's versions, added to the driver's line as "sqlite".
+run_h1() {
+    local variant first=1 storage
+    for variant in "--scale 1" "--scale 1 --in-content" "--scale 100"; do
+        if [ -z "$first" ]; then
+            stop_server
+            start_server
+        fi
+        first=""
+        # shellcheck disable=SC2086 # the variant is several flags
+        "${PIN_DRIVER[@]}" "$DRIVER" trace H1 $variant --doc bench/H1/doc \
+            --url "$url" --server-pid "$server_pid"
+    done
+    stop_server
+    start_server "" --version-interval-secs "$H1_INTERVAL_SECS"
+    storage=$("${PIN_DRIVER[@]}" "$DRIVER" trace H1-storage --pace-secs "$H1_PACE_SECS" \
+        --doc bench/H1/storage --url "$url" --server-pid "$server_pid")
+    halt_server
+    python3 -c 'import json, os, sqlite3, sys
+db, doc, interval = sys.argv[1], sys.argv[2], int(sys.argv[3])
+r = json.loads(sys.stdin.read())
+c = sqlite3.connect(db)
+count, size, state, auto = c.execute(
+    "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(LENGTH(state)), 0),"
+    " COALESCE(SUM(kind = 0), 0) FROM versions WHERE doc_id = ?", (doc,)).fetchone()
+made = c.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", ("versions",)).fetchone()
+r["version_interval_s"] = interval
+r["sqlite"] = {"versions": count, "auto": auto, "bytes": size, "state_bytes": state,
+               "versions_made": made[0] if made else 0, "db_file_bytes": os.path.getsize(db)}
+print(json.dumps(r))' "$data_dir/quire.db" bench/H1/storage "$H1_INTERVAL_SECS" <<<"$storage"
+}
+
 for scenario in $SCENARIOS; do
     for run in $(seq "$REPEATS"); do
         echo "==> $scenario run $run/$REPEATS" >&2
@@ -91,6 +134,7 @@ for scenario in $SCENARIOS; do
         line=$(mktemp)
         if case $scenario in
             S11) run_s11 ;;
+            H1) run_h1 ;;
             *) "${PIN_DRIVER[@]}" "$DRIVER" scenario "$scenario" --url "$url" \
                 --server-pid "$server_pid" --source-addrs "$SOURCES" ;;
         esac >"$line"; then

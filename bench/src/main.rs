@@ -14,12 +14,14 @@
 //! - [`trace`]: the B4 editing trace, F0 (the floor) and S9 (cold load).
 //! - [`link`]: one connection as a reader and a writer task, small frames ahead of bulk ones.
 //! - [`isolation`]: S11 (small edits beside a large upload and a cold load).
+//! - [`history`]: H1 (listing and restoring versions; automatic versions' storage).
 //! - [`procstat`]: server and driver CPU and RSS from /proc.
 //! - [`run`]: one bounded run and its JSON result.
 //! - [`scenario`]: the named scenarios (S1 to S8, S10).
 
 mod conn;
 mod histogram;
+mod history;
 mod isolation;
 mod link;
 mod procstat;
@@ -83,7 +85,10 @@ enum Command {
     /// A scenario replaying the B4 editing trace: F0 (the floor, then through the server),
     /// S9-store (store the cold-load document) or S9-open (open it after a restart); S11-store
     /// (S9-store for S11) and S11 (isolation: after a restart, small edits beside a large
-    /// upload and the cold load of the stored document; pass --scale 100).
+    /// upload and the cold load of the stored document; pass --scale 100); H1 (version
+    /// history: list and restore on S9's document at --scale 1 or 100, or with --in-content
+    /// the B4 trace in `content`) and H1-storage (the trace paced over --pace-secs against a
+    /// server with a short --version-interval-secs, then its versions).
     Trace {
         name: String,
         #[command(flatten)]
@@ -97,6 +102,16 @@ enum Command {
         /// S9: where generated documents are cached.
         #[arg(long)]
         cache_dir: Option<std::path::PathBuf>,
+        /// H1: the B4 trace replayed into the root text `content` (which a restore changes)
+        /// instead of S9's document (its text in `t0`…); --scale 1 only.
+        #[arg(long)]
+        in_content: bool,
+        /// H1: edits, lists and restores timed (default 20, or 5 at --scale 100 and up).
+        #[arg(long)]
+        runs: Option<usize>,
+        /// H1-storage: seconds over which the trace's updates are sent.
+        #[arg(long, default_value_t = 120.0)]
+        pace_secs: f64,
     },
 }
 
@@ -218,6 +233,9 @@ async fn async_main(cli: Cli) -> Result<()> {
             scale,
             doc,
             cache_dir,
+            in_content,
+            runs,
+            pace_secs,
         } => {
             let settings = common.settings(0.0, 0.0);
             let cache_dir = cache_dir.unwrap_or_else(trace::default_cache_dir);
@@ -233,8 +251,15 @@ async fn async_main(cli: Cli) -> Result<()> {
                 "S11" => {
                     isolation::s11(&settings, &doc, scale, &cache_dir, common.edit_size).await?
                 }
+                "H1" => {
+                    let runs = runs.unwrap_or(if scale >= 100 { 5 } else { 20 });
+                    history::h1(&settings, &doc, scale, in_content, runs, &cache_dir).await?
+                }
+                "H1-storage" => {
+                    history::storage(&settings, &doc, Duration::from_secs_f64(pace_secs)).await?
+                }
                 other => anyhow::bail!(
-                    "unknown trace scenario {other} (F0, S9-store, S9-open, S11-store, S11)"
+                    "unknown trace scenario {other} (F0, S9-store, S9-open, S11-store, S11, H1, H1-storage)"
                 ),
             };
             emit(&result)
@@ -272,6 +297,29 @@ fn summary(r: &Value) -> String {
             num(&r["b_synced_ms"], 0),
             r["errors"],
             if r["valid"].as_bool() == Some(true) { "valid" } else { "INVALID" },
+        );
+    }
+    if r["scenario"]
+        .as_str()
+        .is_some_and(|s| s.starts_with("H1-x"))
+    {
+        let stat = |what: &str| {
+            let s = &r[what];
+            format!(
+                "median {} p95 {} min {} max {}",
+                ms(&s["median_us"]),
+                ms(&s["p95_us"]),
+                ms(&s["min_us"]),
+                ms(&s["max_us"])
+            )
+        };
+        return format!(
+            "{} ({} bytes, {} runs) | list ms {} | restore ms {}",
+            r["scenario"].as_str().unwrap_or("?"),
+            r["document_bytes"],
+            r["runs"],
+            stat("list"),
+            stat("restore"),
         );
     }
     if r.get("propagation").is_none() {

@@ -4,7 +4,7 @@
 //! by one client through a server while a second observes), and S9, cold load (a stored
 //! document of the trace's size, and one 100 times larger, opened by a new client after the
 //! server restarts; the restart is the calling script's job, between `S9-store` and
-//! `S9-open`).
+//! `S9-open`). H1 (`history.rs`) stores the same documents, and the trace in `content`.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -28,6 +28,8 @@ const WINDOW: u64 = 1024;
 const BATCH: usize = 64;
 /// F0: how long the whole run through a server may take.
 const F0_LIMIT: Duration = Duration::from_secs(60);
+/// The root text Quire's editors bind to, and the only one a restore changes.
+pub(crate) const CONTENT_ROOT: &str = "content";
 /// The client of S9's first copy (fixed, so a cached document is the same on every run).
 const S9_CLIENT: u64 = 1_000_000;
 
@@ -278,6 +280,32 @@ pub(crate) fn s9_document(scale: usize, cache_dir: &Path) -> Result<Vec<Vec<u8>>
     Ok(copies)
 }
 
+/// The B4 trace replayed by S9's first client into the root text `content`, the one every
+/// Quire editor binds to (PROTOCOL §6.4): S9's B4-sized document with its text where a
+/// restore looks for it. One update, cached in `cache_dir` like S9's.
+pub(crate) fn content_document(cache_dir: &Path) -> Result<Vec<u8>> {
+    let path = cache_dir.join("b4-content.updates");
+    if let Ok(bytes) = std::fs::read(&path) {
+        let mut parts = split_lengths(&bytes)?;
+        ensure!(
+            parts.len() == 1,
+            "{} holds more than one update",
+            path.display()
+        );
+        return Ok(parts.remove(0));
+    }
+    let doc = Doc::with_client_id(S9_CLIENT);
+    replay_into(&parse()?, &doc, CONTENT_ROOT, false)?;
+    let state = doc
+        .transact()
+        .encode_state_as_update_v1(&yrs::StateVector::default());
+    std::fs::create_dir_all(cache_dir)?;
+    let mut out = (state.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&state);
+    std::fs::write(&path, out)?;
+    Ok(state)
+}
+
 fn split_lengths(mut bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
     let mut parts = Vec::new();
     while !bytes.is_empty() {
@@ -301,32 +329,53 @@ pub(crate) async fn s9_store(
     cache_dir: &Path,
 ) -> Result<Value> {
     let copies = s9_document(scale, cache_dir)?;
-    let bytes: usize = copies.iter().map(Vec::len).sum();
-    let mut session = Session::open(settings, doc).await?;
-    let started = Instant::now();
-    session.send_updates(&copies).await?;
-    let acked = session
-        .await_all_acked(Duration::from_secs(300))
-        .await?
-        .map(|at| (at - started).as_secs_f64() * 1e3);
-    // Without acknowledgements, ask the server for its state until it holds every copy.
-    let mut expected = yrs::StateVector::default();
-    for copy in &copies {
-        expected.merge(Update::decode_v1(copy)?.state_vector());
-    }
-    let held = session
-        .confirm_held(&expected, Duration::from_secs(300))
-        .await?;
-    session.close().await;
+    let stored = store(settings, doc, &copies).await?;
     Ok(json!({
         "scenario": format!("S9-store-x{scale}"),
         "protocol": format!("{:?}", settings.protocol),
         "doc": doc,
         "scale": scale,
-        "update_bytes": bytes,
-        "acked_ms": acked,
-        "held_ms": (held - started).as_secs_f64() * 1e3,
+        "update_bytes": stored.bytes,
+        "acked_ms": stored.acked_ms,
+        "held_ms": stored.held_ms,
     }))
+}
+
+/// What storing a document took.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stored {
+    pub(crate) bytes: usize,
+    /// Until the durable ACK (`None` for the y-websocket protocol, which has none).
+    pub(crate) acked_ms: Option<f64>,
+    /// Until the server's state held every update.
+    pub(crate) held_ms: f64,
+}
+
+/// Stores `updates` as document `doc` from one new connection and waits until the server
+/// says it has them (see [`s9_store`]).
+pub(crate) async fn store(settings: &Settings, doc: &str, updates: &[Vec<u8>]) -> Result<Stored> {
+    let bytes: usize = updates.iter().map(Vec::len).sum();
+    let mut session = Session::open(settings, doc).await?;
+    let started = Instant::now();
+    session.send_updates(updates).await?;
+    let acked = session
+        .await_all_acked(Duration::from_secs(300))
+        .await?
+        .map(|at| (at - started).as_secs_f64() * 1e3);
+    // Without acknowledgements, ask the server for its state until it holds every update.
+    let mut expected = yrs::StateVector::default();
+    for update in updates {
+        expected.merge(Update::decode_v1(update)?.state_vector());
+    }
+    let held = session
+        .confirm_held(&expected, Duration::from_secs(300))
+        .await?;
+    session.close().await;
+    Ok(Stored {
+        bytes,
+        acked_ms: acked,
+        held_ms: (held - started).as_secs_f64() * 1e3,
+    })
 }
 
 /// S9, second half (after the server restarted): a new client opens `doc`; the time from
