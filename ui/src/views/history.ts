@@ -15,6 +15,10 @@ export class HistoryPanel {
   private doc: string | null = null;
   private versions: Version[] = [];
   private selected: number | null = null;
+  /** While the panel is open, versions others make (or the server's automatic ones) show up. */
+  private poll: ReturnType<typeof setInterval> | null = null;
+  /** The IDs the list shows, or null when it shows something else. */
+  private rendered: string | null = null;
 
   constructor(
     private readonly transport: Transport,
@@ -40,9 +44,11 @@ export class HistoryPanel {
   /** Shows the panel for `doc` and loads its versions. */
   async show(doc: string): Promise<void> {
     this.root.hidden = false;
+    this.poll ??= setInterval(() => void this.refresh(), REFRESH_MS);
     if (doc !== this.doc) {
       this.doc = doc;
       this.selected = null;
+      this.rendered = null;
       this.reader.replaceChildren();
     }
     await this.refresh();
@@ -50,6 +56,8 @@ export class HistoryPanel {
 
   hide(): void {
     this.root.hidden = true;
+    if (this.poll !== null) clearInterval(this.poll);
+    this.poll = null;
     this.selected = null;
     this.reader.replaceChildren();
   }
@@ -57,14 +65,20 @@ export class HistoryPanel {
   async refresh(): Promise<void> {
     const doc = this.doc;
     if (doc === null) return;
+    let versions: Version[];
     try {
-      this.versions = await this.transport.listVersions(doc);
+      versions = await this.transport.listVersions(doc);
     } catch (error) {
       this.list.replaceChildren(el("li", { class: "hint" }, `History unavailable: ${message(error)}`));
+      this.rendered = null;
       return;
     }
     if (doc !== this.doc) return;
-    this.renderList();
+    // The same list again (a periodic refresh) leaves the items, and the focus, alone.
+    const key = versions.map((v) => v.id).join(",");
+    this.versions = versions;
+    if (key !== this.rendered) this.renderList();
+    this.rendered = key;
   }
 
   private renderList(): void {
@@ -84,7 +98,15 @@ export class HistoryPanel {
           el("span", { class: "version-authors" }, version.authors.join(", ")),
         );
         if (version.id === this.selected) item.classList.add("selected");
+        item.tabIndex = 0;
+        item.setAttribute("role", "button");
         item.addEventListener("click", () => void this.select(version));
+        item.addEventListener("keydown", (event) => {
+          if (event.key === "Enter" || event.key === " ") {
+            event.preventDefault();
+            void this.select(version);
+          }
+        });
         return item;
       }),
     );
@@ -163,6 +185,9 @@ export class HistoryPanel {
     await this.refresh();
   }
 }
+
+/** How often an open panel asks for the list again. */
+const REFRESH_MS = 20_000;
 
 export function message(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
