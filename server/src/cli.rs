@@ -20,8 +20,7 @@ use crate::store::{Append, SqliteStore, Store};
 use crate::tls;
 use crate::versions::HistoryPolicy;
 
-/// The shared text every Quire editor binds to.
-pub const CONTENT: &str = "content";
+pub use crate::restore::CONTENT;
 
 #[derive(Debug, Parser)]
 #[command(name = "quire-server", version, about = "Quire's self-hosted sync server", long_about = None)]

@@ -106,7 +106,7 @@ pub async fn restore(
         unreachable!("only named versions are refused");
     };
     let text = crate::restore::text_of(&target)?;
-    let client_id = rand::random::<u64>() & ((1 << 53) - 1);
+    let client_id = crate::restore::fresh_client_id();
     match crate::restore::forward_edit(&current, &text, client_id)? {
         Some(edit) => {
             store.append_batch(&[Append { doc, data: &edit }]).await?;

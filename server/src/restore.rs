@@ -29,6 +29,11 @@ pub enum RestoreError {
     Refused(String),
 }
 
+/// A fresh Yjs client ID for a restore's edit, below 2^53 as every client ID must be.
+pub fn fresh_client_id() -> u64 {
+    rand::random::<u64>() & ((1 << 53) - 1)
+}
+
 /// The text of the root `content` of a document state (one v1 update).
 pub fn text_of(state: &[u8]) -> Result<String, RestoreError> {
     let doc = doc_from(state, 1)?;

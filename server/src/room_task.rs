@@ -240,10 +240,10 @@ async fn run<R: Registry>(rooms: Arc<R>, room: Arc<Room>, queue: Arc<Lane<RoomJo
 /// its stored size and when its newest version was saved. A trashed document is not loaded.
 async fn load<R: Registry>(rooms: &R, room: &Arc<Room>) -> Result<(usize, Option<u64>), LoadError> {
     let store = rooms.store();
-    if store.trashed_at(room.id.as_str()).await?.is_some() {
+    let marks = store.marks(room.id.as_str()).await?;
+    if marks.trashed_ms.is_some() {
         return Err(LoadError::Trashed);
     }
-    let newest_version_ms = store.newest_version_ms(room.id.as_str()).await?;
     let stored = store.load(room.id.as_str()).await?;
     let size = stored_size(&stored);
     let loading = room.clone();
@@ -253,7 +253,7 @@ async fn load<R: Registry>(rooms: &R, room: &Arc<Room>) -> Result<(usize, Option
         .await
         .map_err(|_| LoadError::Panicked)?
         .map_err(LoadError::Corrupt)?;
-    Ok((size, newest_version_ms))
+    Ok((size, marks.newest_version_ms))
 }
 
 fn stored_size(stored: &StoredDoc) -> usize {

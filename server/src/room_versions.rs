@@ -152,14 +152,19 @@ pub(crate) async fn handle<S: Store>(
             reply(&sub, answer);
         }
         RequestOp::CreateVersion { name } => {
+            // Named versions are rare: encoded off the room's thread whatever the size.
+            let state = encode(room, true).await;
             let answer = match save(
                 store,
                 policy,
-                room,
+                room.id.as_str(),
                 clock,
-                VersionKind::Named,
-                &name,
-                &author,
+                Asked {
+                    kind: VersionKind::Named,
+                    name: &name,
+                    author: &author,
+                    state: &state,
+                },
             )
             .await
             {
@@ -198,18 +203,29 @@ pub(crate) async fn handle<S: Store>(
 /// Reply status: a named version does not fit the document's quota.
 pub(crate) const QUOTA_FULL: u16 = 4413;
 
+/// A version a user asks for (named, or the one before a restore): what it is and who made it.
+struct Asked<'a> {
+    kind: VersionKind,
+    name: &'a str,
+    author: &'a str,
+    /// The document's whole state, encoded once by the caller.
+    state: &'a [u8],
+}
+
 async fn save<S: Store>(
     store: &Arc<S>,
     policy: &HistoryPolicy,
-    room: &Arc<Room>,
+    doc: &str,
     clock: &mut VersionClock,
-    kind: VersionKind,
-    name: &str,
-    author: &str,
+    asked: Asked<'_>,
 ) -> Result<Result<VersionInfo, QuotaFull>, StoreError> {
+    let Asked {
+        kind,
+        name,
+        author,
+        state,
+    } = asked;
     let now = now_ms();
-    // Named versions and restores are rare: always off the room's thread.
-    let state = encode(room, true).await;
     let mut authors: BTreeSet<String> = clock.authors.clone();
     authors.insert(author.to_owned());
     let authors: Vec<String> = authors.into_iter().collect();
@@ -218,11 +234,9 @@ async fn save<S: Store>(
         kind,
         name,
         authors: &authors,
-        state: &state,
+        state,
     };
-    let saved = store
-        .save_version(room.id.as_str(), version, policy)
-        .await?;
+    let saved = store.save_version(doc, version, policy).await?;
     if saved.is_ok() {
         // What was edited up to now is in this version; the next automatic one is an
         // interval away.
@@ -270,14 +284,20 @@ async fn restore<S: Store>(
         .await
         .map_err(Refusal::Storage)?
         .ok_or(Refusal::NoSuchVersion)?;
+    // Encoded once, for the version that undoes the restore and for the diff: nothing else
+    // touches the room while its task is here.
+    let current = encode(room, true).await;
     let undo = match save(
         store,
         policy,
-        room,
+        room.id.as_str(),
         clock,
-        VersionKind::BeforeRestore,
-        "",
-        author,
+        Asked {
+            kind: VersionKind::BeforeRestore,
+            name: "",
+            author,
+            state: &current,
+        },
     )
     .await
     .map_err(Refusal::Storage)?
@@ -291,11 +311,9 @@ async fn restore<S: Store>(
             detail: "the server is stopping".into(),
         }));
     };
-    let encoding = room.clone();
     let work = move || -> Result<Option<Vec<u8>>, String> {
-        let current = encoding.encode_state();
         let text = crate::restore::text_of(&target).map_err(|e| e.to_string())?;
-        crate::restore::forward_edit(&current, &text, restore_client_id())
+        crate::restore::forward_edit(&current, &text, crate::restore::fresh_client_id())
             .map_err(|e| e.to_string())
     };
     let edit = crate::work::run(work).await.map_err(Refusal::Corrupt)?;
@@ -347,11 +365,6 @@ async fn encode(room: &Arc<Room>, large: bool) -> Vec<u8> {
     } else {
         room.encode_state()
     }
-}
-
-/// A fresh Yjs client ID for a restore's edit, below 2^53 as every client ID must be.
-fn restore_client_id() -> u64 {
-    rand::random::<u64>() & ((1 << 53) - 1)
 }
 
 fn reply(to: &ReplyTo, reply: Reply) {

@@ -66,6 +66,15 @@ pub struct NewVersion<'a> {
     pub state: &'a [u8],
 }
 
+/// A document's place in the trash and in its history (milliseconds since the Unix epoch).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DocMarks {
+    /// When it was moved to the trash, if it is there.
+    pub trashed_ms: Option<u64>,
+    /// When its newest version was saved, if it has one.
+    pub newest_version_ms: Option<u64>,
+}
+
 /// A named version was refused: the named versions alone would pass the document's quota.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuotaFull;
@@ -140,11 +149,9 @@ pub trait Store: Send + Sync + 'static {
         doc: &str,
     ) -> impl Future<Output = Result<Vec<VersionInfo>, StoreError>> + Send;
 
-    /// When the newest version of `doc` was saved, if it has one.
-    fn newest_version_ms(
-        &self,
-        doc: &str,
-    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+    /// What a server needs to know of `doc` before it loads it: whether it is in the trash,
+    /// and when its newest version was saved.
+    fn marks(&self, doc: &str) -> impl Future<Output = Result<DocMarks, StoreError>> + Send;
 
     /// One version with its content, if `doc` has it.
     fn load_version(
@@ -166,10 +173,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// Brings `doc` back from the trash; false if it was not there.
     fn untrash(&self, doc: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
-
-    /// When `doc` was moved to the trash, if it is there.
-    fn trashed_at(&self, doc: &str)
-        -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
 
     /// Every trashed document with when it was trashed, most recent first.
     fn list_trash(&self) -> impl Future<Output = Result<Vec<(String, u64)>, StoreError>> + Send;

@@ -19,7 +19,9 @@ use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 use quire_protocol::request::VersionInfo;
 
 use super::sqlite_history as history;
-use super::{Append, CorruptContent, LogSize, NewVersion, QuotaFull, Store, StoreError, StoredDoc};
+use super::{
+    Append, CorruptContent, DocMarks, LogSize, NewVersion, QuotaFull, Store, StoreError, StoredDoc,
+};
 use crate::versions::HistoryPolicy;
 
 /// The database file inside the data directory.
@@ -406,8 +408,8 @@ impl Store for SqliteStore {
         history::list_versions(&self.pool, doc).await
     }
 
-    async fn newest_version_ms(&self, doc: &str) -> Result<Option<u64>, StoreError> {
-        history::newest_version_ms(&self.pool, doc).await
+    async fn marks(&self, doc: &str) -> Result<DocMarks, StoreError> {
+        history::marks(&self.pool, doc).await
     }
 
     async fn load_version(
@@ -437,10 +439,6 @@ impl Store for SqliteStore {
         let result = history::untrash(&mut conn, doc).await;
         discard_if_failed(conn, &result).await;
         result
-    }
-
-    async fn trashed_at(&self, doc: &str) -> Result<Option<u64>, StoreError> {
-        history::trashed_at(&self.pool, doc).await
     }
 
     async fn list_trash(&self) -> Result<Vec<(String, u64)>, StoreError> {

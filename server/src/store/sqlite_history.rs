@@ -4,7 +4,7 @@
 use quire_protocol::request::{VersionInfo, VersionKind};
 use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
 
-use super::{NewVersion, QuotaFull, StoreError};
+use super::{DocMarks, NewVersion, QuotaFull, StoreError};
 use crate::versions::{thin, HistoryPolicy, Kept};
 
 const INFO_COLUMNS: &str = "id, created_at, kind, name, authors, size";
@@ -118,16 +118,20 @@ pub(super) async fn list_versions(
     .collect()
 }
 
-pub(super) async fn newest_version_ms(
-    pool: &SqlitePool,
-    doc: &str,
-) -> Result<Option<u64>, StoreError> {
-    let newest: Option<i64> =
-        sqlx::query_scalar("SELECT MAX(created_at) FROM versions WHERE doc_id = ?")
-            .bind(doc)
-            .fetch_one(pool)
-            .await?;
-    Ok(newest.map(|ms| ms as u64))
+/// Whether `doc` is in the trash and when its newest version was saved, in one query.
+pub(super) async fn marks(pool: &SqlitePool, doc: &str) -> Result<DocMarks, StoreError> {
+    let row = sqlx::query(
+        "SELECT (SELECT trashed_at FROM documents WHERE id = ?),
+                (SELECT MAX(created_at) FROM versions WHERE doc_id = ?)",
+    )
+    .bind(doc)
+    .bind(doc)
+    .fetch_one(pool)
+    .await?;
+    Ok(DocMarks {
+        trashed_ms: row.try_get::<Option<i64>, _>(0)?.map(|ms| ms as u64),
+        newest_version_ms: row.try_get::<Option<i64>, _>(1)?.map(|ms| ms as u64),
+    })
 }
 
 pub(super) async fn load_version(
@@ -190,15 +194,6 @@ pub(super) async fn untrash(conn: &mut SqliteConnection, doc: &str) -> Result<bo
     .execute(conn)
     .await?;
     Ok(done.rows_affected() > 0)
-}
-
-pub(super) async fn trashed_at(pool: &SqlitePool, doc: &str) -> Result<Option<u64>, StoreError> {
-    let at: Option<Option<i64>> =
-        sqlx::query_scalar("SELECT trashed_at FROM documents WHERE id = ?")
-            .bind(doc)
-            .fetch_optional(pool)
-            .await?;
-    Ok(at.flatten().map(|ms| ms as u64))
 }
 
 pub(super) async fn list_trash(pool: &SqlitePool) -> Result<Vec<(String, u64)>, StoreError> {
