@@ -1,6 +1,5 @@
 //! The public face: start a client, open documents, watch the connection, close.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use quire_protocol::{Access, CloseCode, DocId, Limits};
@@ -26,15 +25,7 @@ impl Client {
     pub fn start<S: LocalStore>(config: ClientConfig, store: Arc<S>) -> Self {
         let (command_tx, commands) = mpsc::unbounded_channel();
         let (state_tx, state) = watch::channel(ConnectionState::Connecting { attempt: 0 });
-        let driver = Driver {
-            config,
-            store,
-            commands,
-            command_tx: command_tx.clone(),
-            state: state_tx,
-            docs: HashMap::new(),
-            shutdown: None,
-        };
+        let driver = Driver::new(config, store, commands, command_tx.clone(), state_tx);
         tokio::spawn(driver.run());
         Self {
             commands: command_tx,

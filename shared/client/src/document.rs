@@ -25,7 +25,6 @@ pub const CONTENT: &str = "content";
 #[derive(Debug)]
 pub(crate) struct DocShared {
     pub id: DocId,
-    pub access: Access,
     pub doc: Doc,
     pub state: watch::Sender<DocState>,
     pub granted: watch::Sender<Option<Access>>,
@@ -41,10 +40,9 @@ pub(crate) struct LocalAwareness {
 }
 
 impl DocShared {
-    pub(crate) fn new(id: DocId, access: Access, doc: Doc, initial: DocState) -> Arc<Self> {
+    pub(crate) fn new(id: DocId, doc: Doc, initial: DocState) -> Arc<Self> {
         Arc::new(Self {
             id,
-            access,
             doc,
             state: watch::channel(initial).0,
             granted: watch::channel(None).0,

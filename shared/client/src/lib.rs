@@ -5,8 +5,10 @@
 //! - [`client`]: the public `Client` — open documents, watch the connection, close.
 //! - [`document`]: `DocHandle` — the local yrs replica, its sync state, its awareness.
 //! - [`history`]: versions (on `DocHandle`) and the trash (on `Client`), asked of the server.
-//! - `driver`: the task that owns the connection: reconnect loop with backoff and jitter
-//!   (`driver/mod.rs`) and one connection's life (`driver/session.rs`).
+//! - `driver`: the task that owns the connection, a thin driver around the protocol crate's
+//!   sans-IO `ClientSession` (which decides reconnects, heartbeat, channels): the loop and the
+//!   commands (`driver/mod.rs`), the session's events applied to documents (`driver/events.rs`),
+//!   the local store's use (`driver/store.rs`), the current socket (`driver/link.rs`).
 //! - [`transport`]: TCP + TLS + WebSocket upgrade, with read activity for the watchdog.
 //! - [`tls`]: trust modes (web PKI, CA file, pinned fingerprint).
 //! - [`store`]: the local store trait, SQLite (default) and in-memory implementations.

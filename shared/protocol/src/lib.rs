@@ -15,6 +15,8 @@
 //! - [`request`]: requests and replies about versions and the trash (§5.4, §6.9).
 //! - [`backoff`]: the reconnect schedule, a pure function of attempt and randomness.
 //! - [`heartbeat`]: the ping / silence deadline machine both ends run.
+//! - [`session`]: the connection and channel state machines of both ends (server connection,
+//!   client across reconnects), driven by frames and `now`.
 //! - [`ysync`]: y-protocols sync and awareness payloads, decoded defensively with yrs; updates
 //!   are walked in full first ([`ysync::validate`]).
 
@@ -28,6 +30,7 @@ pub mod heartbeat;
 pub mod id;
 pub mod limits;
 pub mod request;
+pub mod session;
 pub mod varint;
 pub mod ysync;
 

@@ -1,28 +1,37 @@
-//! The driver: one task that owns the connection for all documents. This file is the
-//! reconnect loop — connect, run a session, decide from the ending whether and when to try
-//! again (the protocol crate's close-code table and backoff schedule) — and the handling of
-//! commands that need no connection. `session` runs one connection's life.
+//! The driver: one task that owns the connection for all documents. It is a thin driver
+//! around the protocol crate's sans-IO [`ClientSession`], which decides when to connect and
+//! when to give up, the heartbeat, the channels and their re-opens: this file feeds it the
+//! socket's messages, the API's commands and the clock, and writes what it transmits.
+//! `events` does what its events ask of the documents, `store` keeps them in the local store,
+//! `link` is the current socket.
 
-mod session;
+mod events;
+mod link;
+mod store;
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use futures_util::StreamExt;
 use quire_protocol::request::{ReplyBody, RequestOp};
-use quire_protocol::{Access, ChannelCode, CloseCode, DocId, Reaction};
+use quire_protocol::session::{
+    ClientConfig as SessionConfig, ClientSession, Credential, NotSent, Transmit,
+};
+use quire_protocol::ysync::encode_update;
+use quire_protocol::{Access, CloseCode, DocId, Reaction};
 use tokio::sync::{mpsc, oneshot, watch};
-use yrs::{Doc, ReadTxn, StateVector, Transact};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 
+use self::link::Link;
 use crate::config::{ClientConfig, Trust};
-use crate::document::{DocHandle, DocShared, REMOTE_ORIGIN};
+use crate::document::{DocHandle, DocShared};
 use crate::error::ClientError;
 use crate::state::{ConnectionState, DocState};
-use crate::store::{LocalAppend, LocalStore};
-use crate::transport::{self, ConnectError};
-
-/// Compact a document's local log after this many appends, when nothing is pending.
-const LOCAL_COMPACT_EVERY: usize = 500;
+use crate::store::LocalStore;
+use crate::transport::{self, ConnectError, LastRead, Socket};
 
 /// Requests from the API to the driver.
 #[derive(Debug)]
@@ -65,26 +74,9 @@ pub(crate) struct DocEntry {
     pub pending: VecDeque<i64>,
     /// Appends since the last local compaction.
     pub appended: usize,
-    /// The server closed the channel with a code meaning "do not reopen".
-    pub failed: bool,
-    /// Reopen the channel no earlier than this (after a retryable channel close).
-    pub reopen_at: Option<Instant>,
-    pub reopen_attempt: u32,
-    /// When the channel last opened; a channel that stayed open long enough resets
-    /// `reopen_attempt` (the same rule as the connection's attempt counter).
-    pub opened_at: Option<Instant>,
 }
 
-/// How a session ended.
-#[derive(Debug)]
-pub(crate) struct SessionEnd {
-    pub code: CloseCode,
-    pub reason: String,
-    /// How long the connection was established (after WELCOME), if it was.
-    pub uptime: Option<Duration>,
-    /// The caller asked to close; do not reconnect.
-    pub requested: bool,
-}
+type Connecting = Pin<Box<dyn Future<Output = Result<(Socket, LastRead), ConnectError>> + Send>>;
 
 pub(crate) struct Driver<S> {
     pub config: ClientConfig,
@@ -93,142 +85,236 @@ pub(crate) struct Driver<S> {
     pub command_tx: mpsc::UnboundedSender<Command>,
     pub state: watch::Sender<ConnectionState>,
     pub docs: HashMap<DocId, DocEntry>,
-    /// Set by a Shutdown command received while offline.
-    pub shutdown: Option<(CloseCode, oneshot::Sender<()>)>,
-}
-
-/// What to do next after the loop's current wait.
-enum Next {
-    Connect,
-    Stop,
+    core: ClientSession,
+    link: Option<Link>,
+    connecting: Option<Connecting>,
+    /// Who waits for which request's reply.
+    requests: HashMap<u32, oneshot::Sender<Result<ReplyBody, ClientError>>>,
+    /// Set by a Shutdown command (or the API's end): stop once the Close is out.
+    stop: Option<Option<oneshot::Sender<()>>>,
 }
 
 impl<S: LocalStore> Driver<S> {
-    pub(crate) async fn run(mut self) {
-        if self.config.url.is_empty() {
-            return self.run_local_only().await;
-        }
-        let mut attempt: u32 = 0;
-        loop {
-            if self.shutdown.is_some() {
-                break;
-            }
-            self.publish(ConnectionState::Connecting { attempt });
-            self.set_docs_offline();
-            let connected = {
-                let token = self.config.token.clone();
-                let config = self.config.clone();
-                let connect = transport::connect(&config, token.as_deref());
-                tokio::pin!(connect);
-                loop {
-                    tokio::select! {
-                        result = &mut connect => break Some(result),
-                        command = self.commands.recv() => {
-                            let Some(command) = command else { break None };
-                            self.handle_offline(command).await;
-                            if self.shutdown.is_some() { break None; }
-                        }
-                    }
-                }
-            };
-            let Some(connected) = connected else { break };
-            let (reaction, code, reason, uptime) = match connected {
-                Ok((socket, last_read)) => {
-                    let end = self.session(socket, last_read).await;
-                    self.set_docs_offline();
-                    if end.requested {
-                        break;
-                    }
-                    (end.code.reaction(), end.code, end.reason, end.uptime)
-                }
-                Err(err) => {
-                    let (reaction, reason) = connect_reaction(&err);
-                    if let ConnectError::Untrusted {
-                        fingerprint,
-                        reason,
-                    } = err
-                    {
-                        self.publish(ConnectionState::Untrusted {
-                            fingerprint,
-                            reason,
-                        });
-                        match self
-                            .wait_for(|cmd| matches!(cmd, Command::SetTrust(_)))
-                            .await
-                        {
-                            Next::Connect => {
-                                attempt = 0;
-                                continue;
-                            }
-                            Next::Stop => break,
-                        }
-                    }
-                    (reaction, CloseCode::Abnormal, reason, None)
-                }
-            };
-            let code = code.as_u16();
-            tracing::debug!(code, %reason, ?reaction, "connection ended");
-            match reaction {
-                Reaction::Stop | Reaction::DoNotReopen => {
-                    self.publish(ConnectionState::Refused { reason });
-                    match self
-                        .wait_for(|cmd| matches!(cmd, Command::SetTrust(_) | Command::SetToken(_)))
-                        .await
-                    {
-                        Next::Connect => attempt = 0,
-                        Next::Stop => break,
-                    }
-                }
-                Reaction::WaitForNewCredentials => {
-                    self.publish(ConnectionState::AuthFailed { reason });
-                    match self
-                        .wait_for(|cmd| matches!(cmd, Command::SetToken(_)))
-                        .await
-                    {
-                        Next::Connect => attempt = 0,
-                        Next::Stop => break,
-                    }
-                }
-                Reaction::RetrySoon | Reaction::RetryWithBackoff | Reaction::ReportBugThenRetry => {
-                    if reaction == Reaction::ReportBugThenRetry {
-                        tracing::warn!(code, %reason, "the server reported a protocol violation; this is a bug");
-                    }
-                    let delay = self
-                        .config
-                        .backoff
-                        .delay_for(reaction, attempt, rand::random())
-                        .unwrap_or(self.config.backoff.cap);
-                    self.publish(ConnectionState::Reconnecting {
-                        retry_in: delay,
-                        attempt: attempt + 1,
-                        last_code: code,
-                        reason,
-                    });
-                    attempt = self.config.backoff.next_attempt(attempt, uptime);
-                    if let Next::Stop = self.sleep_handling(delay).await {
-                        break;
-                    }
-                }
-            }
-        }
-        self.publish(ConnectionState::Closed);
-        self.set_docs_offline();
-        if let Some((_, done)) = self.shutdown.take() {
-            let _ = done.send(());
+    pub(crate) fn new(
+        config: ClientConfig,
+        store: Arc<S>,
+        commands: mpsc::UnboundedReceiver<Command>,
+        command_tx: mpsc::UnboundedSender<Command>,
+        state: watch::Sender<ConnectionState>,
+    ) -> Self {
+        let session = SessionConfig {
+            client_name: config.client_name.clone(),
+            backoff: config.backoff,
+            seed: rand::random(),
+        };
+        let online = !config.url.is_empty();
+        Self {
+            core: ClientSession::new(Instant::now(), session, online),
+            config,
+            store,
+            commands,
+            command_tx,
+            state,
+            docs: HashMap::new(),
+            link: None,
+            connecting: None,
+            requests: HashMap::new(),
+            stop: None,
         }
     }
 
-    /// Without a server: serve documents from the local store until shut down.
-    async fn run_local_only(mut self) {
-        self.publish(ConnectionState::LocalOnly);
-        while let Some(command) = self.commands.recv().await {
-            self.handle_offline(command).await;
-            if let Some((_, done)) = self.shutdown.take() {
+    pub(crate) async fn run(mut self) {
+        if self.config.url.is_empty() {
+            self.publish(ConnectionState::LocalOnly);
+        }
+        loop {
+            self.carry_out().await;
+            if let Some(done) = self.stop.take() {
+                if let Some(link) = self.link.take() {
+                    link::linger(link.close(CloseCode::Normal).await).await;
+                }
                 self.publish(ConnectionState::Closed);
-                let _ = done.send(());
+                self.set_docs_offline();
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
                 return;
             }
+            let wake = self.core.poll_timeout().map(tokio::time::Instant::from_std);
+            tokio::select! {
+                connected = async { self.connecting.as_mut().expect("guarded").await }, if self.connecting.is_some() => {
+                    self.connecting = None;
+                    self.on_connected(connected);
+                }
+                message = async { self.link.as_mut().expect("guarded").stream.next().await }, if self.link.is_some() => {
+                    self.on_socket(message);
+                }
+                command = self.commands.recv() => match command {
+                    Some(command) => self.on_command(command).await,
+                    None => {
+                        self.core.shutdown(Instant::now(), CloseCode::Normal);
+                        self.stop = Some(None);
+                    }
+                },
+                _ = sleep_until_opt(wake) => {
+                    if let Some(link) = &self.link {
+                        self.core.note_read_activity(link.last_read.get());
+                    }
+                    self.core.handle_timeout(Instant::now());
+                }
+            }
         }
+    }
+
+    /// Writes what the core transmits and does what its events ask, until neither is left.
+    async fn carry_out(&mut self) {
+        loop {
+            let sent = self.transmit().await;
+            let Some(event) = self.core.poll_event() else {
+                if !sent {
+                    return;
+                }
+                continue;
+            };
+            self.on_event(event).await;
+        }
+    }
+
+    /// Writes the core's transmits; returns whether there were any.
+    async fn transmit(&mut self) -> bool {
+        let mut any = false;
+        while let Some(transmit) = self.core.poll_transmit() {
+            any = true;
+            match transmit {
+                Transmit::Frame(frame) => {
+                    if let Some(link) = &self.link {
+                        link.send(frame).await;
+                    }
+                }
+                Transmit::Close(code) => {
+                    if let Some(link) = self.link.take() {
+                        let writer = link.close(code).await;
+                        if self.stop.is_some() {
+                            link::linger(writer).await;
+                        }
+                    }
+                }
+                Transmit::Drop => {
+                    if let Some(link) = self.link.take() {
+                        link.abandon();
+                    }
+                }
+            }
+        }
+        any
+    }
+
+    fn on_connected(&mut self, connected: Result<(Socket, LastRead), ConnectError>) {
+        let now = Instant::now();
+        match connected {
+            Ok((socket, last_read)) => {
+                self.link = Some(Link::new(socket, last_read));
+                self.core.connected(now);
+            }
+            Err(ConnectError::Untrusted {
+                fingerprint,
+                reason,
+            }) => {
+                self.publish(ConnectionState::Untrusted {
+                    fingerprint,
+                    reason,
+                });
+                self.core.untrusted();
+            }
+            Err(err) => {
+                let (reaction, reason) = connect_reaction(&err);
+                self.core.connect_failed(now, reaction, reason);
+            }
+        }
+    }
+
+    fn on_socket(&mut self, message: Option<Result<WsMessage, impl std::fmt::Display>>) {
+        let now = Instant::now();
+        match message {
+            Some(Ok(WsMessage::Binary(bytes))) => self.core.handle_frame(now, &bytes),
+            Some(Ok(WsMessage::Text(_))) => self.core.handle_text(now),
+            Some(Ok(WsMessage::Close(frame))) => {
+                self.link = None;
+                let (code, reason) = frame.map_or((CloseCode::Other(1005), String::new()), |f| {
+                    (CloseCode::from_u16(f.code.into()), f.reason.to_string())
+                });
+                self.core.socket_closed(now, code, reason);
+            }
+            Some(Ok(_)) => self.core.note_read_activity(now),
+            Some(Err(err)) => {
+                self.link = None;
+                let reason = format!("connection lost: {err}");
+                self.core.socket_closed(now, CloseCode::Abnormal, reason);
+            }
+            None => {
+                self.link = None;
+                self.core
+                    .socket_closed(now, CloseCode::Abnormal, "connection lost");
+            }
+        }
+    }
+
+    async fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Open { doc, access, reply } => {
+                let result = self.load(doc.clone()).await;
+                if result.is_ok() {
+                    self.core.open_doc(doc, access);
+                }
+                let _ = reply.send(result);
+            }
+            Command::Close { doc, done } => {
+                let removal = self
+                    .docs
+                    .remove(&doc)
+                    .and_then(|entry| entry.shared.clear_awareness());
+                self.core.close_doc(&doc, removal);
+                let _ = done.send(());
+            }
+            Command::LocalUpdate { doc, update } => {
+                let id = self.store_local(&doc, &update).await.unwrap_or(0);
+                self.core.local_update(&doc, encode_update(update), id);
+                self.publish_doc(&doc);
+            }
+            Command::Awareness { doc } => {
+                if let Some(entry) = self.docs.get(&doc) {
+                    let update = entry.shared.awareness_update();
+                    self.core.send_awareness(&doc, update);
+                }
+            }
+            Command::Request { doc, op, reply } => match self.core.request(doc.as_ref(), op) {
+                Ok(id) => {
+                    self.requests.insert(id, reply);
+                }
+                Err(NotSent::Offline) => drop(reply.send(Err(ClientError::Offline))),
+                Err(NotSent::NotOpen) => drop(reply.send(Err(ClientError::NotOpen))),
+            },
+            Command::SetToken(token) => {
+                self.config.token = token;
+                self.core.credential_changed(Credential::Token);
+            }
+            Command::SetTrust(trust) => {
+                self.config.trust = trust;
+                self.core.credential_changed(Credential::Trust);
+            }
+            Command::Shutdown { code, done } => {
+                self.core.shutdown(Instant::now(), code);
+                self.stop = Some(Some(done));
+            }
+        }
+    }
+
+    /// Starts opening a socket with the current token and trust.
+    fn connect(&mut self) {
+        let config = self.config.clone();
+        self.connecting = Some(Box::pin(async move {
+            transport::connect(&config, config.token.as_deref()).await
+        }));
     }
 
     pub(crate) fn publish(&self, state: ConnectionState) {
@@ -236,210 +322,42 @@ impl<S: LocalStore> Driver<S> {
         self.state.send_replace(state);
     }
 
+    /// Publishes a document's state after a local edit or an ACK.
+    fn publish_doc(&self, doc: &DocId) {
+        let Some(entry) = self.docs.get(doc) else {
+            return;
+        };
+        let pending = entry.pending.len();
+        if self.core.is_synced(doc) {
+            entry
+                .shared
+                .state
+                .send_replace(DocState::Synced { pending });
+        } else if !self.core.is_welcomed() {
+            let failed = self.core.docs().any(|(d, failed)| d == doc && failed);
+            if !failed {
+                entry
+                    .shared
+                    .state
+                    .send_replace(DocState::Offline { pending });
+            }
+        }
+    }
+
     fn set_docs_offline(&self) {
-        for entry in self.docs.values() {
-            if !entry.failed {
+        let failed: Vec<&DocId> = self
+            .core
+            .docs()
+            .filter(|(_, failed)| *failed)
+            .map(|(doc, _)| doc)
+            .collect();
+        for (doc, entry) in &self.docs {
+            if !failed.contains(&doc) {
                 entry.shared.state.send_replace(DocState::Offline {
                     pending: entry.pending.len(),
                 });
             }
             entry.shared.granted.send_replace(None);
-        }
-    }
-
-    /// Waits for a command matching `wanted` (handling the others); a shutdown stops.
-    async fn wait_for(&mut self, wanted: impl Fn(&Command) -> bool) -> Next {
-        while let Some(command) = self.commands.recv().await {
-            let matched = wanted(&command);
-            self.handle_offline(command).await;
-            if self.shutdown.is_some() {
-                return Next::Stop;
-            }
-            if matched {
-                return Next::Connect;
-            }
-        }
-        Next::Stop
-    }
-
-    /// Sleeps `delay` while handling commands; a new token or trust cuts the wait short.
-    async fn sleep_handling(&mut self, delay: Duration) -> Next {
-        let deadline = tokio::time::Instant::now() + delay;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => return Next::Connect,
-                command = self.commands.recv() => {
-                    let Some(command) = command else { return Next::Stop };
-                    let cut_short = matches!(command, Command::SetToken(_) | Command::SetTrust(_));
-                    self.handle_offline(command).await;
-                    if self.shutdown.is_some() {
-                        return Next::Stop;
-                    }
-                    if cut_short {
-                        return Next::Connect;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Handles a command while no connection is up.
-    async fn handle_offline(&mut self, command: Command) {
-        match command {
-            Command::Open { doc, access, reply } => {
-                let _ = reply.send(self.load(doc, access).await);
-            }
-            Command::Close { doc, done } => {
-                self.docs.remove(&doc);
-                let _ = done.send(());
-            }
-            Command::LocalUpdate { doc, update } => {
-                self.store_local(vec![(doc.clone(), update)]).await;
-                if let Some(entry) = self.docs.get(&doc).filter(|e| !e.failed) {
-                    entry.shared.state.send_replace(DocState::Offline {
-                        pending: entry.pending.len(),
-                    });
-                }
-            }
-            Command::Awareness { .. } => {}
-            Command::Request { reply, .. } => drop(reply.send(Err(ClientError::Offline))),
-            Command::SetToken(token) => self.config.token = token,
-            Command::SetTrust(trust) => self.config.trust = trust,
-            Command::Shutdown { code, done } => self.shutdown = Some((code, done)),
-        }
-    }
-
-    /// Opens a document locally: loads what the store holds into a fresh replica.
-    async fn load(&mut self, doc: DocId, access: Access) -> Result<DocHandle, ClientError> {
-        if let Some(entry) = self.docs.get(&doc) {
-            return Ok(DocHandle {
-                shared: entry.shared.clone(),
-                commands: self.command_tx.clone(),
-            });
-        }
-        let stored = self.store.load(doc.as_str()).await?;
-        let ydoc = Doc::new();
-        for bytes in &stored.updates {
-            let update = quire_protocol::ysync::decode_update(bytes)
-                .map_err(|e| ClientError::Corrupt(e.to_string()))?;
-            ydoc.transact_mut_with(REMOTE_ORIGIN)
-                .apply_update(update)
-                .map_err(|e| ClientError::Corrupt(e.to_string()))?;
-        }
-        let pending: VecDeque<i64> = stored.pending.into_iter().collect();
-        let shared = DocShared::new(
-            doc.clone(),
-            access,
-            ydoc,
-            DocState::Offline {
-                pending: pending.len(),
-            },
-        );
-        shared.observe_local_edits(self.command_tx.clone())?;
-        self.docs.insert(
-            doc,
-            DocEntry {
-                shared: shared.clone(),
-                pending,
-                appended: 0,
-                failed: false,
-                reopen_at: None,
-                reopen_attempt: 0,
-                opened_at: None,
-            },
-        );
-        Ok(DocHandle {
-            shared,
-            commands: self.command_tx.clone(),
-        })
-    }
-
-    /// Stores local edits as pending, in one transaction. Returns each edit's store ID.
-    pub(crate) async fn store_local(&mut self, edits: Vec<(DocId, Vec<u8>)>) -> Vec<Option<i64>> {
-        let batch: Vec<LocalAppend<'_>> = edits
-            .iter()
-            .filter(|(doc, _)| self.docs.contains_key(doc))
-            .map(|(doc, data)| LocalAppend {
-                doc: doc.as_str(),
-                data,
-                pending: true,
-            })
-            .collect();
-        let ids = match self.store.append(&batch).await {
-            Ok(ids) => ids,
-            Err(err) => {
-                // The edit is still in memory and will reach the server; only the crash
-                // protection is lost for it.
-                tracing::error!(error = %err, "local store append failed");
-                vec![]
-            }
-        };
-        let mut ids = ids.into_iter();
-        let mut result = Vec::with_capacity(edits.len());
-        for (doc, _) in &edits {
-            let id = match self.docs.get_mut(doc) {
-                Some(entry) => {
-                    let id = ids.next();
-                    if let Some(id) = id {
-                        entry.pending.push_back(id);
-                        entry.appended += 1;
-                    }
-                    id
-                }
-                None => None,
-            };
-            result.push(id);
-        }
-        result
-    }
-
-    /// Stores an update received from the server (not pending).
-    pub(crate) async fn store_remote(&mut self, doc: &DocId, update: &[u8]) {
-        if let Err(err) = self
-            .store
-            .append(&[LocalAppend {
-                doc: doc.as_str(),
-                data: update,
-                pending: false,
-            }])
-            .await
-        {
-            tracing::error!(error = %err, "local store append failed");
-        }
-        if let Some(entry) = self.docs.get_mut(doc) {
-            entry.appended += 1;
-        }
-        self.maybe_compact(doc).await;
-    }
-
-    /// Marks local edits up to `through` durable on the server.
-    pub(crate) async fn acknowledge(&mut self, doc: &DocId, through: i64) {
-        let Some(entry) = self.docs.get_mut(doc) else {
-            return;
-        };
-        while entry.pending.front().is_some_and(|id| *id <= through) {
-            entry.pending.pop_front();
-        }
-        if let Err(err) = self.store.acknowledge(doc.as_str(), through).await {
-            tracing::error!(error = %err, "local store acknowledge failed");
-        }
-    }
-
-    async fn maybe_compact(&mut self, doc: &DocId) {
-        let Some(entry) = self.docs.get_mut(doc) else {
-            return;
-        };
-        if entry.appended < LOCAL_COMPACT_EVERY || !entry.pending.is_empty() {
-            return;
-        }
-        entry.appended = 0;
-        let merged = entry
-            .shared
-            .doc
-            .transact()
-            .encode_state_as_update_v1(&StateVector::default());
-        if let Err(err) = self.store.compact(doc.as_str(), &merged).await {
-            tracing::warn!(error = %err, "local compaction failed");
         }
     }
 }
@@ -473,7 +391,9 @@ fn connect_reaction(err: &ConnectError) -> (Reaction, String) {
     }
 }
 
-/// The reaction to a server closing a channel.
-pub(crate) fn channel_reaction(code: u16) -> Reaction {
-    ChannelCode::from_u16(code).reaction()
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }

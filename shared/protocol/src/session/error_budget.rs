@@ -5,17 +5,17 @@
 
 use std::time::{Duration, Instant};
 
-use quire_protocol::ChannelCode;
+use crate::ChannelCode;
 
 /// Channel errors (44xx) a connection may cause in all.
-pub(crate) const MAX_CHANNEL_ERRORS: u32 = 100;
+pub const MAX_CHANNEL_ERRORS: u32 = 100;
 /// Refused updates a connection may cause in a burst...
 const REFUSAL_BURST: f64 = 10.0;
 /// ...and how fast that allowance comes back: one per this interval (10 a minute).
 const REFUSAL_REFILL: Duration = Duration::from_secs(6);
 
 #[derive(Debug)]
-pub(crate) struct ErrorBudget {
+pub struct ErrorBudget {
     errors: u32,
     /// Refusals the connection may still cause now (a token bucket).
     refusals_left: f64,
@@ -23,7 +23,7 @@ pub(crate) struct ErrorBudget {
 }
 
 impl ErrorBudget {
-    pub(crate) fn new(now: Instant) -> Self {
+    pub fn new(now: Instant) -> Self {
         Self {
             errors: 0,
             refusals_left: REFUSAL_BURST,
@@ -33,7 +33,7 @@ impl ErrorBudget {
 
     /// Counts a channel CLOSE the server sent; returns whether the connection has now caused
     /// too many errors and must be closed with 1008.
-    pub(crate) fn spend(&mut self, code: ChannelCode, now: Instant) -> bool {
+    pub fn spend(&mut self, code: ChannelCode, now: Instant) -> bool {
         // 4410 is not the client's error: someone trashed the document.
         if !(4400..4500).contains(&code.as_u16()) || code == ChannelCode::Trashed {
             return false;
