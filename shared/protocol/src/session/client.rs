@@ -150,7 +150,7 @@ pub enum Credential {
     Trust,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Timer {
     Heartbeat,
     Reconnect,

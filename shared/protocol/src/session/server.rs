@@ -38,7 +38,7 @@ pub struct ServerConfig {
 }
 
 /// The timers the server runs for a connection.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Timer {
     /// Ping due or peer silent; before HELLO, the time allowed for it.
     Heartbeat,
@@ -180,7 +180,12 @@ impl<R: Clone> ServerSession<R> {
 
     /// The next thing to do, if any.
     pub fn poll_output(&mut self) -> Option<ServerOutput<R>> {
-        self.out.pop_front()
+        let output = self.out.pop_front();
+        if output.is_none() && self.out.capacity() > 0 {
+            // Most connections sit idle between bursts: hold no queue meanwhile.
+            self.out = VecDeque::new();
+        }
+        output
     }
 
     /// When [`ServerSession::handle_timeout`] is due.

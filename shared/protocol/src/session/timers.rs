@@ -1,57 +1,65 @@
 //! One table of deadlines per session. Each end keeps every timer it runs here under a key of
 //! its own (heartbeat, token expiry, reconnect, a channel's re-open…), so "when must the
 //! driver wake me next" is one lookup and simulated time can step from deadline to deadline.
+//!
+//! A plain list: a server connection runs one to three timers, and one per connection is
+//! what idle connections cost (docs/BENCHMARKS.md, S5), where a tree's node would take
+//! several times the bytes.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 #[derive(Debug, Clone)]
-pub struct Timers<K: Ord> {
-    deadlines: BTreeMap<K, Instant>,
+pub struct Timers<K> {
+    deadlines: Vec<(K, Instant)>,
 }
 
-impl<K: Ord + Clone> Timers<K> {
+impl<K: PartialEq + Clone> Timers<K> {
     pub fn new() -> Self {
         Self {
-            deadlines: BTreeMap::new(),
+            deadlines: Vec::new(),
         }
     }
 
     /// Sets (or moves) the deadline of `key`.
     pub fn set(&mut self, key: K, at: Instant) {
-        self.deadlines.insert(key, at);
+        match self.deadlines.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, deadline)) => *deadline = at,
+            None => self.deadlines.push((key, at)),
+        }
     }
 
     pub fn cancel(&mut self, key: &K) {
-        self.deadlines.remove(key);
+        self.deadlines.retain(|(k, _)| k != key);
     }
 
     pub fn get(&self, key: &K) -> Option<Instant> {
-        self.deadlines.get(key).copied()
+        self.deadlines
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, at)| *at)
     }
 
     /// The earliest deadline of all.
     pub fn next(&self) -> Option<Instant> {
-        self.deadlines.values().min().copied()
+        self.deadlines.iter().map(|(_, at)| *at).min()
     }
 
     /// Removes and returns the keys whose deadline is at or before `now`, earliest first.
     pub fn expired(&mut self, now: Instant) -> Vec<K> {
-        let mut due: Vec<(Instant, K)> = self
-            .deadlines
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(key, at)| (*at, key.clone()))
-            .collect();
+        let mut due: Vec<(Instant, K)> = Vec::new();
+        self.deadlines.retain(|(key, at)| {
+            let expired = *at <= now;
+            if expired {
+                due.push((*at, key.clone()));
+            }
+            !expired
+        });
         due.sort_by_key(|(at, _)| *at);
-        for (_, key) in &due {
-            self.deadlines.remove(key);
-        }
         due.into_iter().map(|(_, key)| key).collect()
     }
 }
 
-impl<K: Ord + Clone> Default for Timers<K> {
+impl<K: PartialEq + Clone> Default for Timers<K> {
     fn default() -> Self {
         Self::new()
     }
