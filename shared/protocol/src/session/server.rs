@@ -140,7 +140,10 @@ pub enum ServerOutput<R> {
 
 #[derive(Debug)]
 pub struct ServerSession<R> {
-    config: ServerConfig,
+    // What of the configuration is needed after the start (kept small: one per connection).
+    conn_id: u64,
+    limits: Limits,
+    fragment_timeout: Duration,
     hello: bool,
     /// A close of the connection has been decided: nothing more is read.
     closed: bool,
@@ -159,13 +162,16 @@ impl<R: Clone> ServerSession<R> {
     /// A connection just upgraded at `now`: HELLO is due within the heartbeat timeout.
     pub fn new(now: Instant, config: ServerConfig) -> Self {
         let heartbeat = Heartbeat::new(now, config.heartbeat);
-        let mut timers = Timers::new();
+        // The heartbeat's and the token's; a third only while a fragmented message is open.
+        let mut timers = Timers::with_capacity(2);
         timers.set(Timer::Heartbeat, heartbeat.poll_timeout());
         if let Some(at) = config.token_expires {
             timers.set(Timer::TokenExpiry, at);
         }
         Self {
-            config,
+            conn_id: config.conn_id,
+            limits: config.limits,
+            fragment_timeout: config.fragment_timeout,
             hello: false,
             closed: false,
             heartbeat,
@@ -261,7 +267,7 @@ impl<R: Clone> ServerSession<R> {
         if self.closed {
             return;
         }
-        let frame = match Frame::decode(bytes, &self.config.limits) {
+        let frame = match Frame::decode(bytes, &self.limits) {
             Ok(frame) => frame,
             Err(err) => return self.on_frame_error(bytes, err),
         };
@@ -280,11 +286,12 @@ impl<R: Clone> ServerSession<R> {
                     return self.violation(CloseCode::ProtocolError);
                 }
                 self.hello = true;
+                let heartbeat = self.heartbeat.config();
                 let welcome = Welcome {
-                    conn_id: self.config.conn_id,
-                    heartbeat_interval_ms: self.config.heartbeat.interval.as_millis() as u32,
-                    heartbeat_timeout_ms: self.config.heartbeat.timeout.as_millis() as u32,
-                    limits: self.config.limits,
+                    conn_id: self.conn_id,
+                    heartbeat_interval_ms: heartbeat.interval.as_millis() as u32,
+                    heartbeat_timeout_ms: heartbeat.timeout.as_millis() as u32,
+                    limits: self.limits,
                 };
                 self.out
                     .push_back(ServerOutput::Control(Message::Welcome(welcome)));
@@ -419,7 +426,7 @@ impl<R: Clone> ServerSession<R> {
             .values()
             .filter(|c| !matches!(c, Channel::Closing))
             .count();
-        if in_use >= self.config.limits.max_channels as usize {
+        if in_use >= self.limits.max_channels as usize {
             self.send_close(channel, ChannelCode::TooManyChannels);
             return;
         }
@@ -432,7 +439,7 @@ impl<R: Clone> ServerSession<R> {
     }
 
     fn on_channel_data(&mut self, now: Instant, channel: ChannelId, message: Message) {
-        let max_message = self.config.limits.max_message_size;
+        let max_message = self.limits.max_message_size;
         // Per channel, the reassembler stops at max_message_size; across channels the sum of
         // unfinished messages is held to the same limit, so one connection never buffers more
         // than one maximal message however many channels it interleaves (§7).
@@ -616,7 +623,7 @@ impl<R: Clone> ServerSession<R> {
             return;
         }
         self.closed = true;
-        self.timers = Timers::new();
+        self.timers = Timers::with_capacity(0);
         self.out
             .push_back(ServerOutput::CloseConnection { code, after_queue });
     }
@@ -657,7 +664,7 @@ impl<R: Clone> ServerSession<R> {
                 _ => None,
             })
             .min()
-            .map(|started| started + self.config.fragment_timeout)
+            .map(|started| started + self.fragment_timeout)
     }
 
     fn arm_fragment_timer(&mut self) {

@@ -15,8 +15,13 @@ pub struct Timers<K> {
 
 impl<K: PartialEq + Clone> Timers<K> {
     pub fn new() -> Self {
+        Self::with_capacity(0)
+    }
+
+    /// A table with room for `n` timers before it grows.
+    pub fn with_capacity(n: usize) -> Self {
         Self {
-            deadlines: Vec::new(),
+            deadlines: Vec::with_capacity(n),
         }
     }
 
