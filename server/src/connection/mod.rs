@@ -426,8 +426,9 @@ impl<S: Store> Reader<S> {
         let Some(room) = self.server.rooms.acquire(&doc) else {
             return self.core.refuse_open(channel, ChannelCode::Overloaded);
         };
-        let Some(generation) = self.core.accept_open(channel, access, room.clone()) else {
-            return;
+        let generation = match self.core.accept_open(channel, access, room.clone()) {
+            Ok(generation) => generation,
+            Err(room) => return self.server.rooms.release(&room),
         };
         self.server.metrics.channels.fetch_add(1, Ordering::Relaxed);
         self.conn.channel_opened(channel, generation);

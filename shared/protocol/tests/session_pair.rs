@@ -620,7 +620,7 @@ fn server_rules_for_the_connection() {
             while let Some(output) = server.poll_output() {
                 match output {
                     ServerOutput::Open { channel, doc, .. } => {
-                        server.accept_open(channel, Access::Write, doc);
+                        let _ = server.accept_open(channel, Access::Write, doc);
                     }
                     ServerOutput::CloseConnection { code, .. } => closed = Some(code),
                     _ => {}

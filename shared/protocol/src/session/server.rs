@@ -316,11 +316,10 @@ impl<R: Clone> ServerSession<R> {
     }
 
     /// The application opened the channel it was asked for, with `access`; returns the
-    /// channel's generation, `None` if the channel is no longer waiting for this answer.
-    pub fn accept_open(&mut self, channel: ChannelId, access: Access, room: R) -> Option<u64> {
+    /// channel's generation, or the room back if the channel no longer waits for this answer.
+    pub fn accept_open(&mut self, channel: ChannelId, access: Access, room: R) -> Result<u64, R> {
         if !matches!(self.channels.get(&channel), Some(Channel::Asked)) {
-            self.out.push_back(ServerOutput::Release { channel, room });
-            return None;
+            return Err(room);
         }
         let generation = self.next_generation;
         self.next_generation += 1;
@@ -335,7 +334,7 @@ impl<R: Clone> ServerSession<R> {
                 fragment_started: None,
             }),
         );
-        Some(generation)
+        Ok(generation)
     }
 
     /// The application refused the channel it was asked for (§6.2: the ID is free again).

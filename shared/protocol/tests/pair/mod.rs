@@ -447,7 +447,7 @@ impl Pair {
                             } else {
                                 Access::Read
                             };
-                            let Some(generation) =
+                            let Ok(generation) =
                                 end.session.accept_open(channel, access, doc.clone())
                             else {
                                 continue;
