@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use quire_protocol::ysync::{decode_awareness, decode_sync_with_references, is_write, SyncPayload};
 use quire_protocol::{Access, ChannelCode, ChannelId, Message};
-use tokio::sync::{oneshot, OwnedSemaphorePermit};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::lane::Lane;
 use crate::memory::{Charge, MemoryBudget};
@@ -151,6 +151,8 @@ pub(crate) trait Registry: Send + Sync + 'static {
     fn forget(&self, room: &Arc<Room>);
     /// Removes the room if no channel holds it; whether it is gone.
     fn unload_if_unused(&self, room: &Arc<Room>) -> bool;
+    /// A load waits for one of these before it starts.
+    fn load_slots(&self) -> &Semaphore;
 }
 
 /// Starts the task of a new room; `rooms` unloads it when idle.
@@ -161,10 +163,15 @@ pub(crate) fn start<R: Registry>(rooms: Arc<R>, room: Arc<Room>) -> RoomHandle {
 }
 
 async fn run<R: Registry>(rooms: Arc<R>, room: Arc<Room>, queue: Arc<Lane<RoomJob>>) {
-    // The load and each job run boxed: a room's task spends its life waiting for the next
-    // job, and its future is as large as the largest state it can be in (docs/BENCHMARKS.md,
-    // S7: one task per open document).
-    let (size, newest_version_ms) = match Box::pin(load(rooms.as_ref(), &room)).await {
+    // The load, each job, the idle wait and the unload run boxed, and a job is never held
+    // across a wait: a room's task spends its life waiting for the next job, and its future is
+    // as large as the largest state it can be in (832 bytes before the last three, 512 after;
+    // docs/BENCHMARKS.md, S7: one task per open document). Loads wait for a slot first.
+    let loaded = {
+        let _slot = rooms.load_slots().acquire().await;
+        Box::pin(load(rooms.as_ref(), &room)).await
+    };
+    let (size, newest_version_ms) = match loaded {
         Ok(loaded) => loaded,
         Err(err) => {
             let code = match err {
@@ -206,10 +213,10 @@ async fn run<R: Registry>(rooms: Arc<R>, room: Arc<Room>, queue: Arc<Lane<RoomJo
     };
     loop {
         let job = if task.room.subscriber_count() == 0 {
-            match tokio::time::timeout(task.rooms.idle_unload(), queue.pop()).await {
+            match Box::pin(tokio::time::timeout(task.rooms.idle_unload(), queue.pop())).await {
                 Ok(job) => job,
                 Err(_) => {
-                    if task.try_unload().await {
+                    if Box::pin(task.try_unload()).await {
                         // Nobody holds the room any more, so nothing should be queued; what
                         // is, is still handled.
                         for job in queue.close() {
@@ -224,7 +231,9 @@ async fn run<R: Registry>(rooms: Arc<R>, room: Arc<Room>, queue: Arc<Lane<RoomJo
             queue.pop().await
         };
         if matches!(job, RoomJob::UnloadIfUnused) {
-            if task.room.subscriber_count() == 0 && task.try_unload().await {
+            // Not kept across the wait below: the task's future would hold room for a job.
+            drop(job);
+            if task.room.subscriber_count() == 0 && Box::pin(task.try_unload()).await {
                 for job in queue.close() {
                     Box::pin(task.handle(job)).await;
                 }
@@ -239,12 +248,11 @@ async fn run<R: Registry>(rooms: Arc<R>, room: Arc<Room>, queue: Arc<Lane<RoomJo
 /// Loads the stored document into the room (a large one on the document work pool); returns
 /// its stored size and when its newest version was saved. A trashed document is not loaded.
 async fn load<R: Registry>(rooms: &R, room: &Arc<Room>) -> Result<(usize, Option<u64>), LoadError> {
-    let store = rooms.store();
-    let marks = store.marks(room.id.as_str()).await?;
+    let stored = rooms.store().load(room.id.as_str()).await?;
+    let marks = stored.marks;
     if marks.trashed_ms.is_some() {
         return Err(LoadError::Trashed);
     }
-    let stored = store.load(room.id.as_str()).await?;
     let size = stored_size(&stored);
     let loading = room.clone();
     // A new or small document loads in microseconds: here, without a thread hop.

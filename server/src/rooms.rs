@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use quire_protocol::DocId;
+use tokio::sync::Semaphore;
 
 use crate::memory::{MemoryBudget, Unloader};
 use crate::metrics::Metrics;
@@ -36,7 +37,15 @@ pub struct Rooms<S> {
     metrics: Arc<Metrics>,
     memory: Arc<MemoryBudget>,
     history: HistoryPolicy,
+    /// Loads in progress at once (see [`LOADS_AT_ONCE`]).
+    loads: Semaphore,
 }
+
+/// Documents loaded at once. Each room loads on its own task, so a client opening 1,000
+/// documents starts 1,000 loads; past the store's few read connections they would only wait
+/// there, each holding its query's state meanwhile (docs/BENCHMARKS.md, S7). Waiting for a
+/// slot costs almost nothing.
+const LOADS_AT_ONCE: usize = 8;
 
 impl<S: Store> Rooms<S> {
     pub fn new(
@@ -54,6 +63,7 @@ impl<S: Store> Rooms<S> {
             metrics,
             memory,
             history: HistoryPolicy::default(),
+            loads: Semaphore::new(LOADS_AT_ONCE),
         }
     }
 
@@ -118,6 +128,10 @@ impl<S: Store> Unloader for Rooms<S> {
 
 impl<S: Store> Registry for Rooms<S> {
     type Store = S;
+
+    fn load_slots(&self) -> &Semaphore {
+        &self.loads
+    }
 
     /// Removes `room` if no channel holds it; true if it was removed (or already gone).
     fn unload_if_unused(&self, room: &Arc<Room>) -> bool {

@@ -42,11 +42,14 @@ pub enum CorruptContent {
     },
 }
 
-/// What is stored for one document: an optional snapshot and the log after it, oldest first.
+/// What is stored for one document: an optional snapshot and the log after it, oldest first,
+/// and its marks (read in the same transaction: a load needs them, and one read is one round
+/// trip to the database per opened document, docs/BENCHMARKS.md S7).
 #[derive(Debug, Default)]
 pub struct StoredDoc {
     pub snapshot: Option<Vec<u8>>,
     pub updates: Vec<Vec<u8>>,
+    pub marks: DocMarks,
 }
 
 impl StoredDoc {
@@ -95,7 +98,8 @@ pub struct LogSize {
 
 /// Storage for documents. Every method is atomic: it happens completely or not at all.
 pub trait Store: Send + Sync + 'static {
-    /// Loads a document; an unknown document is empty.
+    /// Loads a document with its marks (whether it is in the trash, when its newest version
+    /// was saved); an unknown document is empty.
     fn load(&self, doc: &str) -> impl Future<Output = Result<StoredDoc, StoreError>> + Send;
 
     /// Appends many updates, of any documents, in one durable commit (group commit). Returns
@@ -148,10 +152,6 @@ pub trait Store: Send + Sync + 'static {
         &self,
         doc: &str,
     ) -> impl Future<Output = Result<Vec<VersionInfo>, StoreError>> + Send;
-
-    /// What a server needs to know of `doc` before it loads it: whether it is in the trash,
-    /// and when its newest version was saved.
-    fn marks(&self, doc: &str) -> impl Future<Output = Result<DocMarks, StoreError>> + Send;
 
     /// One version with its content, if `doc` has it.
     fn load_version(

@@ -199,18 +199,24 @@ async fn read_stored(
     doc: &str,
 ) -> Result<(StoredDoc, Option<i64>), StoreError> {
     let mut tx = conn.begin().await?;
-    let (snapshot, snapshot_through) =
-        match sqlx::query("SELECT data, through_id FROM snapshots WHERE doc_id = ?")
-            .bind(doc)
-            .fetch_optional(&mut *tx)
-            .await?
-        {
-            Some(row) => (
-                Some(row.try_get::<Vec<u8>, _>(0)?),
-                row.try_get::<i64, _>(1)?,
-            ),
-            None => (None, 0),
-        };
+    let head = sqlx::query(
+        "SELECT (SELECT trashed_at FROM documents WHERE id = ?),
+                (SELECT MAX(created_at) FROM versions WHERE doc_id = ?),
+                (SELECT data FROM snapshots WHERE doc_id = ?),
+                (SELECT through_id FROM snapshots WHERE doc_id = ?)",
+    )
+    .bind(doc)
+    .bind(doc)
+    .bind(doc)
+    .bind(doc)
+    .fetch_one(&mut *tx)
+    .await?;
+    let marks = DocMarks {
+        trashed_ms: head.try_get::<Option<i64>, _>(0)?.map(|ms| ms as u64),
+        newest_version_ms: head.try_get::<Option<i64>, _>(1)?.map(|ms| ms as u64),
+    };
+    let snapshot = head.try_get::<Option<Vec<u8>>, _>(2)?;
+    let snapshot_through = head.try_get::<Option<i64>, _>(3)?.unwrap_or(0);
     let rows =
         sqlx::query("SELECT seq, data FROM updates WHERE doc_id = ? AND seq > ? ORDER BY seq")
             .bind(doc)
@@ -226,7 +232,12 @@ async fn read_stored(
         .iter()
         .map(|row| row.try_get::<Vec<u8>, _>(1))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok((StoredDoc { snapshot, updates }, last_seq))
+    let stored = StoredDoc {
+        snapshot,
+        updates,
+        marks,
+    };
+    Ok((stored, last_seq))
 }
 
 /// Reads what [`Store::compact`] merges. `None` when the log after the snapshot is empty.
@@ -406,10 +417,6 @@ impl Store for SqliteStore {
 
     async fn list_versions(&self, doc: &str) -> Result<Vec<VersionInfo>, StoreError> {
         history::list_versions(&self.pool, doc).await
-    }
-
-    async fn marks(&self, doc: &str) -> Result<DocMarks, StoreError> {
-        history::marks(&self.pool, doc).await
     }
 
     async fn load_version(

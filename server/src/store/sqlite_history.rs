@@ -4,7 +4,7 @@
 use quire_protocol::request::{VersionInfo, VersionKind};
 use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
 
-use super::{DocMarks, NewVersion, QuotaFull, StoreError};
+use super::{NewVersion, QuotaFull, StoreError};
 use crate::versions::{thin, HistoryPolicy, Kept};
 
 const INFO_COLUMNS: &str = "id, created_at, kind, name, authors, size";
@@ -119,21 +119,6 @@ pub(super) async fn list_versions(
 }
 
 /// Whether `doc` is in the trash and when its newest version was saved, in one query.
-pub(super) async fn marks(pool: &SqlitePool, doc: &str) -> Result<DocMarks, StoreError> {
-    let row = sqlx::query(
-        "SELECT (SELECT trashed_at FROM documents WHERE id = ?),
-                (SELECT MAX(created_at) FROM versions WHERE doc_id = ?)",
-    )
-    .bind(doc)
-    .bind(doc)
-    .fetch_one(pool)
-    .await?;
-    Ok(DocMarks {
-        trashed_ms: row.try_get::<Option<i64>, _>(0)?.map(|ms| ms as u64),
-        newest_version_ms: row.try_get::<Option<i64>, _>(1)?.map(|ms| ms as u64),
-    })
-}
-
 pub(super) async fn load_version(
     pool: &SqlitePool,
     doc: &str,

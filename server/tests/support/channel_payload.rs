@@ -74,6 +74,7 @@ pub(crate) fn check_channel_payload(data: &[u8]) {
         .load_stored(StoredDoc {
             snapshot: Some(state.clone()),
             updates: Vec::new(),
+            ..StoredDoc::default()
         })
         .expect("the room's own state reloads");
     assert_eq!(snapshot(&from_snapshot), want, "snapshot reload differs");
@@ -82,6 +83,7 @@ pub(crate) fn check_channel_payload(data: &[u8]) {
         .load_stored(StoredDoc {
             snapshot: None,
             updates: accepted,
+            ..StoredDoc::default()
         })
         .expect("the logged updates reload");
     assert_eq!(snapshot(&from_log), want, "update-log reload differs");
