@@ -772,8 +772,7 @@ fn requests_are_answered_or_reported_unanswered() {
 #[test]
 fn client_shutdown_closes_and_stays_closed() {
     let mut p = synced_pair();
-    let now = p.now;
-    p.client.shutdown(now, CloseCode::Normal);
+    p.client.shutdown(CloseCode::Normal);
     assert_eq!(
         p.client.poll_transmit(),
         Some(Transmit::Close(CloseCode::Normal))

@@ -152,7 +152,7 @@ impl<S: LocalStore> Driver<S> {
                 command = self.commands.recv() => match command {
                     Some(command) => self.on_command(command).await,
                     None => {
-                        self.core.shutdown(Instant::now(), CloseCode::Normal);
+                        self.core.shutdown(CloseCode::Normal);
                         self.stop = Some(None);
                     }
                 },
@@ -303,7 +303,7 @@ impl<S: LocalStore> Driver<S> {
                 self.core.credential_changed(Credential::Trust);
             }
             Command::Shutdown { code, done } => {
-                self.core.shutdown(Instant::now(), code);
+                self.core.shutdown(code);
                 self.stop = Some(Some(done));
             }
         }
@@ -333,26 +333,17 @@ impl<S: LocalStore> Driver<S> {
                 .shared
                 .state
                 .send_replace(DocState::Synced { pending });
-        } else if !self.core.is_welcomed() {
-            let failed = self.core.docs().any(|(d, failed)| d == doc && failed);
-            if !failed {
-                entry
-                    .shared
-                    .state
-                    .send_replace(DocState::Offline { pending });
-            }
+        } else if !self.core.is_welcomed() && !self.core.is_failed(doc) {
+            entry
+                .shared
+                .state
+                .send_replace(DocState::Offline { pending });
         }
     }
 
     fn set_docs_offline(&self) {
-        let failed: Vec<&DocId> = self
-            .core
-            .docs()
-            .filter(|(_, failed)| *failed)
-            .map(|(doc, _)| doc)
-            .collect();
         for (doc, entry) in &self.docs {
-            if !failed.contains(&doc) {
+            if !self.core.is_failed(doc) {
                 entry.shared.state.send_replace(DocState::Offline {
                     pending: entry.pending.len(),
                 });

@@ -333,10 +333,10 @@ impl ClientSession {
     }
 
     /// Closes the connection for good with `code`; documents stay where they are.
-    pub fn shutdown(&mut self, now: Instant, code: CloseCode) {
+    pub fn shutdown(&mut self, code: CloseCode) {
         if matches!(self.conn, Conn::Greeting | Conn::Up { .. }) {
             self.transmits.push_back(Transmit::Close(code));
-            self.drop_channels(now);
+            self.drop_channels();
         }
         self.conn = Conn::Closed;
         self.timers = Timers::new();
@@ -536,6 +536,11 @@ impl ClientSession {
         self.docs.iter().map(|(doc, slot)| (doc, slot.failed))
     }
 
+    /// Whether the server closed the document for good (a `DoNotReopen` code).
+    pub fn is_failed(&self, doc: &DocId) -> bool {
+        self.docs.get(doc).is_some_and(|slot| slot.failed)
+    }
+
     /// Whether the document's channel has received the server's step 2.
     pub fn is_synced(&self, doc: &DocId) -> bool {
         self.chan(doc).is_some_and(|chan| chan.synced)
@@ -641,11 +646,11 @@ impl ClientSession {
             Conn::Up { welcomed_at } => Some(now.saturating_duration_since(welcomed_at)),
             _ => None,
         };
-        self.drop_channels(now);
+        self.drop_channels();
         self.after_ending(now, code.reaction(), code, reason, uptime);
     }
 
-    fn drop_channels(&mut self, _now: Instant) {
+    fn drop_channels(&mut self) {
         self.timers.cancel(&Timer::Heartbeat);
         self.channels.clear();
         for (doc, slot) in self.docs.iter_mut() {
