@@ -418,11 +418,7 @@ impl<S: Store> Reader<S> {
         let Some(allowed) = self.claims.access_for(doc.as_str()) else {
             return self.core.refuse_open(channel, ChannelCode::Forbidden);
         };
-        let access = if requested.can_write() && allowed.can_write() {
-            Access::Write
-        } else {
-            Access::Read
-        };
+        let access = Access::granted(requested, allowed);
         let Some(room) = self.server.rooms.acquire(&doc) else {
             return self.core.refuse_open(channel, ChannelCode::Overloaded);
         };

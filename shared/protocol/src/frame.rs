@@ -46,6 +46,16 @@ impl Access {
     pub fn can_write(self) -> bool {
         self == Access::Write
     }
+
+    /// What an OPEN asking for `requested` gets where the token allows `allowed` (§6.2): write
+    /// only if both are write.
+    pub fn granted(requested: Access, allowed: Access) -> Access {
+        if requested.can_write() && allowed.can_write() {
+            Access::Write
+        } else {
+            Access::Read
+        }
+    }
 }
 
 /// Client → server, first frame of every connection.

@@ -204,11 +204,6 @@ impl<R: Clone> ServerSession<R> {
         self.closed
     }
 
-    /// Whether HELLO has arrived.
-    pub fn greeted(&self) -> bool {
-        self.hello
-    }
-
     /// Anything arrived from the peer (a WebSocket Ping or Close counts too).
     pub fn note_traffic(&mut self, now: Instant) {
         self.now = self.now.max(now);

@@ -37,13 +37,6 @@ impl<K: PartialEq + Clone> Timers<K> {
         self.deadlines.retain(|(k, _)| k != key);
     }
 
-    pub fn get(&self, key: &K) -> Option<Instant> {
-        self.deadlines
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, at)| *at)
-    }
-
     /// The earliest deadline of all.
     pub fn next(&self) -> Option<Instant> {
         self.deadlines.iter().map(|(_, at)| *at).min()

@@ -6,8 +6,6 @@
 //! and relays writes to the other subscribers; the client keeps its replica and a list of local
 //! edits not yet acknowledged, as the real client's store does.
 
-#![allow(dead_code)]
-
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -16,9 +14,7 @@ use quire_protocol::session::{
     ClientConfig, ClientEvent, ClientSession, ServerConfig, ServerOutput, ServerSession, Status,
     Transmit,
 };
-use quire_protocol::yrs::{
-    updates::decoder::Decode, Doc, GetString, ReadTxn, StateVector, Text, Transact, Update,
-};
+use quire_protocol::yrs::{Doc, GetString, ReadTxn, Text, Transact};
 use quire_protocol::ysync::{decode_sync, encode_step1, encode_step2, encode_update, SyncPayload};
 use quire_protocol::{
     Access, BackoffPolicy, ChannelCode, ChannelId, CloseCode, DocId, Frame, HeartbeatConfig,
@@ -235,10 +231,6 @@ impl Pair {
         self.to_server.dropping = on;
     }
 
-    pub(crate) fn drop_to_client(&mut self, on: bool) {
-        self.to_client.dropping = on;
-    }
-
     /// Bytes that crossed the link towards the server since the last call.
     pub(crate) fn take_bytes_to_server(&mut self) -> usize {
         std::mem::take(&mut self.to_server.bytes)
@@ -442,11 +434,7 @@ impl Pair {
                     match policy {
                         OpenPolicy::Refuse(code) => end.session.refuse_open(channel, code),
                         OpenPolicy::Accept(allowed) => {
-                            let access = if requested.can_write() && allowed.can_write() {
-                                Access::Write
-                            } else {
-                                Access::Read
-                            };
+                            let access = Access::granted(requested, allowed);
                             let Ok(generation) =
                                 end.session.accept_open(channel, access, doc.clone())
                             else {
@@ -705,13 +693,4 @@ pub(crate) fn noise(len: usize, seed: u64) -> String {
             char::from(b'a' + (x % 26) as u8)
         })
         .collect()
-}
-
-/// Decodes a v1 update (for tests that build updates by hand).
-pub(crate) fn update(bytes: &[u8]) -> Update {
-    Update::decode_v1(bytes).unwrap()
-}
-
-pub(crate) fn state_vector(doc: &Doc) -> StateVector {
-    doc.transact().state_vector()
 }
