@@ -2,13 +2,16 @@
 //! memory to the system each time a large block is freed (up to 32 MiB), so after a burst
 //! (slow readers closed, a large document unloaded) it keeps the freed memory in its heap for
 //! good. Fixed thresholds keep large blocks in their own mappings, unmapped when freed, and
-//! trim the heap's top: the server's RSS then follows what it holds (docs/RELIABILITY.md, the
-//! memory budget rows). glibc reads these settings only when a process starts, so `serve`
-//! starts itself once more with them, unless the operator set `GLIBC_TUNABLES` already.
+//! trim the heap's top once 4 MiB is free there: the server's RSS then follows what it holds
+//! (docs/RELIABILITY.md, the memory budget rows). Trimming at 128 KiB kept the same peak and
+//! the same RSS after a burst, but gave pages back only to fault them in again: 19,300 page
+//! faults on the B4 trace against 11,300 (docs/BENCHMARKS.md, F0). glibc reads these settings
+//! only when a process starts, so `serve` starts itself once more with them, unless the
+//! operator set `GLIBC_TUNABLES` already.
 
 use std::os::unix::process::CommandExt;
 
-const TUNABLES: &str = "glibc.malloc.mmap_threshold=131072:glibc.malloc.trim_threshold=131072";
+const TUNABLES: &str = "glibc.malloc.mmap_threshold=131072:glibc.malloc.trim_threshold=4194304";
 
 /// Replaces the process with itself, same arguments, with the allocator settings above; if
 /// that fails, or the settings (or an operator's own) are in place, returns and the server
