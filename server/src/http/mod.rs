@@ -58,12 +58,49 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Accepts connections until `shutdown` resolves.
+/// Sockets accepted and not yet handed to their connection's task: past this many, the
+/// accepting thread waits and the kernel's backlog holds the rest.
+const ACCEPTED_QUEUE: usize = 1024;
+
+/// A socket just accepted, with its place in its address's count.
+struct Accepted<S: Store> {
+    stream: TcpStream,
+    peer: SocketAddr,
+    tcp_slot: Arc<TcpSlot<S>>,
+}
+
+/// Accepts connections until `shutdown` resolves, and serves each on a task of its own.
+///
+/// Accepting runs on a thread of its own, not on a runtime worker: `accept` blocks for an RCU
+/// grace period (10–13 ms here) each time the kernel grows the process's file table (at 256,
+/// 512, 1,024… open files, as connections arrive), and on a worker that stalls every
+/// connection scheduled there (docs/BENCHMARKS.md, S5). The accepted sockets go to a task on
+/// the runtime, which starts each connection's task: most of its memory then comes from the
+/// workers' heaps rather than from an arena of the accepting thread's own (S5: 10.74 KiB per
+/// idle connection, 10.85 with the tasks started by the accepting thread, 10.55 before).
 pub async fn accept_loop<S: Store>(
     server: Arc<Server<S>>,
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let (to_serve, accepted) = tokio::sync::mpsc::channel(ACCEPTED_QUEUE);
+    let serving = tokio::spawn(serve_accepted(server.clone(), tls, accepted));
+    let runtime = tokio::runtime::Handle::current();
+    let accepting = tokio::task::spawn_blocking(move || {
+        runtime.block_on(accept_until(server, listener, shutdown, to_serve))
+    });
+    let _ = accepting.await;
+    // The accepting side is gone, and with it the queue's sender: the serving task ends once
+    // it has started a task for every socket accepted.
+    let _ = serving.await;
+}
+
+async fn accept_until<S: Store>(
+    server: Arc<Server<S>>,
+    listener: TcpListener,
     shutdown: impl Future<Output = ()>,
+    to_serve: tokio::sync::mpsc::Sender<Accepted<S>>,
 ) {
     tokio::pin!(shutdown);
     loop {
@@ -84,12 +121,34 @@ pub async fn accept_loop<S: Store>(
             tracing::debug!(%peer, "too many TCP connections from this address: closed");
             continue;
         };
-        let tcp_slot = Arc::new(tcp_slot);
         tracing::trace!(%peer, "accepted");
         let _ = stream.set_nodelay(true);
         // Keep at most this much unsent in the kernel: the rest waits in the connection's
         // schedule, where an ACK or a small edit can still go ahead of a large transfer.
         let _ = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(NOTSENT_LOWAT);
+        let accepted = Accepted {
+            stream,
+            peer,
+            tcp_slot: Arc::new(tcp_slot),
+        };
+        if to_serve.send(accepted).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Starts a task for each accepted socket: TLS if configured, then HTTP.
+async fn serve_accepted<S: Store>(
+    server: Arc<Server<S>>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    mut accepted: tokio::sync::mpsc::Receiver<Accepted<S>>,
+) {
+    while let Some(Accepted {
+        stream,
+        peer,
+        tcp_slot,
+    }) = accepted.recv().await
+    {
         let server = server.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
