@@ -190,54 +190,61 @@ struct CompactionInput {
     stored: StoredDoc,
 }
 
-/// A document as stored, read in one read transaction (no write lock held), so that a
-/// compaction committing in between cannot pair an old snapshot with a log it already
-/// deleted: the snapshot, the log after it, and the number of the log's last update (`None`
-/// when the log is empty).
+/// A document as stored, read by one statement (so in one read transaction, no write lock
+/// held), so that a compaction committing in between cannot pair an old snapshot with a log
+/// it already deleted: the snapshot, the log after it, and the number of the log's last update
+/// (`None` when the log is empty). One statement is one round trip to sqlx's SQLite thread;
+/// the four of a transaction (begin, two reads, commit) each woke that thread and the
+/// runtime's, most of the cost of opening a small document (docs/BENCHMARKS.md, S7).
+///
+/// The head (marks and snapshot) is the row numbered 0; the log's numbers start at 1. No
+/// ORDER BY: SQLite would copy the snapshot into a sorter for it. The log comes in the order
+/// of its primary key, which is checked here, and sorted if it ever is not.
 async fn read_stored(
     conn: &mut SqliteConnection,
     doc: &str,
 ) -> Result<(StoredDoc, Option<i64>), StoreError> {
-    let mut tx = conn.begin().await?;
-    let head = sqlx::query(
-        "SELECT (SELECT trashed_at FROM documents WHERE id = ?),
-                (SELECT MAX(created_at) FROM versions WHERE doc_id = ?),
-                (SELECT data FROM snapshots WHERE doc_id = ?),
-                (SELECT through_id FROM snapshots WHERE doc_id = ?)",
+    let rows = sqlx::query(
+        "SELECT 0, snapshots.data,
+                (SELECT trashed_at FROM documents WHERE id = ?1),
+                (SELECT MAX(created_at) FROM versions WHERE doc_id = ?1)
+           FROM (SELECT 1) LEFT JOIN snapshots ON snapshots.doc_id = ?1
+         UNION ALL
+         SELECT seq, data, NULL, NULL FROM updates
+          WHERE doc_id = ?1
+            AND seq > COALESCE((SELECT through_id FROM snapshots WHERE doc_id = ?1), 0)",
     )
     .bind(doc)
-    .bind(doc)
-    .bind(doc)
-    .bind(doc)
-    .fetch_one(&mut *tx)
+    .fetch_all(&mut *conn)
     .await?;
+    let mut head = None;
+    let mut log = Vec::with_capacity(rows.len().saturating_sub(1));
+    for row in &rows {
+        match row.try_get::<i64, _>(0)? {
+            0 => head = Some(row),
+            seq => log.push((seq, row)),
+        }
+    }
+    let head = head.ok_or_else(|| StoreError::Corrupt {
+        doc: doc.to_owned(),
+        detail: "the load returned no head row".into(),
+    })?;
+    if !log.is_sorted_by_key(|&(seq, _)| seq) {
+        log.sort_by_key(|&(seq, _)| seq);
+    }
     let marks = DocMarks {
-        trashed_ms: head.try_get::<Option<i64>, _>(0)?.map(|ms| ms as u64),
-        newest_version_ms: head.try_get::<Option<i64>, _>(1)?.map(|ms| ms as u64),
+        trashed_ms: head.try_get::<Option<i64>, _>(2)?.map(|ms| ms as u64),
+        newest_version_ms: head.try_get::<Option<i64>, _>(3)?.map(|ms| ms as u64),
     };
-    let snapshot = head.try_get::<Option<Vec<u8>>, _>(2)?;
-    let snapshot_through = head.try_get::<Option<i64>, _>(3)?.unwrap_or(0);
-    let rows =
-        sqlx::query("SELECT seq, data FROM updates WHERE doc_id = ? AND seq > ? ORDER BY seq")
-            .bind(doc)
-            .bind(snapshot_through)
-            .fetch_all(&mut *tx)
-            .await?;
-    tx.commit().await?;
-    let last_seq = rows
-        .last()
-        .map(|row| row.try_get::<i64, _>(0))
-        .transpose()?;
-    let updates = rows
-        .iter()
-        .map(|row| row.try_get::<Vec<u8>, _>(1))
-        .collect::<Result<Vec<_>, _>>()?;
     let stored = StoredDoc {
-        snapshot,
-        updates,
+        snapshot: head.try_get::<Option<Vec<u8>>, _>(1)?,
+        updates: log
+            .iter()
+            .map(|(_, row)| row.try_get::<Vec<u8>, _>(1))
+            .collect::<Result<Vec<_>, _>>()?,
         marks,
     };
-    Ok((stored, last_seq))
+    Ok((stored, log.last().map(|&(seq, _)| seq)))
 }
 
 /// Reads what [`Store::compact`] merges. `None` when the log after the snapshot is empty.
