@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sets up and runs all of Quire's tests on a Debian/Ubuntu machine, installing what is missing:
 # formatting and clippy lints, protocol, server, client and end-to-end tests in Rust, the UI's
-# unit tests (Vitest), the desktop app driven over WebDriver under a virtual display, and a
-# short pass of every fuzz target.
+# unit tests (Vitest), the desktop app driven over WebDriver under a virtual display, the
+# PostgreSQL engine against PostgreSQL servers the tests start themselves, and a short pass of
+# every fuzz target.
 # Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +13,7 @@ source scripts/lib/setup.sh
 ensure_rust
 ensure_node
 ensure_kosoku
-ensure_apt "${DESKTOP_PACKAGES[@]}" "${E2E_PACKAGES[@]}"
+ensure_apt "${DESKTOP_PACKAGES[@]}" "${E2E_PACKAGES[@]}" "${CLUSTER_PACKAGES[@]}"
 if ! command -v tauri-driver >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tauri-driver" ]; then
     echo "==> installing tauri-driver"
     cargo install tauri-driver --locked

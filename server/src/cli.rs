@@ -14,9 +14,9 @@ use quire_protocol::yrs::{self, GetString, ReadTxn, Text, Transact};
 
 use crate::auth::{unix_now, Claims, Grant, Secret};
 use crate::cli_history as history;
-use crate::config::{default_data_dir, ServeArgs, Transport};
+use crate::config::{default_data_dir, DatabaseUrl, ServeArgs, Transport};
 use crate::room::{apply_stored, merge_stored};
-use crate::store::{Append, SqliteStore, Store};
+use crate::store::{AnyStore, Append, Store};
 use crate::tls;
 use crate::versions::HistoryPolicy;
 
@@ -175,11 +175,25 @@ struct StoreArgs {
     /// Data directory of the server.
     #[arg(long, env = "QUIRE_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// The server's PostgreSQL database, if it keeps documents there (as `serve` takes it).
+    #[arg(long, env = "QUIRE_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
 }
 
 impl StoreArgs {
     fn dir(&self) -> PathBuf {
         self.data_dir.clone().unwrap_or_else(default_data_dir)
+    }
+
+    /// The store these arguments name: PostgreSQL if a URL is given, else the data
+    /// directory's SQLite (created if missing).
+    async fn open(&self) -> anyhow::Result<AnyStore> {
+        let url = self
+            .database_url
+            .as_deref()
+            .map(DatabaseUrl::parse)
+            .transpose()?;
+        open_store(url.as_ref(), &self.dir()).await
     }
 }
 
@@ -257,7 +271,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             output,
             store,
         } => {
-            let store = open_store(&store.dir()).await?;
+            let store = store.open().await?;
             match output {
                 None => export(&store, &doc, format, &mut std::io::stdout().lock()).await,
                 Some(path) => {
@@ -272,11 +286,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Import { doc, file, store } => {
-            import(&open_store(&store.dir()).await?, &doc, &file).await
-        }
+        Command::Import { doc, file, store } => import(&store.open().await?, &doc, &file).await,
         Command::Compact { doc, store } => {
-            let store = open_store(&store.dir()).await?;
+            let store = store.open().await?;
             let docs = match doc {
                 Some(doc) => vec![doc],
                 None => store.list().await?,
@@ -291,21 +303,21 @@ async fn run(command: Command) -> anyhow::Result<()> {
             if file.exists() {
                 bail!("{} exists; choose a new file", file.display());
             }
-            open_store(&store.dir()).await?.backup(&file).await?;
+            store.open().await?.backup(&file).await?;
             println!("backup written to {}", file.display());
             Ok(())
         }
         Command::List { store } => {
-            for doc in open_store(&store.dir()).await?.list().await? {
+            for doc in store.open().await?.list().await? {
                 println!("{doc}");
             }
             Ok(())
         }
         Command::Versions { doc, store } => {
-            history::list_versions(&open_store(&store.dir()).await?, &doc).await
+            history::list_versions(&store.open().await?, &doc).await
         }
         Command::Version { doc, name, history } => {
-            let store = open_store(&history.store.dir()).await?;
+            let store = history.store.open().await?;
             history::create_version(&store, &doc, &name, &history.policy()?).await
         }
         Command::Restore {
@@ -314,22 +326,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
             history,
         } => {
             let dir = history.store.dir();
-            let store = open_store(&dir).await?;
+            let store = history.store.open().await?;
             history::restore(&store, &dir, &doc, version, &history.policy()?).await
         }
         Command::Trash { doc, history } => {
             let dir = history.store.dir();
-            let store = open_store(&dir).await?;
+            let store = history.store.open().await?;
             match doc {
                 Some(doc) => history::trash(&store, &dir, &doc).await,
                 None => history::list_trash(&store, &history.policy()?).await,
             }
         }
-        Command::Untrash { doc, store } => {
-            history::untrash(&open_store(&store.dir()).await?, &doc).await
-        }
+        Command::Untrash { doc, store } => history::untrash(&store.open().await?, &doc).await,
         Command::Purge { doc, history } => {
-            let store = open_store(&history.store.dir()).await?;
+            let store = history.store.open().await?;
             history::purge(&store, doc.as_deref(), &history.policy()?).await
         }
     }
@@ -340,9 +350,14 @@ fn create_data_dir(dir: &Path) -> anyhow::Result<()> {
     crate::private::create_dir(dir).with_context(|| format!("creating {}", dir.display()))
 }
 
-async fn open_store(dir: &Path) -> anyhow::Result<SqliteStore> {
+async fn open_store(url: Option<&DatabaseUrl>, dir: &Path) -> anyhow::Result<AnyStore> {
+    if let Some(url) = url {
+        return AnyStore::open(Some(url), dir)
+            .await
+            .with_context(|| format!("opening the database at {url}"));
+    }
     create_data_dir(dir)?;
-    SqliteStore::open(dir)
+    AnyStore::open(None, dir)
         .await
         .with_context(|| format!("opening the database in {}", dir.display()))
 }
@@ -370,6 +385,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "quire-server {}", env!("CARGO_PKG_VERSION"))?;
     writeln!(out, "data directory: {}", config.data_dir.display())?;
+    if let Some(url) = &config.database_url {
+        writeln!(out, "database: {url}")?;
+    }
     let secret = if config.no_auth {
         tracing::warn!(
             "--no-auth: EVERY client that reaches this port can read and write EVERY document"
@@ -408,7 +426,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             config.data_dir.display()
         )
     })?;
-    let store = Arc::new(open_store(&config.data_dir).await?);
+    let store = Arc::new(open_store(config.database_url.as_ref(), &config.data_dir).await?);
     let listener =
         crate::http::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;
     let local = listener.local_addr()?;
@@ -479,7 +497,7 @@ fn warn_if_data_dir_is_open(dir: &Path) {
     }
 }
 
-async fn load_doc(store: &SqliteStore, doc: &str) -> anyhow::Result<yrs::Doc> {
+async fn load_doc(store: &AnyStore, doc: &str) -> anyhow::Result<yrs::Doc> {
     let stored = store.load(doc).await?;
     if stored.is_empty() {
         bail!("no document `{doc}`");
@@ -491,7 +509,7 @@ async fn load_doc(store: &SqliteStore, doc: &str) -> anyhow::Result<yrs::Doc> {
 }
 
 async fn export(
-    store: &SqliteStore,
+    store: &AnyStore,
     doc: &str,
     format: Format,
     out: &mut impl Write,
@@ -517,7 +535,7 @@ async fn export(
     Ok(())
 }
 
-async fn import(store: &SqliteStore, doc: &str, file: &Path) -> anyhow::Result<()> {
+async fn import(store: &AnyStore, doc: &str, file: &Path) -> anyhow::Result<()> {
     quire_protocol::DocId::parse(doc, quire_protocol::Limits::DEFAULT_MAX_DOC_ID_LEN)
         .map_err(|_| anyhow::anyhow!("`{doc}` is not a valid document ID"))?;
     if !store.load(doc).await?.is_empty() {

@@ -14,14 +14,14 @@ use quire_protocol::request::{VersionInfo, VersionKind};
 use crate::room::merge_stored;
 use crate::room_versions::now_ms;
 use crate::serve_lock::{try_lock, LockError, ServeLock};
-use crate::store::{Append, NewVersion, QuotaFull, SqliteStore, Store};
+use crate::store::{AnyStore, Append, NewVersion, QuotaFull, Store};
 use crate::versions::HistoryPolicy;
 
 /// The author recorded for versions made from the command line.
 const CLI_AUTHOR: &str = "command line";
 
 /// `versions DOC`: one line per version, newest first.
-pub async fn list_versions(store: &SqliteStore, doc: &str) -> anyhow::Result<()> {
+pub async fn list_versions(store: &AnyStore, doc: &str) -> anyhow::Result<()> {
     let versions = store.list_versions(doc).await?;
     if versions.is_empty() {
         println!("no versions of `{doc}`");
@@ -54,7 +54,7 @@ fn describe(version: &VersionInfo) -> String {
 
 /// `version DOC --name NAME`: saves what is stored of the document as a named version.
 pub async fn create_version(
-    store: &SqliteStore,
+    store: &AnyStore,
     doc: &str,
     name: &str,
     policy: &HistoryPolicy,
@@ -84,7 +84,7 @@ pub async fn create_version(
 /// `restore DOC VERSION`: appends the edit that makes the document's text the version's,
 /// after saving the current state as a version (which undoes it).
 pub async fn restore(
-    store: &SqliteStore,
+    store: &AnyStore,
     dir: &Path,
     doc: &str,
     id: u64,
@@ -123,7 +123,7 @@ pub async fn restore(
 }
 
 /// `trash`: what is in the trash and when it goes.
-pub async fn list_trash(store: &SqliteStore, policy: &HistoryPolicy) -> anyhow::Result<()> {
+pub async fn list_trash(store: &AnyStore, policy: &HistoryPolicy) -> anyhow::Result<()> {
     let trash = store.list_trash().await?;
     if trash.is_empty() {
         println!("the trash is empty");
@@ -140,7 +140,7 @@ pub async fn list_trash(store: &SqliteStore, policy: &HistoryPolicy) -> anyhow::
 }
 
 /// `trash DOC`: moves a document to the trash.
-pub async fn trash(store: &SqliteStore, dir: &Path, doc: &str) -> anyhow::Result<()> {
+pub async fn trash(store: &AnyStore, dir: &Path, doc: &str) -> anyhow::Result<()> {
     let _lock = lock_offline(dir, "move it to the trash from the app while it runs")?;
     if store.trash(doc, now_ms()).await? {
         println!("moved `{doc}` to the trash");
@@ -151,7 +151,7 @@ pub async fn trash(store: &SqliteStore, dir: &Path, doc: &str) -> anyhow::Result
 }
 
 /// `untrash DOC`.
-pub async fn untrash(store: &SqliteStore, doc: &str) -> anyhow::Result<()> {
+pub async fn untrash(store: &AnyStore, doc: &str) -> anyhow::Result<()> {
     if !store.untrash(doc).await? {
         bail!("`{doc}` is not in the trash");
     }
@@ -161,7 +161,7 @@ pub async fn untrash(store: &SqliteStore, doc: &str) -> anyhow::Result<()> {
 
 /// `purge [DOC]`: deletes for good one trashed document, or every one whose time is up.
 pub async fn purge(
-    store: &SqliteStore,
+    store: &AnyStore,
     doc: Option<&str>,
     policy: &HistoryPolicy,
 ) -> anyhow::Result<()> {
@@ -194,7 +194,7 @@ fn lock_offline(dir: &Path, instead: &str) -> anyhow::Result<ServeLock> {
     }
 }
 
-async fn stored_state(store: &SqliteStore, doc: &str) -> anyhow::Result<Vec<u8>> {
+async fn stored_state(store: &AnyStore, doc: &str) -> anyhow::Result<Vec<u8>> {
     let stored = store.load(doc).await?;
     if stored.is_empty() {
         bail!("no document `{doc}`");

@@ -1,6 +1,7 @@
 //! Serve configuration: every setting comes from a flag, else a `QUIRE_*` environment variable,
 //! else the optional TOML file (`--config`, same names with `_` for `-`), else its default.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -48,6 +49,10 @@ pub struct ServeArgs {
     /// Directory for the database, the token secret and the dev certificate.
     #[arg(long, env = "QUIRE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Keep documents in PostgreSQL at this URL (postgres://user:password@host:port/db)
+    /// instead of SQLite in the data directory; several servers may share one database.
+    #[arg(long, env = "QUIRE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
     /// Development mode: TLS with a self-signed certificate for localhost, made once and kept
     /// in the data directory; its path and SHA-256 fingerprint are printed at start.
     #[arg(long, env = "QUIRE_DEV", num_args = 0..=1, default_missing_value = "true")]
@@ -151,6 +156,8 @@ pub struct ServeConfig {
     /// Where `/metrics` is served instead of the main listener, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
+    /// PostgreSQL, if documents are kept there rather than in the data directory's SQLite.
+    pub database_url: Option<DatabaseUrl>,
     pub transport: Transport,
     pub no_auth: bool,
     pub secret: Option<String>,
@@ -190,6 +197,52 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// A `postgres://` (or `postgresql://`) URL, as libpq takes it. Shown without its password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let text = text.trim();
+        if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
+            return Err(ConfigError::Invalid(
+                "--database-url must start with postgres:// (leave it out to keep documents \
+                 in SQLite in the data directory)"
+                    .into(),
+            ));
+        }
+        Ok(Self(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The URL with its password, if any, replaced by `***`: for logs and the start-up banner.
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (scheme, rest) = self.0.split_once("://").unwrap_or(("", &self.0));
+        let (authority, path) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+        match authority.rsplit_once('@') {
+            Some((user_info, host)) => {
+                let user = user_info
+                    .split_once(':')
+                    .map_or(user_info, |(user, _)| user);
+                let hidden = if user_info.contains(':') { ":***" } else { "" };
+                write!(f, "{scheme}://{user}{hidden}@{host}{path}")
+            }
+            None => f.write_str(&self.0),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({self})")
+    }
+}
+
 /// Default data directory: `$XDG_DATA_HOME/quire` or `~/.local/share/quire`, else `./quire-data`.
 pub fn default_data_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_DATA_HOME") {
@@ -220,6 +273,7 @@ impl ServeArgs {
             listen,
             metrics_listen,
             data_dir,
+            database_url,
             dev,
             tls_cert,
             tls_key,
@@ -317,6 +371,11 @@ impl ServeArgs {
                 "--memory-budget must be at least 1MiB".into(),
             ));
         }
+        let database_url = self
+            .database_url
+            .as_deref()
+            .map(DatabaseUrl::parse)
+            .transpose()?;
         let history = resolve_history(
             self.version_interval_secs,
             self.version_max_count,
@@ -329,6 +388,7 @@ impl ServeArgs {
                 .unwrap_or_else(|| "127.0.0.1:7700".parse().expect("valid address")),
             metrics_listen: self.metrics_listen,
             data_dir: self.data_dir.unwrap_or_else(default_data_dir),
+            database_url,
             transport,
             no_auth: self.no_auth.unwrap_or(false),
             secret: self.secret,
@@ -497,5 +557,21 @@ mod tests {
         assert_eq!(super::parse_size("12 MB"), None);
         assert_eq!(super::parse_size("MiB"), None);
         assert_eq!(super::parse_size("99999999999G"), None);
+    }
+
+    #[test]
+    fn urls_show_without_their_password() {
+        let shown = |text: &str| DatabaseUrl::parse(text).unwrap().to_string();
+        assert_eq!(
+            shown("postgres://quire:s3cret@db.example:5432/quire?sslmode=require"),
+            "postgres://quire:***@db.example:5432/quire?sslmode=require"
+        );
+        assert_eq!(
+            shown("postgresql://quire@127.0.0.1/quire"),
+            "postgresql://quire@127.0.0.1/quire"
+        );
+        assert_eq!(shown("postgres:///quire"), "postgres:///quire");
+        assert!(DatabaseUrl::parse("mysql://x/y").is_err());
+        assert!(DatabaseUrl::parse("/var/lib/quire").is_err());
     }
 }

@@ -27,7 +27,8 @@
 //! - [`outbox`]: the sending half of a connection: a fair schedule of frames and its writer.
 //! - [`subscription`]: who a subscriber is (a channel on a connection).
 //! - [`lane`]: a queue that allocates only while something waits (events, room jobs).
-//! - [`store`]: the storage trait and its SQLite implementation (documents, versions, trash).
+//! - [`store`]: the storage trait and its engines, SQLite (embedded) and PostgreSQL (shared):
+//!   documents, versions, trash.
 //! - [`work`]: the document work pool, a few low-priority threads for CPU-heavy yrs work.
 //! - [`auth`]: HS256 tokens with per-document rights.
 //! - [`failed_login`]: rate-limited `warn!` lines for refused logins.

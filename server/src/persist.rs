@@ -272,6 +272,9 @@ async fn commit_batch<S: Store>(
 /// memory holds costs a fraction of merging the stored log into a fresh document, which on a
 /// busy server took a quarter of its core and delayed the commits behind it.
 ///
+/// On a store other servers write too ([`Store::shared`]), the room may lack their updates,
+/// so the compaction merges what is stored instead.
+///
 /// One compaction runs at a time: documents edited at the same pace reach the threshold
 /// together, and a hundred compactions queued on the one writer connection hold the commits
 /// behind them (and every ACK) back.
@@ -293,6 +296,9 @@ fn maybe_compact<S: Store>(
         let _turn = compactions.acquire_owned().await;
         let before = room.log_updates.load(Ordering::Relaxed);
         let result = async {
+            if store.shared() {
+                return store.compact(room.id.as_str(), merge_stored).await;
+            }
             let through = room.stored_through.load(Ordering::Acquire);
             let encoding = room.clone();
             // A panic while encoding falls back to merging what is stored.

@@ -11,6 +11,7 @@
 //! - [`edit_probe`]: a good client's edits at 20/s on a document, timed from send to arrival.
 //! - [`insert_stream`]: a writer streaming marked inserts without waiting, recording ACKs.
 //! - [`db_probe`]: the server's SQLite file seen from outside (integrity, stored blobs).
+//! - [`postgres`]: a PostgreSQL server of the test's own (initdb, a loopback port, crash restarts).
 //! - [`wait`]: polling with a deadline (tests never sleep to wait).
 //! - [`proxy`]: a TCP proxy that injects delay, stalls, resets, mid-frame cuts and throttling.
 //! - [`netns`]: a network namespace of the test's own, with nftables packet loss and partitions.
@@ -32,6 +33,7 @@ pub mod edit_probe;
 pub mod http_probe;
 pub mod insert_stream;
 pub mod netns;
+pub mod postgres;
 pub mod proxy;
 pub mod raw_client;
 pub mod recorder;

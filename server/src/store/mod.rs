@@ -1,16 +1,27 @@
 //! Document storage behind a trait, so the rooms never see which database holds the bytes.
-//! SQLite is the embedded default; a shared PostgreSQL backend can implement the same trait.
+//! SQLite is the embedded default; PostgreSQL (`--database-url postgres://…`) is the shared
+//! one that several servers can use at once. [`AnyStore`] is whichever of the two was chosen.
+//!
+//! - `sqlite.rs`, `sqlite_history.rs`: the embedded engine (migrations in `migrations/`);
+//! - `postgres.rs`, `postgres_history.rs`: the shared engine (`migrations-postgres/`);
+//! - `any.rs`: the choice between them, from a database URL.
 
+mod any;
+mod postgres;
+mod postgres_history;
 mod sqlite;
 mod sqlite_history;
 
 use std::future::Future;
 use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use quire_protocol::request::{VersionInfo, VersionKind};
 
 use crate::versions::HistoryPolicy;
 
+pub use any::AnyStore;
+pub use postgres::PgStore;
 pub use sqlite::{SqliteStore, DB_FILE};
 
 /// A storage failure. Its text goes to logs only; clients see channel code 4500.
@@ -124,6 +135,13 @@ pub trait Store: Send + Sync + 'static {
         state: &[u8],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Whether other servers may write this store too. Then no server's memory holds all that
+    /// is stored of a document, and compaction must merge what is stored
+    /// ([`Store::compact`]) rather than write a server's own state ([`Store::compact_to`]).
+    fn shared(&self) -> bool {
+        false
+    }
+
     /// Replaces a document's snapshot and log with one snapshot built by `merge` from what is
     /// stored, atomically. Updates appended meanwhile are kept.
     fn compact(
@@ -184,4 +202,12 @@ pub trait Store: Send + Sync + 'static {
         only: Option<&str>,
         before_ms: u64,
     ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+}
+
+/// Seconds since the Unix epoch, for the documents' `created_at` and `updated_at`.
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -83,6 +83,11 @@ impl SqliteStore {
         Ok(row.try_get::<String, _>(0)?)
     }
 
+    /// The writing connection, for filling a new store (a backup of another engine).
+    pub(super) fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+
     pub async fn close(&self) {
         self.writer.close().await;
         self.pool.close().await;
@@ -111,7 +116,7 @@ async fn append_on(
     conn: &mut SqliteConnection,
     batch: &[Append<'_>],
 ) -> Result<Vec<i64>, StoreError> {
-    let now = unix_now();
+    let now = super::unix_now();
     // Documents in order of first appearance, with how many updates each brings.
     let mut counts: HashMap<&str, i64> = HashMap::new();
     let mut docs: Vec<&str> = Vec::new();
@@ -310,13 +315,6 @@ async fn discard_if_failed<T>(conn: PoolConnection<Sqlite>, result: &Result<T, S
             tracing::warn!(error = %err, "closing a failed storage connection");
         }
     }
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 impl Store for SqliteStore {

@@ -1,5 +1,5 @@
 //! Versions and the trash in the SQLite store: the queries behind the history half of
-//! [`super::Store`]. Each function is one transaction.
+//! [`super::Store`]. Each function is one transaction. `postgres_history.rs` is its twin.
 
 use quire_protocol::request::{VersionInfo, VersionKind};
 use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
