@@ -66,9 +66,9 @@ ensure_kosoku() {
 DESKTOP_PACKAGES=(libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev libssl-dev
     libsoup-3.0-dev libjavascriptcoregtk-4.1-dev libxdo-dev)
 E2E_PACKAGES=(xvfb webkit2gtk-driver imagemagick fiu-utils nftables iproute2)
-# PostgreSQL for the shared-database tests: each test runs its own server (initdb, a loopback
-# port) from these binaries; the package's own cluster is not used.
-CLUSTER_PACKAGES=(postgresql)
+# PostgreSQL and Redis for the shared-database tests: each test runs its own servers (initdb,
+# loopback ports) from these packages' binaries; the packages' own services are not used.
+CLUSTER_PACKAGES=(postgresql redis-server)
 
 # build_ui: installs the UI's packages and bundles it into ui/dist (the app embeds it).
 build_ui() {

@@ -23,6 +23,10 @@ pub const DEFAULT_FRAGMENT_TIMEOUT_SECS: u64 = 120;
 /// what a user notices in a "saved" indicator.
 pub const DEFAULT_COMMIT_WINDOW_US: u64 = 5000;
 
+/// How often a server on a shared database checks for other servers' updates by default
+/// (`--shared-poll-ms`): one query per check for all its loaded documents.
+pub const DEFAULT_SHARED_POLL_MS: u64 = 250;
+
 /// How clients reach the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transport {
@@ -53,6 +57,15 @@ pub struct ServeArgs {
     /// instead of SQLite in the data directory; several servers may share one database.
     #[arg(long, env = "QUIRE_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// With --database-url: milliseconds between checks for updates other servers stored in
+    /// the database, which are then relayed to this server's clients.
+    #[arg(long, env = "QUIRE_SHARED_POLL_MS")]
+    pub shared_poll_ms: Option<u64>,
+    /// With --database-url: a Redis server (redis://host:port) through which the servers
+    /// sharing the database pass each other's updates at once; without it, or while it is
+    /// unreachable, they find them by checking the database every --shared-poll-ms.
+    #[arg(long, env = "QUIRE_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
     /// Development mode: TLS with a self-signed certificate for localhost, made once and kept
     /// in the data directory; its path and SHA-256 fingerprint are printed at start.
     #[arg(long, env = "QUIRE_DEV", num_args = 0..=1, default_missing_value = "true")]
@@ -158,6 +171,10 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     /// PostgreSQL, if documents are kept there rather than in the data directory's SQLite.
     pub database_url: Option<DatabaseUrl>,
+    /// How often a server on a shared database checks for updates other servers stored.
+    pub shared_poll: Duration,
+    /// Redis, for passing updates between the servers sharing the database.
+    pub redis_url: Option<String>,
     pub transport: Transport,
     pub no_auth: bool,
     pub secret: Option<String>,
@@ -274,6 +291,8 @@ impl ServeArgs {
             metrics_listen,
             data_dir,
             database_url,
+            shared_poll_ms,
+            redis_url,
             dev,
             tls_cert,
             tls_key,
@@ -376,6 +395,13 @@ impl ServeArgs {
             .as_deref()
             .map(DatabaseUrl::parse)
             .transpose()?;
+        if self.redis_url.is_some() && database_url.is_none() {
+            return Err(ConfigError::Invalid(
+                "--redis-url needs --database-url: Redis passes updates between servers that \
+                 share a PostgreSQL database"
+                    .into(),
+            ));
+        }
         let history = resolve_history(
             self.version_interval_secs,
             self.version_max_count,
@@ -389,6 +415,10 @@ impl ServeArgs {
             metrics_listen: self.metrics_listen,
             data_dir: self.data_dir.unwrap_or_else(default_data_dir),
             database_url,
+            shared_poll: Duration::from_millis(
+                self.shared_poll_ms.unwrap_or(DEFAULT_SHARED_POLL_MS).max(1),
+            ),
+            redis_url: self.redis_url,
             transport,
             no_auth: self.no_auth.unwrap_or(false),
             secret: self.secret,

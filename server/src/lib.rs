@@ -27,6 +27,8 @@
 //! - [`outbox`]: the sending half of a connection: a fair schedule of frames and its writer.
 //! - [`subscription`]: who a subscriber is (a channel on a connection).
 //! - [`lane`]: a queue that allocates only while something waits (events, room jobs).
+//! - [`fanout`]: Redis pub/sub between servers sharing a database: stored updates out, other
+//!   servers' updates in.
 //! - [`store`]: the storage trait and its engines, SQLite (embedded) and PostgreSQL (shared):
 //!   documents, versions, trash.
 //! - [`work`]: the document work pool, a few low-priority threads for CPU-heavy yrs work.
@@ -51,6 +53,7 @@ pub mod cli_history;
 pub mod config;
 pub mod connection;
 pub mod failed_login;
+pub mod fanout;
 pub mod history;
 pub mod http;
 pub mod lane;

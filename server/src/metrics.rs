@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -73,6 +73,22 @@ pub struct Metrics {
     pub slow_consumers: AtomicU64,
     /// Documents rebuilt from their history after an update yrs refused part way.
     pub document_rebuilds: AtomicU64,
+    /// Reads of what other servers stored (a shared database) that brought a loaded document
+    /// something new.
+    pub remote_catch_ups: AtomicU64,
+    /// Updates from other servers that did not follow what their room held: the gap was read
+    /// from the database.
+    pub remote_gap_reads: AtomicU64,
+    /// `--redis-url` was given.
+    pub redis_configured: AtomicBool,
+    /// The publishing connection to Redis works.
+    pub redis_publishing: AtomicBool,
+    /// The subscription to other servers' updates works.
+    pub redis_subscribed: AtomicBool,
+    pub redis_published: AtomicU64,
+    pub redis_received: AtomicU64,
+    /// Updates not published or not handed on: a queue was full or Redis was down.
+    pub redis_dropped: AtomicU64,
     /// Time from receiving a write to acknowledging it durable.
     pub durable_ack: Histogram,
     /// Time one group commit takes in storage (its fsync included).
@@ -90,6 +106,16 @@ impl Metrics {
     /// A channel ended with `code`.
     pub fn count_channel_close(&self, code: u16) {
         *self.channel_closes.lock().entry(code).or_default() += 1;
+    }
+
+    /// Whether both connections to Redis work (false when it is not configured).
+    pub fn redis_up(&self) -> bool {
+        self.redis_publishing.load(Relaxed) && self.redis_subscribed.load(Relaxed)
+    }
+
+    /// Redis is configured and one of its connections is down.
+    pub fn redis_down(&self) -> bool {
+        self.redis_configured.load(Relaxed) && !self.redis_up()
     }
 
     pub fn render(&self) -> String {
@@ -196,6 +222,44 @@ impl Metrics {
             "Documents rebuilt from their history after an update the CRDT library refused part way.",
             self.document_rebuilds.load(Relaxed),
         );
+        counter(
+            &mut out,
+            "quire_remote_catch_ups_total",
+            "Reads of updates other servers stored in the shared database that brought a loaded document something new.",
+            self.remote_catch_ups.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "quire_remote_gap_reads_total",
+            "Updates from other servers that did not follow what their document held, so the gap was read from the database.",
+            self.remote_gap_reads.load(Relaxed),
+        );
+        if self.redis_configured.load(Relaxed) {
+            gauge(
+                &mut out,
+                "quire_redis_up",
+                "1 while both connections to Redis work; 0 while updates between servers are found by checking the database.",
+                i64::from(self.redis_up()),
+            );
+            counter(
+                &mut out,
+                "quire_redis_published_total",
+                "Stored updates published to the other servers through Redis.",
+                self.redis_published.load(Relaxed),
+            );
+            counter(
+                &mut out,
+                "quire_redis_received_total",
+                "Updates other servers published through Redis, received here.",
+                self.redis_received.load(Relaxed),
+            );
+            counter(
+                &mut out,
+                "quire_redis_dropped_total",
+                "Updates not published or not handed on (a full queue, Redis down); the database check delivers them.",
+                self.redis_dropped.load(Relaxed),
+            );
+        }
 
         self.durable_ack.render(
             &mut out,

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use quire_protocol::{ChannelCode, ChannelId, ConnId};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use crate::fanout::Publisher;
 use crate::metrics::Metrics;
 use crate::outbox::{ConnEvent, ConnHandle};
 use crate::room::{merge_stored, Room};
@@ -68,9 +69,10 @@ impl Persister {
         policy: CompactionPolicy,
         depth: usize,
         commit_window: Duration,
+        fanout: Option<Publisher>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(depth);
-        let task = tokio::spawn(run(store, metrics, policy, commit_window, rx));
+        let task = tokio::spawn(run(store, metrics, policy, commit_window, fanout, rx));
         (Self { tx }, task)
     }
 
@@ -110,6 +112,7 @@ async fn run<S: Store>(
     metrics: Arc<Metrics>,
     policy: CompactionPolicy,
     commit_window: Duration,
+    fanout: Option<Publisher>,
     mut rx: mpsc::Receiver<Job>,
 ) {
     let mut batch = Vec::with_capacity(64);
@@ -131,7 +134,15 @@ async fn run<S: Store>(
                 },
             }
         }
-        commit_batch(&store, &metrics, policy, &compactions, &mut batch).await;
+        commit_batch(
+            &store,
+            &metrics,
+            policy,
+            &compactions,
+            fanout.as_ref(),
+            &mut batch,
+        )
+        .await;
     }
 }
 
@@ -140,6 +151,7 @@ async fn commit_batch<S: Store>(
     metrics: &Metrics,
     policy: CompactionPolicy,
     compactions: &Arc<Semaphore>,
+    fanout: Option<&Publisher>,
     batch: &mut Vec<Job>,
 ) {
     // Rooms whose earlier commit failed store their full state once instead of a delta.
@@ -183,10 +195,17 @@ async fn commit_batch<S: Store>(
     let result = store.append_batch(&appends).await;
     metrics.commit_duration.observe(started.elapsed());
     let stored = appends.len() as u64;
+    // The other servers sharing the store learn of each stored update (after the commit).
+    if let (Ok(seqs), Some(fanout)) = (&result, fanout) {
+        for (append, &seq) in appends.iter().zip(seqs) {
+            fanout.publish(append.doc, seq, append.data);
+        }
+    }
     drop(appends);
     if let Ok(seqs) = &result {
         for (room, &seq) in owners.iter().zip(seqs) {
             room.stored_through.fetch_max(seq, Ordering::AcqRel);
+            room.note_stored(seq);
         }
     }
     drop(owners);

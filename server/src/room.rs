@@ -91,6 +91,9 @@ pub struct Room {
     /// The largest number the store gave an update of this room (see `persist::maybe_compact`).
     pub(crate) stored_through: AtomicI64,
     pub(crate) compacting: AtomicBool,
+    /// The number through which the room holds every stored update of its document, its own
+    /// and those other servers stored ([`Room::note_stored`], [`Room::apply_remote`]).
+    seen_through: AtomicI64,
 }
 
 impl std::fmt::Debug for Room {
@@ -125,6 +128,7 @@ impl Room {
             log_updates: AtomicU64::new(0),
             stored_through: AtomicI64::new(0),
             compacting: AtomicBool::new(false),
+            seen_through: AtomicI64::new(0),
         }
     }
 
@@ -137,6 +141,7 @@ impl Room {
         apply_stored(&state.doc, &stored)?;
         self.log_updates
             .store(stored.updates.len() as u64, Ordering::Relaxed);
+        self.seen_through.store(stored.head, Ordering::Release);
         state.history = History::from_stored(stored);
         state.charge_document();
         Ok(())
@@ -316,6 +321,66 @@ impl Room {
             broadcast(&state.subscribers, from, kind::AWARENESS, relay);
         }
         Ok(())
+    }
+
+    /// The number through which the room holds every stored update of its document.
+    pub fn seen_through(&self) -> i64 {
+        self.seen_through.load(Ordering::Acquire)
+    }
+
+    /// The store numbered `seq` one of this room's own updates (applied before it was
+    /// stored). If it follows the last number the room holds everything through, the room now
+    /// holds everything through it; if another server stored updates in between, the room
+    /// waits for [`Room::apply_remote`] to bring them.
+    pub(crate) fn note_stored(&self, seq: i64) {
+        let _ =
+            self.seen_through
+                .compare_exchange(seq - 1, seq, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Applies what other servers stored after [`Room::seen_through`] (from
+    /// [`crate::store::Store::load_after`]) and relays every update that brings something new
+    /// to all subscribers; the room then holds everything through `stored.head`. Updates the
+    /// room already holds (its own, read back) change nothing and are not relayed. Returns
+    /// the bytes of the updates that changed the document.
+    pub fn apply_remote(&self, stored: StoredDoc) -> usize {
+        let mut state = self.state.lock();
+        let state = &mut *state;
+        let mut added = 0;
+        for bytes in stored.snapshot.iter().chain(stored.updates.iter()) {
+            let Ok(update) = quire_protocol::ysync::decode_update(bytes) else {
+                tracing::warn!(doc = %self.id, "a stored update from another server does not decode; skipped");
+                continue;
+            };
+            let changed = {
+                let mut txn = state.doc.transact_mut();
+                match catch_unwind(AssertUnwindSafe(|| txn.apply_update(update))) {
+                    Ok(Ok(())) => {
+                        txn.before_state() != txn.after_state() || !txn.delete_set().is_empty()
+                    }
+                    Ok(Err(_)) | Err(_) => {
+                        tracing::warn!(doc = %self.id, "a stored update from another server does not apply; skipped");
+                        false
+                    }
+                }
+            };
+            if changed {
+                added += bytes.len();
+                state.history.accepted(bytes, &state.doc);
+                let relay = self.memory.output_bytes(encode_update(bytes.clone()));
+                for (key, subscriber) in &state.subscribers {
+                    subscriber.conn.send_body(
+                        key.channel,
+                        subscriber.generation,
+                        kind::SYNC,
+                        relay.clone(),
+                    );
+                }
+            }
+        }
+        state.charge_document();
+        self.seen_through.fetch_max(stored.head, Ordering::AcqRel);
+        added
     }
 
     /// The whole document as one v1 update (for snapshots and export).

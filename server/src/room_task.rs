@@ -111,6 +111,13 @@ pub(crate) enum RoomJob {
     /// The document went to the trash: close every channel on it (4410), refuse opens, and
     /// leave the registry.
     Trashed,
+    /// Other servers stored updates of the document (a shared database): read and apply them,
+    /// and relay them to every subscriber.
+    CatchUp,
+    /// Another server stored update `seq` of the document and published it: applied and
+    /// relayed if it follows what the room holds, read from the database with whatever it
+    /// skipped if it does not, ignored if the room holds it already.
+    Remote { seq: i64, update: Vec<u8> },
 }
 
 /// A reference to a served room: the document, and the queue of its task.
@@ -368,6 +375,8 @@ impl<R: Registry> Task<R> {
                     });
                 }
             }
+            RoomJob::CatchUp => self.catch_up().await,
+            RoomJob::Remote { seq, update } => self.remote(seq, update).await,
             RoomJob::Flush(done) => {
                 let persister = self.rooms.persister().clone();
                 tokio::spawn(async move {
@@ -456,6 +465,56 @@ impl<R: Registry> Task<R> {
             self.rooms
                 .metrics()
                 .document_rebuilds
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    async fn remote(&mut self, seq: i64, update: Vec<u8>) {
+        let held = self.room.seen_through();
+        if seq <= held {
+            return;
+        }
+        if seq > held + 1 {
+            self.rooms
+                .metrics()
+                .remote_gap_reads
+                .fetch_add(1, Ordering::Relaxed);
+            return self.catch_up().await;
+        }
+        let stored = StoredDoc {
+            updates: vec![update],
+            head: seq,
+            ..StoredDoc::default()
+        };
+        let heavy = stored_size(&stored) > INLINE_MESSAGE_BYTES;
+        let room = self.room.clone();
+        self.size += run_sized(move || room.apply_remote(stored), heavy).await;
+    }
+
+    /// Applies what other servers stored since the room last held everything stored.
+    async fn catch_up(&mut self) {
+        let after = self.room.seen_through();
+        let stored = match self
+            .rooms
+            .store()
+            .load_after(self.room.id.as_str(), after)
+            .await
+        {
+            Ok(stored) if stored.head > after => stored,
+            Ok(_) => return,
+            Err(err) => {
+                tracing::warn!(doc = %self.room.id, error = %err, "reading other servers' updates failed; retried at the next check");
+                return;
+            }
+        };
+        let heavy = stored_size(&stored) > INLINE_MESSAGE_BYTES;
+        let room = self.room.clone();
+        let added = run_sized(move || room.apply_remote(stored), heavy).await;
+        if added > 0 {
+            self.size += added;
+            self.rooms
+                .metrics()
+                .remote_catch_ups
                 .fetch_add(1, Ordering::Relaxed);
         }
     }

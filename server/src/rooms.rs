@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use quire_protocol::DocId;
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Semaphore};
 
+use crate::fanout::RemoteUpdate;
 use crate::memory::{MemoryBudget, Unloader};
 use crate::metrics::Metrics;
 use crate::persist::Persister;
@@ -46,6 +47,10 @@ pub struct Rooms<S> {
 /// there, each holding its query's state meanwhile (docs/BENCHMARKS.md, S7). Waiting for a
 /// slot costs almost nothing.
 const LOADS_AT_ONCE: usize = 8;
+
+/// While Redis brings other servers' updates, the database is checked this many times less
+/// often: the check then only catches what pub/sub lost.
+const REDIS_CHECK_FACTOR: u32 = 8;
 
 impl<S: Store> Rooms<S> {
     pub fn new(
@@ -112,6 +117,70 @@ impl<S: Store> Rooms<S> {
             if Arc::ptr_eq(entry.handle.room(), handle.room()) {
                 entry.refs = entry.refs.saturating_sub(1);
             }
+        }
+    }
+}
+
+impl<S: Store> Rooms<S> {
+    /// Follows what other servers store in a shared database: every `every` (every
+    /// [`REDIS_CHECK_FACTOR`] times that while Redis brings their updates), compares each loaded
+    /// document's last stored number with what its room holds, and has the rooms that are
+    /// behind read and relay the rest ([`RoomJob::CatchUp`]). One query per check, whatever
+    /// the number of loaded documents. Runs until the server stops.
+    pub async fn follow_shared_store(self: Arc<Self>, every: Duration) {
+        let mut skipped = 0;
+        loop {
+            tokio::time::sleep(every).await;
+            // Decided at each tick: when Redis goes down, the fast rate starts at once.
+            skipped += 1;
+            if self.metrics.redis_up() && skipped < REDIS_CHECK_FACTOR {
+                continue;
+            }
+            skipped = 0;
+            let loaded: Vec<RoomHandle> = self
+                .map
+                .lock()
+                .values()
+                .map(|entry| entry.handle.clone())
+                .collect();
+            if loaded.is_empty() {
+                continue;
+            }
+            let ids: Vec<&str> = loaded.iter().map(|h| h.room().id.as_str()).collect();
+            let heads = match self.store.heads(&ids).await {
+                Ok(heads) => heads,
+                Err(err) => {
+                    tracing::warn!(error = %err, "checking other servers' updates failed");
+                    continue;
+                }
+            };
+            let heads: HashMap<String, i64> = heads.into_iter().collect();
+            for handle in &loaded {
+                let room = handle.room();
+                if heads.get(room.id.as_str()).copied().unwrap_or(0) > room.seen_through() {
+                    handle.submit(RoomJob::CatchUp);
+                }
+            }
+        }
+    }
+}
+
+impl<S: Store> Rooms<S> {
+    /// Hands the updates other servers publish through Redis to their rooms, if loaded here;
+    /// the others are dropped (whoever loads the document reads it from the database). Runs
+    /// until the stream ends.
+    pub async fn follow_fanout(self: Arc<Self>, mut updates: mpsc::Receiver<RemoteUpdate>) {
+        while let Some(update) = updates.recv().await {
+            let Ok(doc) = DocId::parse(&update.doc, u32::MAX) else {
+                continue;
+            };
+            self.submit_if_loaded(
+                &doc,
+                RoomJob::Remote {
+                    seq: update.seq,
+                    update: update.update,
+                },
+            );
         }
     }
 }

@@ -32,6 +32,16 @@ pub async fn run<S: Store>(
 ) {
     let metrics = Arc::new(Metrics::default());
     let memory = MemoryBudget::new(config.memory_budget);
+    let (fanout, remote_updates) = match &config.redis_url {
+        Some(url) => match crate::fanout::start(url, metrics.clone()) {
+            Ok((publisher, updates)) => (Some(publisher), Some(updates)),
+            Err(err) => {
+                tracing::error!(error = %err, "--redis-url is not usable; updates between servers are found by checking the database");
+                (None, None)
+            }
+        },
+        None => (None, None),
+    };
     let (persister, persister_task) = Persister::start(
         store.clone(),
         metrics.clone(),
@@ -40,7 +50,9 @@ pub async fn run<S: Store>(
         },
         config.queue_depth.max(1024),
         config.commit_window,
+        fanout,
     );
+    let store_is_shared = store.shared();
     let purger = tokio::spawn(crate::trash::purge_loop(
         store.clone(),
         config.history.trash_retention,
@@ -56,6 +68,11 @@ pub async fn run<S: Store>(
         .with_history(config.history),
     );
     let enforcer = tokio::spawn(memory.clone().enforce(rooms.clone()));
+    // Other servers may store updates of the documents loaded here (a shared database).
+    let follower = store_is_shared
+        .then(|| tokio::spawn(rooms.clone().follow_shared_store(config.shared_poll)));
+    let fanout_follower =
+        remote_updates.map(|updates| tokio::spawn(rooms.clone().follow_fanout(updates)));
     let shutdown_timeout = config.shutdown_timeout;
     let (server, shutdown_tx) = Server::new(config, secret, rooms, persister, metrics, memory);
 
@@ -96,6 +113,9 @@ pub async fn run<S: Store>(
     }
     enforcer.abort();
     purger.abort();
+    for task in [follower, fanout_follower].into_iter().flatten() {
+        task.abort();
+    }
     // Whatever is still queued (a connection past the timeout) is committed before exiting.
     server.persister.flush().await;
     drop(persister_task);

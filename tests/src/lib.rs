@@ -12,6 +12,7 @@
 //! - [`insert_stream`]: a writer streaming marked inserts without waiting, recording ACKs.
 //! - [`db_probe`]: the server's SQLite file seen from outside (integrity, stored blobs).
 //! - [`postgres`]: a PostgreSQL server of the test's own (initdb, a loopback port, crash restarts).
+//! - [`redis`]: a Redis server of the test's own (a loopback port, killed and restarted).
 //! - [`wait`]: polling with a deadline (tests never sleep to wait).
 //! - [`proxy`]: a TCP proxy that injects delay, stalls, resets, mid-frame cuts and throttling.
 //! - [`netns`]: a network namespace of the test's own, with nftables packet loss and partitions.
@@ -37,6 +38,7 @@ pub mod postgres;
 pub mod proxy;
 pub mod raw_client;
 pub mod recorder;
+pub mod redis;
 pub mod rss;
 pub mod seeded_rng;
 pub mod server_log;

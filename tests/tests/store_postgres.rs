@@ -49,6 +49,14 @@ async fn check_contract(store: &impl Store, backup_dir: &std::path::Path) {
             bytes: 2
         }
     );
+    let mut heads = store.heads(&["a", "b", "unknown"]).await.unwrap();
+    heads.sort();
+    assert_eq!(heads, [("a".to_owned(), 2), ("b".to_owned(), 1)]);
+    let after = store.load_after("a", 1).await.unwrap();
+    assert_eq!(
+        (after.snapshot, after.updates, after.head),
+        (None, vec![b"2".to_vec()], 2)
+    );
 
     // Compaction folds the log and keeps what came after; a stale one changes nothing.
     store.compact("a", concat).await.unwrap();
@@ -61,6 +69,12 @@ async fn check_contract(store: &impl Store, backup_dir: &std::path::Path) {
     assert_eq!(a.snapshot.as_deref(), Some(&b"12"[..]));
     assert_eq!(a.updates, vec![b"3".to_vec()]);
     assert_eq!(store.log_size("a").await.unwrap().updates, 1);
+    // Behind a compaction, the rest comes with the snapshot that folded it.
+    let after = store.load_after("a", 1).await.unwrap();
+    assert_eq!(after.snapshot.as_deref(), Some(&b"12"[..]));
+    assert_eq!((after.updates, after.head), (vec![b"3".to_vec()], 3));
+    let after = store.load_after("a", 3).await.unwrap();
+    assert!(after.is_empty() && after.head == 3);
     // IDs sort by their bytes ("B" < "a" < "b"), whatever the database's collation.
     store.append_batch(&[append("B", b"y")]).await.unwrap();
     assert_eq!(store.list().await.unwrap(), ["B", "a", "b"]);
@@ -363,4 +377,50 @@ async fn compaction_on_a_shared_database_keeps_other_servers_edits() {
             assert_eq!(text.matches(&mark).count(), 1, "{mark} once in {text}");
         }
     }
+}
+
+/// Clients of one document on two servers sharing a database see each other's edits: each
+/// server checks the database for what the other stored and relays it. Both end with the
+/// same text, every edit once.
+#[tokio::test]
+async fn edits_reach_the_clients_of_another_server_through_the_database() {
+    let postgres = Postgres::start().await;
+    let url = postgres.create_database("live").await;
+    let flags = [
+        "--database-url",
+        url.as_str(),
+        "--no-auth",
+        "--shared-poll-ms",
+        "20",
+    ];
+    let one = ServerProcess::start(&flags);
+    let two = ServerProcess::start(&flags);
+    let mut alice = Peer::connect(&one, None).await;
+    let mut bob = Peer::connect(&two, None).await;
+    alice.open_synced(CH, "live/doc").await;
+    bob.open_synced(CH, "live/doc").await;
+    for n in 0..10 {
+        let mark = format!("<a{n}>");
+        alice.append(CH, &mark).await;
+        bob.pump_until(&format!("{mark} through the database"), |p| {
+            p.text(CH).contains(&mark)
+        })
+        .await;
+        let mark = format!("<b{n}>");
+        bob.append(CH, &mark).await;
+        alice
+            .pump_until(&format!("{mark} through the database"), |p| {
+                p.text(CH).contains(&mark)
+            })
+            .await;
+    }
+    let text = alice.text(CH);
+    assert_eq!(bob.text(CH), text);
+    for n in 0..10 {
+        for who in ["a", "b"] {
+            assert_eq!(text.matches(&format!("<{who}{n}>")).count(), 1, "{text}");
+        }
+    }
+    assert!(one.metric("quire_remote_catch_ups_total").await >= 1.0);
+    assert!(two.metric("quire_remote_catch_ups_total").await >= 1.0);
 }

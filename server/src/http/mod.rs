@@ -202,7 +202,7 @@ fn route<S: Store>(
     tcp_slot: Arc<TcpSlot<S>>,
 ) -> Response<Body> {
     match (req.method().as_str(), req.uri().path()) {
-        ("GET", "/healthz") => text(StatusCode::OK, "ok\n"),
+        ("GET", "/healthz") => healthz(&server.metrics),
         ("GET", "/metrics") if server.config.metrics_listen.is_none() => {
             metrics_response(&server.metrics, &server.memory)
         }
@@ -210,6 +210,19 @@ fn route<S: Store>(
         (_, echo::PATH) if server.config.echo_endpoint => echo::upgrade(req, &server.config.limits),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// `/healthz`: 200 while the server serves. With Redis configured and unreachable it still
+/// serves (writes stay durable and acknowledged; updates between servers come from checking
+/// the database), and the body says so.
+fn healthz(metrics: &Metrics) -> Response<Body> {
+    if metrics.redis_down() {
+        return text(
+            StatusCode::OK,
+            "ok, degraded: redis unreachable; updates between servers come from checking the database\n",
+        );
+    }
+    text(StatusCode::OK, "ok\n")
 }
 
 /// `/metrics`: the Prometheus text format.
@@ -240,7 +253,7 @@ pub async fn metrics_loop(metrics: Arc<Metrics>, memory: Arc<MemoryBudget>, list
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let response = match (req.method().as_str(), req.uri().path()) {
-                    ("GET", "/healthz") => text(StatusCode::OK, "ok\n"),
+                    ("GET", "/healthz") => healthz(&metrics),
                     ("GET", "/metrics") => metrics_response(&metrics, &memory),
                     _ => text(StatusCode::NOT_FOUND, "not found\n"),
                 };

@@ -54,6 +54,14 @@ impl Store for AnyStore {
         each!(self, store => store.load(doc).await)
     }
 
+    async fn load_after(&self, doc: &str, after: i64) -> Result<StoredDoc, StoreError> {
+        each!(self, store => store.load_after(doc, after).await)
+    }
+
+    async fn heads(&self, docs: &[&str]) -> Result<Vec<(String, i64)>, StoreError> {
+        each!(self, store => store.heads(docs).await)
+    }
+
     async fn append_batch(&self, batch: &[Append<'_>]) -> Result<Vec<i64>, StoreError> {
         each!(self, store => store.append_batch(batch).await)
     }

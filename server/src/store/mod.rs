@@ -61,6 +61,9 @@ pub struct StoredDoc {
     pub snapshot: Option<Vec<u8>>,
     pub updates: Vec<Vec<u8>>,
     pub marks: DocMarks,
+    /// The number of the document's last stored update (0 for none): a replica built from
+    /// this holds everything stored through it.
+    pub head: i64,
 }
 
 impl StoredDoc {
@@ -112,6 +115,21 @@ pub trait Store: Send + Sync + 'static {
     /// Loads a document with its marks (whether it is in the trash, when its newest version
     /// was saved); an unknown document is empty.
     fn load(&self, doc: &str) -> impl Future<Output = Result<StoredDoc, StoreError>> + Send;
+
+    /// What was stored of a document after update `after`: the log after it, and the
+    /// snapshot too if it covers updates after `after` (their own rows are gone). Applying it
+    /// to a replica that holds everything through `after` brings that replica to `head`.
+    fn load_after(
+        &self,
+        doc: &str,
+        after: i64,
+    ) -> impl Future<Output = Result<StoredDoc, StoreError>> + Send;
+
+    /// The number of each document's last stored update, for those of `docs` that have one.
+    fn heads(
+        &self,
+        docs: &[&str],
+    ) -> impl Future<Output = Result<Vec<(String, i64)>, StoreError>> + Send;
 
     /// Appends many updates, of any documents, in one durable commit (group commit). Returns
     /// the number each update got in its document's log, in batch order; numbers only grow.

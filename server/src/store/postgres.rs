@@ -130,23 +130,26 @@ async fn append_on(conn: &mut PgConnection, batch: &[Append<'_>]) -> Result<Vec<
 /// A document as stored, read by one statement (one snapshot of the database, so a
 /// compaction committing meanwhile cannot pair an old snapshot with a log it deleted), and the
 /// number of the log's last update. The head (marks and snapshot) is the row numbered 0.
+/// With `after` above 0, only what was stored after update `after` ([`Store::load_after`]).
 async fn read_stored(
     conn: &mut PgConnection,
     doc: &str,
+    after: i64,
 ) -> Result<(StoredDoc, Option<i64>), StoreError> {
     let rows = sqlx::query(
         "SELECT 0::BIGINT, snapshots.data, documents.trashed_at,
-                (SELECT MAX(created_at) FROM versions WHERE doc_id = $1)
+                (SELECT MAX(created_at) FROM versions WHERE doc_id = $1), documents.last_seq
            FROM (SELECT 1) AS one
            LEFT JOIN documents ON documents.id = $1
-           LEFT JOIN snapshots ON snapshots.doc_id = $1
+           LEFT JOIN snapshots ON snapshots.doc_id = $1 AND snapshots.through_id > $2
          UNION ALL
-         SELECT seq, data, NULL, NULL FROM updates
+         SELECT seq, data, NULL, NULL, NULL FROM updates
           WHERE doc_id = $1
-            AND seq > COALESCE((SELECT through_id FROM snapshots WHERE doc_id = $1), 0)
+            AND seq > GREATEST($2, COALESCE((SELECT through_id FROM snapshots WHERE doc_id = $1), 0))
          ORDER BY 1",
     )
     .bind(doc)
+    .bind(after)
     .fetch_all(&mut *conn)
     .await?;
     let mut rows = rows.into_iter();
@@ -168,6 +171,7 @@ async fn read_stored(
         snapshot: head.try_get::<Option<Vec<u8>>, _>(1)?,
         updates,
         marks,
+        head: head.try_get::<Option<i64>, _>(4)?.unwrap_or(0),
     };
     Ok((stored, last_seq))
 }
@@ -304,7 +308,22 @@ async fn copy_into(pool: &PgPool, into: &SqliteStore) -> Result<(), StoreError> 
 impl Store for PgStore {
     async fn load(&self, doc: &str) -> Result<StoredDoc, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        Ok(read_stored(&mut conn, doc).await?.0)
+        Ok(read_stored(&mut conn, doc, 0).await?.0)
+    }
+
+    async fn load_after(&self, doc: &str, after: i64) -> Result<StoredDoc, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(read_stored(&mut conn, doc, after).await?.0)
+    }
+
+    async fn heads(&self, docs: &[&str]) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT id, last_seq FROM documents WHERE id = ANY($1)")
+            .bind(docs)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect()
     }
 
     async fn append_batch(&self, batch: &[Append<'_>]) -> Result<Vec<i64>, StoreError> {
@@ -343,7 +362,7 @@ impl Store for PgStore {
         // Read and merge outside any transaction: merging a large document takes long, and
         // the log keeps growing meanwhile (the write keeps what arrived).
         let mut conn = self.pool.acquire().await?;
-        let (stored, last_seq) = read_stored(&mut conn, doc).await?;
+        let (stored, last_seq) = read_stored(&mut conn, doc, 0).await?;
         drop(conn);
         let Some(last_seq) = last_seq else {
             return Ok(());

@@ -205,21 +205,27 @@ struct CompactionInput {
 /// The head (marks and snapshot) is the row numbered 0; the log's numbers start at 1. No
 /// ORDER BY: SQLite would copy the snapshot into a sorter for it. The log comes in the order
 /// of its primary key, which is checked here, and sorted if it ever is not.
+///
+/// With `after` above 0, only what was stored after update `after` ([`Store::load_after`]).
 async fn read_stored(
     conn: &mut SqliteConnection,
     doc: &str,
+    after: i64,
 ) -> Result<(StoredDoc, Option<i64>), StoreError> {
     let rows = sqlx::query(
         "SELECT 0, snapshots.data,
                 (SELECT trashed_at FROM documents WHERE id = ?1),
-                (SELECT MAX(created_at) FROM versions WHERE doc_id = ?1)
-           FROM (SELECT 1) LEFT JOIN snapshots ON snapshots.doc_id = ?1
+                (SELECT MAX(created_at) FROM versions WHERE doc_id = ?1),
+                (SELECT last_seq FROM documents WHERE id = ?1)
+           FROM (SELECT 1)
+           LEFT JOIN snapshots ON snapshots.doc_id = ?1 AND snapshots.through_id > ?2
          UNION ALL
-         SELECT seq, data, NULL, NULL FROM updates
+         SELECT seq, data, NULL, NULL, NULL FROM updates
           WHERE doc_id = ?1
-            AND seq > COALESCE((SELECT through_id FROM snapshots WHERE doc_id = ?1), 0)",
+            AND seq > MAX(?2, COALESCE((SELECT through_id FROM snapshots WHERE doc_id = ?1), 0))",
     )
     .bind(doc)
+    .bind(after)
     .fetch_all(&mut *conn)
     .await?;
     let mut head = None;
@@ -248,6 +254,7 @@ async fn read_stored(
             .map(|(_, row)| row.try_get::<Vec<u8>, _>(1))
             .collect::<Result<Vec<_>, _>>()?,
         marks,
+        head: head.try_get::<Option<i64>, _>(4)?.unwrap_or(0),
     };
     Ok((stored, log.last().map(|&(seq, _)| seq)))
 }
@@ -257,7 +264,7 @@ async fn read_for_compaction(
     conn: &mut SqliteConnection,
     doc: &str,
 ) -> Result<Option<CompactionInput>, StoreError> {
-    let (stored, last_seq) = read_stored(conn, doc).await?;
+    let (stored, last_seq) = read_stored(conn, doc, 0).await?;
     Ok(last_seq.map(|last_seq| CompactionInput { last_seq, stored }))
 }
 
@@ -320,9 +327,31 @@ async fn discard_if_failed<T>(conn: PoolConnection<Sqlite>, result: &Result<T, S
 impl Store for SqliteStore {
     async fn load(&self, doc: &str) -> Result<StoredDoc, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        let result = read_stored(&mut conn, doc).await;
+        let result = read_stored(&mut conn, doc, 0).await;
         discard_if_failed(conn, &result).await;
         Ok(result?.0)
+    }
+
+    async fn load_after(&self, doc: &str, after: i64) -> Result<StoredDoc, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let result = read_stored(&mut conn, doc, after).await;
+        discard_if_failed(conn, &result).await;
+        Ok(result?.0)
+    }
+
+    async fn heads(&self, docs: &[&str]) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut heads = Vec::with_capacity(docs.len());
+        for doc in docs {
+            let head: Option<i64> =
+                sqlx::query_scalar("SELECT last_seq FROM documents WHERE id = ?")
+                    .bind(doc)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            if let Some(head) = head {
+                heads.push(((*doc).to_owned(), head));
+            }
+        }
+        Ok(heads)
     }
 
     async fn append_batch(&self, batch: &[Append<'_>]) -> Result<Vec<i64>, StoreError> {

@@ -1,0 +1,286 @@
+//! Fan-out between servers that share a database, through Redis pub/sub (`--redis-url`).
+//! After a commit, a server publishes each stored update as `(document, number, bytes)`; every
+//! server receives what the others published and hands it to the document's room, which
+//! applies it if it directly follows what the room holds, and otherwise reads the gap from the
+//! database. Redis is a fast path only: pub/sub does not promise delivery, so nothing depends
+//! on it. While Redis is unreachable, publishing drops messages, the servers check the
+//! database at the fast rate instead ([`crate::rooms::Rooms::follow_shared_store`]), and both
+//! connections are retried with backoff.
+//!
+//! A message on [`CHANNEL`] is: the sending server's ID (8 bytes), the update's number (8),
+//! the document ID's length (4) and the ID, then the update; integers little-endian.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::AsyncConnectionConfig;
+use tokio::sync::mpsc;
+
+use crate::metrics::Metrics;
+
+/// The Redis channel every server publishes to and subscribes to.
+pub const CHANNEL: &str = "quire:updates";
+/// Updates waiting to be published; past this, new ones are dropped (the database check
+/// delivers them).
+const PUBLISH_QUEUE: usize = 16 * 1024;
+/// Updates received and not yet handed to their rooms; past this, dropped likewise.
+const RECEIVE_QUEUE: usize = 16 * 1024;
+/// How long a Redis command may take before the connection counts as lost.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often the subscribing connection is checked with a PING (a paused Redis sends nothing,
+/// and that silence would look like an idle cluster).
+const PING_EVERY: Duration = Duration::from_secs(1);
+/// Reconnection delays: from the first to the last, doubling.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// An update another server stored and published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteUpdate {
+    pub doc: String,
+    pub seq: i64,
+    pub update: Vec<u8>,
+}
+
+/// The publishing side, cloned into the persister.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    queue: mpsc::Sender<Vec<u8>>,
+    server: u64,
+    metrics: Arc<Metrics>,
+}
+
+impl Publisher {
+    /// Queues a stored update for publishing, without waiting.
+    pub fn publish(&self, doc: &str, seq: i64, update: &[u8]) {
+        let message = encode(self.server, doc, seq, update);
+        if self.queue.try_send(message).is_err() {
+            self.metrics.redis_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Starts publishing and subscribing through the Redis server at `url`, counting in
+/// `metrics`; returns the publisher and the stream of other servers' updates. The tasks run
+/// until both are dropped.
+pub fn start(
+    url: &str,
+    metrics: Arc<Metrics>,
+) -> Result<(Publisher, mpsc::Receiver<RemoteUpdate>), redis::RedisError> {
+    let client = redis::Client::open(url)?;
+    let server: u64 = rand::random();
+    metrics.redis_configured.store(true, Ordering::Release);
+    let (queue, outgoing) = mpsc::channel(PUBLISH_QUEUE);
+    let (incoming, received) = mpsc::channel(RECEIVE_QUEUE);
+    tokio::spawn(publish_loop(client.clone(), outgoing, metrics.clone()));
+    tokio::spawn(subscribe_loop(client, server, incoming, metrics.clone()));
+    let publisher = Publisher {
+        queue,
+        server,
+        metrics,
+    };
+    Ok((publisher, received))
+}
+
+fn connection_config() -> AsyncConnectionConfig {
+    AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+}
+
+/// Publishes what is queued, as one pipeline per batch; reconnects after a failure. What
+/// fails to go out is dropped: the other servers' database checks deliver it.
+async fn publish_loop(
+    client: redis::Client,
+    mut outgoing: mpsc::Receiver<Vec<u8>>,
+    stats: Arc<Metrics>,
+) {
+    let mut retry = RETRY_FIRST;
+    let mut batch = Vec::new();
+    'connect: loop {
+        let mut conn = match client
+            .get_multiplexed_async_connection_with_config(&connection_config())
+            .await
+        {
+            Ok(conn) => conn,
+            Err(err) => {
+                tracing::debug!(error = %err, "redis: publishing connection failed");
+                drop_waiting(&mut outgoing, &stats);
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(RETRY_MAX);
+                continue;
+            }
+        };
+        stats.redis_publishing.store(true, Ordering::Release);
+        retry = RETRY_FIRST;
+        loop {
+            if outgoing.recv_many(&mut batch, 256).await == 0 {
+                return; // the server is stopping
+            }
+            let mut pipe = redis::pipe();
+            for message in &batch {
+                pipe.publish(CHANNEL, message.as_slice()).ignore();
+            }
+            let sent = batch.len() as u64;
+            let result: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
+            batch.clear();
+            match result {
+                Ok(()) => {
+                    stats.redis_published.fetch_add(sent, Ordering::Relaxed);
+                }
+                Err(err) => {
+                    stats.redis_publishing.store(false, Ordering::Release);
+                    stats.redis_dropped.fetch_add(sent, Ordering::Relaxed);
+                    tracing::warn!(error = %err, "redis: publishing failed; servers fall back to checking the database");
+                    continue 'connect;
+                }
+            }
+        }
+    }
+}
+
+/// Drops what waits to be published while Redis is unreachable (it would be stale by the
+/// time Redis is back, and the database checks deliver it).
+fn drop_waiting(outgoing: &mut mpsc::Receiver<Vec<u8>>, stats: &Metrics) {
+    while outgoing.try_recv().is_ok() {
+        stats.redis_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Receives the other servers' updates; resubscribes after a failure or a missed PING.
+async fn subscribe_loop(
+    client: redis::Client,
+    server: u64,
+    incoming: mpsc::Sender<RemoteUpdate>,
+    stats: Arc<Metrics>,
+) {
+    let mut retry = RETRY_FIRST;
+    loop {
+        let ended = subscribe_once(&client, server, &incoming, &stats).await;
+        stats.redis_subscribed.store(false, Ordering::Release);
+        match ended {
+            Ok(Ended::Stopping) => return,
+            Ok(Ended::Lost) => {
+                tracing::warn!(
+                    "redis: subscription lost; servers fall back to checking the database"
+                );
+                retry = RETRY_FIRST;
+            }
+            Err(err) => tracing::debug!(error = %err, "redis: subscribing failed"),
+        }
+        tokio::time::sleep(retry).await;
+        retry = (retry * 2).min(RETRY_MAX);
+    }
+}
+
+enum Ended {
+    Lost,
+    Stopping,
+}
+
+async fn subscribe_once(
+    client: &redis::Client,
+    server: u64,
+    incoming: &mpsc::Sender<RemoteUpdate>,
+    stats: &Metrics,
+) -> redis::RedisResult<Ended> {
+    let pubsub = tokio::time::timeout(RESPONSE_TIMEOUT, client.get_async_pubsub())
+        .await
+        .map_err(|_| timed_out())??;
+    let (mut sink, mut stream) = pubsub.split();
+    tokio::time::timeout(RESPONSE_TIMEOUT, sink.subscribe(CHANNEL))
+        .await
+        .map_err(|_| timed_out())??;
+    stats.redis_subscribed.store(true, Ordering::Release);
+    tracing::info!("redis: subscribed to other servers' updates");
+    let mut pings = tokio::time::interval(PING_EVERY);
+    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            message = stream.next() => {
+                let Some(message) = message else { return Ok(Ended::Lost) };
+                let Some(update) = decode(message.get_payload_bytes(), server) else {
+                    continue; // its own, or not a Quire message
+                };
+                stats.redis_received.fetch_add(1, Ordering::Relaxed);
+                match incoming.try_send(update) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        stats.redis_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return Ok(Ended::Stopping),
+                }
+            }
+            _ = pings.tick() => {
+                let pong: redis::RedisResult<redis::Value> =
+                    match tokio::time::timeout(RESPONSE_TIMEOUT, sink.ping()).await {
+                        Ok(result) => result,
+                        Err(_) => return Ok(Ended::Lost),
+                    };
+                if pong.is_err() {
+                    return Ok(Ended::Lost);
+                }
+            }
+        }
+    }
+}
+
+fn timed_out() -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "redis did not answer in time",
+    ))
+}
+
+fn encode(server: u64, doc: &str, seq: i64, update: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(20 + doc.len() + update.len());
+    out.extend_from_slice(&server.to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&(doc.len() as u32).to_le_bytes());
+    out.extend_from_slice(doc.as_bytes());
+    out.extend_from_slice(update);
+    out
+}
+
+/// A message from another server; `None` for this server's own and for malformed ones.
+fn decode(bytes: &[u8], this_server: u64) -> Option<RemoteUpdate> {
+    let server = u64::from_le_bytes(bytes.get(0..8)?.try_into().ok()?);
+    if server == this_server {
+        return None;
+    }
+    let seq = i64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
+    let len = u32::from_le_bytes(bytes.get(16..20)?.try_into().ok()?) as usize;
+    let doc = std::str::from_utf8(bytes.get(20..20usize.checked_add(len)?)?).ok()?;
+    Some(RemoteUpdate {
+        doc: doc.to_owned(),
+        seq,
+        update: bytes[20 + len..].to_vec(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_skip_their_sender() {
+        let message = encode(7, "notes/a", 42, b"\x01\x02");
+        assert_eq!(
+            decode(&message, 8),
+            Some(RemoteUpdate {
+                doc: "notes/a".into(),
+                seq: 42,
+                update: vec![1, 2],
+            })
+        );
+        assert_eq!(decode(&message, 7), None, "a server's own message");
+        for cut in 0..20 {
+            assert_eq!(decode(&message[..cut], 8), None, "cut at {cut}");
+        }
+        let mut long = message.clone();
+        long[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(decode(&long, 8), None, "a length past the end");
+    }
+}

@@ -1,0 +1,114 @@
+//! Servers sharing a PostgreSQL database pass each other's updates through Redis, each a
+//! process of the test's own on loopback. With Redis killed, edits still reach the other
+//! server's clients (by the database check) and `/healthz` says it is degraded; with Redis
+//! back, they travel through it again.
+
+use quire_protocol::ChannelId;
+use quire_tests::doc_peer::Peer;
+use quire_tests::http_probe;
+use quire_tests::postgres::Postgres;
+use quire_tests::redis::Redis;
+use quire_tests::server_process::ServerProcess;
+use quire_tests::wait;
+
+const CH: ChannelId = ChannelId(1);
+
+/// Alice (on one server) and Bob (on the other) each add a mark in turn; each waits until
+/// the other's mark arrived.
+async fn exchange(alice: &mut Peer, bob: &mut Peer, round: &str, count: usize) {
+    for n in 0..count {
+        let mark = format!("<{round}-a{n}>");
+        alice.append(CH, &mark).await;
+        bob.pump_until(&mark, |p| p.text(CH).contains(&mark)).await;
+        let mark = format!("<{round}-b{n}>");
+        bob.append(CH, &mark).await;
+        alice
+            .pump_until(&mark, |p| p.text(CH).contains(&mark))
+            .await;
+    }
+}
+
+async fn healthz(server: &ServerProcess) -> String {
+    let response = http_probe::get(server.addr, server.tls(), "/healthz").await;
+    assert_eq!(response.status, 200);
+    response.body
+}
+
+#[tokio::test]
+async fn redis_carries_updates_between_servers_and_its_loss_falls_back_to_the_database() {
+    let postgres = Postgres::start().await;
+    let url = postgres.create_database("cluster").await;
+    let mut redis = Redis::start();
+    let redis_url = redis.url();
+    // The database is checked every 100 ms without Redis, every 800 ms with it.
+    let flags = [
+        "--database-url",
+        url.as_str(),
+        "--redis-url",
+        redis_url.as_str(),
+        "--shared-poll-ms",
+        "100",
+        "--no-auth",
+    ];
+    let one = ServerProcess::start(&flags);
+    let two = ServerProcess::start(&flags);
+    for server in [&one, &two] {
+        wait::until("both connections to Redis", wait::DEADLINE, || async {
+            (server.metric("quire_redis_up").await == 1.0).then_some(())
+        })
+        .await;
+        assert_eq!(healthz(server).await.trim(), "ok");
+    }
+    let mut alice = Peer::connect(&one, None).await;
+    let mut bob = Peer::connect(&two, None).await;
+    alice.open_synced(CH, "cluster/doc").await;
+    bob.open_synced(CH, "cluster/doc").await;
+
+    exchange(&mut alice, &mut bob, "redis", 10).await;
+    // Every one of the 10 updates each server stored reached the other through Redis.
+    assert!(one.metric("quire_redis_published_total").await >= 10.0);
+    assert!(two.metric("quire_redis_received_total").await >= 10.0);
+    assert!(one.metric("quire_redis_received_total").await >= 10.0);
+
+    // Redis gone: writes are still acknowledged, and edits still arrive, from the database.
+    redis.kill9();
+    for server in [&one, &two] {
+        wait::until("/healthz to say Redis is gone", wait::DEADLINE, || async {
+            healthz(server).await.contains("degraded").then_some(())
+        })
+        .await;
+        assert_eq!(server.metric("quire_redis_up").await, 0.0);
+    }
+    let received = two.metric("quire_redis_received_total").await;
+    exchange(&mut alice, &mut bob, "no-redis", 5).await;
+    assert_eq!(two.metric("quire_redis_received_total").await, received);
+    assert!(two.metric("quire_remote_catch_ups_total").await >= 5.0);
+    alice
+        .pump_until("Alice's writes acked", |p| {
+            p.docs[&CH].acked == p.docs[&CH].writes
+        })
+        .await;
+
+    // Redis back (empty): both servers reconnect and updates travel through it again.
+    redis.restart();
+    for server in [&one, &two] {
+        wait::until("Redis reconnected", wait::DEADLINE, || async {
+            (server.metric("quire_redis_up").await == 1.0).then_some(())
+        })
+        .await;
+    }
+    let received = two.metric("quire_redis_received_total").await;
+    exchange(&mut alice, &mut bob, "redis-again", 5).await;
+    assert!(two.metric("quire_redis_received_total").await >= received + 5.0);
+
+    let text = alice.text(CH);
+    assert_eq!(bob.text(CH), text);
+    for round in ["redis", "no-redis", "redis-again"] {
+        for n in 0..5 {
+            for who in ["a", "b"] {
+                let mark = format!("<{round}-{who}{n}>");
+                assert_eq!(text.matches(&mark).count(), 1, "{mark} in {text}");
+            }
+        }
+    }
+}
