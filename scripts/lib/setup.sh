@@ -66,9 +66,9 @@ ensure_kosoku() {
 DESKTOP_PACKAGES=(libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev libssl-dev
     libsoup-3.0-dev libjavascriptcoregtk-4.1-dev libxdo-dev)
 E2E_PACKAGES=(xvfb webkit2gtk-driver imagemagick fiu-utils nftables iproute2)
-# PostgreSQL and Redis for the shared-database tests: each test runs its own servers (initdb,
+# PostgreSQL, Redis and nginx for the cluster tests: each test runs its own servers (initdb,
 # loopback ports) from these packages' binaries; the packages' own services are not used.
-CLUSTER_PACKAGES=(postgresql redis-server)
+CLUSTER_PACKAGES=(postgresql redis-server nginx)
 
 # build_ui: installs the UI's packages and bundles it into ui/dist (the app embeds it).
 build_ui() {

@@ -11,8 +11,10 @@
 //! - [`edit_probe`]: a good client's edits at 20/s on a document, timed from send to arrival.
 //! - [`insert_stream`]: a writer streaming marked inserts without waiting, recording ACKs.
 //! - [`db_probe`]: the server's SQLite file seen from outside (integrity, stored blobs).
+//! - [`cluster`]: what a cluster test's nodes share: PostgreSQL, Redis, a token secret.
 //! - [`postgres`]: a PostgreSQL server of the test's own (initdb, a loopback port, crash restarts).
 //! - [`redis`]: a Redis server of the test's own (a loopback port, killed and restarted).
+//! - [`nginx`]: nginx of the test's own with the docs' cluster configuration, in front of nodes.
 //! - [`wait`]: polling with a deadline (tests never sleep to wait).
 //! - [`proxy`]: a TCP proxy that injects delay, stalls, resets, mid-frame cuts and throttling.
 //! - [`netns`]: a network namespace of the test's own, with nftables packet loss and partitions.
@@ -27,6 +29,7 @@
 
 pub mod app_ui;
 pub mod client_util;
+pub mod cluster;
 pub mod db_probe;
 pub mod desktop;
 pub mod doc_peer;
@@ -34,6 +37,7 @@ pub mod edit_probe;
 pub mod http_probe;
 pub mod insert_stream;
 pub mod netns;
+pub mod nginx;
 pub mod postgres;
 pub mod proxy;
 pub mod raw_client;

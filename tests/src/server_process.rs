@@ -179,6 +179,16 @@ impl ServerProcess {
         (status, started.elapsed())
     }
 
+    /// Pauses the process (SIGSTOP): its sockets stay open and nothing answers on them.
+    pub fn pause(&self) {
+        signal(self.pid(), "STOP");
+    }
+
+    /// Resumes a paused process (SIGCONT).
+    pub fn resume(&self) {
+        signal(self.pid(), "CONT");
+    }
+
     /// Sends SIGTERM and returns at once; [`ServerProcess::wait_exit`] waits for the end.
     pub fn sigterm(&self) {
         signal(self.pid(), "TERM");
@@ -203,7 +213,11 @@ impl ServerProcess {
 
     /// The body of `GET /metrics`.
     pub async fn metrics(&self) -> String {
-        let response = crate::http_probe::get(self.addr, self.tls(), "/metrics").await;
+        let response = if self.transport == "--insecure-plain-ws" {
+            crate::http_probe::get_plain(self.addr, "/metrics").await
+        } else {
+            crate::http_probe::get(self.addr, self.tls(), "/metrics").await
+        };
         assert_eq!(response.status, 200, "GET /metrics: {response:?}");
         response.body
     }

@@ -4,10 +4,9 @@
 //! back, they travel through it again.
 
 use quire_protocol::ChannelId;
+use quire_tests::cluster::Backends;
 use quire_tests::doc_peer::Peer;
 use quire_tests::http_probe;
-use quire_tests::postgres::Postgres;
-use quire_tests::redis::Redis;
 use quire_tests::server_process::ServerProcess;
 use quire_tests::wait;
 
@@ -36,20 +35,9 @@ async fn healthz(server: &ServerProcess) -> String {
 
 #[tokio::test]
 async fn redis_carries_updates_between_servers_and_its_loss_falls_back_to_the_database() {
-    let postgres = Postgres::start().await;
-    let url = postgres.create_database("cluster").await;
-    let mut redis = Redis::start();
-    let redis_url = redis.url();
+    let mut backends = Backends::start("cluster").await;
     // The database is checked every 100 ms without Redis, every 800 ms with it.
-    let flags = [
-        "--database-url",
-        url.as_str(),
-        "--redis-url",
-        redis_url.as_str(),
-        "--shared-poll-ms",
-        "100",
-        "--no-auth",
-    ];
+    let flags = backends.flags(&["--shared-poll-ms", "100", "--no-auth"]);
     let one = ServerProcess::start(&flags);
     let two = ServerProcess::start(&flags);
     for server in [&one, &two] {
@@ -71,7 +59,7 @@ async fn redis_carries_updates_between_servers_and_its_loss_falls_back_to_the_da
     assert!(one.metric("quire_redis_received_total").await >= 10.0);
 
     // Redis gone: writes are still acknowledged, and edits still arrive, from the database.
-    redis.kill9();
+    backends.redis.kill9();
     for server in [&one, &two] {
         wait::until("/healthz to say Redis is gone", wait::DEADLINE, || async {
             healthz(server).await.contains("degraded").then_some(())
@@ -90,7 +78,7 @@ async fn redis_carries_updates_between_servers_and_its_loss_falls_back_to_the_da
         .await;
 
     // Redis back (empty): both servers reconnect and updates travel through it again.
-    redis.restart();
+    backends.redis.restart();
     for server in [&one, &two] {
         wait::until("Redis reconnected", wait::DEADLINE, || async {
             (server.metric("quire_redis_up").await == 1.0).then_some(())

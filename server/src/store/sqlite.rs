@@ -213,11 +213,10 @@ async fn read_stored(
     after: i64,
 ) -> Result<(StoredDoc, Option<i64>), StoreError> {
     let rows = sqlx::query(
-        "SELECT 0, snapshots.data,
-                (SELECT trashed_at FROM documents WHERE id = ?1),
-                (SELECT MAX(created_at) FROM versions WHERE doc_id = ?1),
-                (SELECT last_seq FROM documents WHERE id = ?1)
+        "SELECT 0, snapshots.data, documents.trashed_at,
+                (SELECT MAX(created_at) FROM versions WHERE doc_id = ?1), documents.last_seq
            FROM (SELECT 1)
+           LEFT JOIN documents ON documents.id = ?1
            LEFT JOIN snapshots ON snapshots.doc_id = ?1 AND snapshots.through_id > ?2
          UNION ALL
          SELECT seq, data, NULL, NULL, NULL FROM updates

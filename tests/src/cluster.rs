@@ -1,0 +1,92 @@
+//! What the servers of a cluster test share: a PostgreSQL database and a Redis server of the
+//! test's own, one token secret, and the flags that point a node at them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quire_client::{Access, Client, ClientConfig, ConnectionState, DocHandle, MemoryStore, Trust};
+
+use crate::client_util::until_state;
+use crate::postgres::Postgres;
+use crate::redis::Redis;
+use crate::server_process::{command_in, stdout_of};
+
+/// The nodes' shared token secret (base64url of 32 bytes).
+pub const SECRET: &str = "cXVpcmUtY2x1c3Rlci10ZXN0cy1zaGFyZWQtc2VjcmV0";
+
+#[derive(Debug)]
+pub struct Backends {
+    pub postgres: Postgres,
+    pub redis: Redis,
+    pub database_url: String,
+    pub redis_url: String,
+    /// A data directory for the command line (tokens, exports).
+    dir: tempfile::TempDir,
+}
+
+impl Backends {
+    /// Starts PostgreSQL with an empty database `db`, and Redis.
+    pub async fn start(db: &str) -> Self {
+        let postgres = Postgres::start().await;
+        let database_url = postgres.create_database(db).await;
+        let redis = Redis::start();
+        let redis_url = redis.url();
+        Self {
+            postgres,
+            redis,
+            database_url,
+            redis_url,
+            dir: tempfile::tempdir().expect("temporary directory"),
+        }
+    }
+
+    /// A node's flags: the database, Redis, the shared secret, then `extra`.
+    pub fn flags<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut flags = vec![
+            "--database-url",
+            self.database_url.as_str(),
+            "--redis-url",
+            self.redis_url.as_str(),
+            "--secret",
+            SECRET,
+        ];
+        flags.extend_from_slice(extra);
+        flags
+    }
+
+    /// A read-write token for every document, valid on every node.
+    pub fn token(&self) -> String {
+        let output = command_in(
+            self.dir.path(),
+            &[
+                "token", "--user", "t", "--docs", "*", "--write", "--secret", SECRET,
+            ],
+        );
+        stdout_of(output).trim().to_owned()
+    }
+
+    /// A document's text as PostgreSQL holds it (the command line's `export`).
+    pub fn stored_text(&self, doc: &str) -> String {
+        stdout_of(command_in(
+            self.dir.path(),
+            &["export", doc, "--database-url", self.database_url.as_str()],
+        ))
+    }
+}
+
+/// A `quire-client` at `url` (plain `ws://`), its edits kept in memory.
+pub fn client(url: &str, token: &str) -> Client {
+    let mut config = ClientConfig::new(url.to_owned(), Trust::WebPki, Some(token.to_owned()));
+    config.client_name = "quire-tests".into();
+    Client::start(config, Arc::new(MemoryStore::default()))
+}
+
+/// Opens `doc` for writing and waits until the client is connected.
+pub async fn open_connected(client: &Client, doc: &str, deadline: Duration) -> DocHandle {
+    let handle = client.open(doc, Access::Write).await.expect("opening");
+    until_state(&mut client.state(), "connected", deadline, |s| {
+        matches!(s, ConnectionState::Connected { .. })
+    })
+    .await;
+    handle
+}

@@ -1,0 +1,155 @@
+//! Servers behind nginx (the docs' `nginx-cluster.conf`), sharing PostgreSQL and Redis, all
+//! processes of the test's own on loopback. Real clients (`quire-client`) connect through
+//! nginx, land on different nodes and edit one document together. A node killed, or paused
+//! for longer than the heartbeat: its clients reconnect through nginx to the others and
+//! resync, with their edits made meanwhile; every edit ends in every replica exactly once.
+
+use std::time::Duration;
+
+use quire_client::Client;
+use quire_tests::client_util::{append, occurrences, until_saved, until_text};
+use quire_tests::cluster::{client, open_connected, Backends};
+use quire_tests::nginx::Nginx;
+use quire_tests::server_process::ServerProcess;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+const DOC: &str = "cluster/shared";
+
+/// `count` nodes (plain ws://, as behind a proxy) with `extra` flags, nginx in front, and one
+/// client per node through nginx with `DOC` open.
+async fn cluster(
+    backends: &Backends,
+    count: usize,
+    extra: &[&str],
+) -> (
+    Vec<ServerProcess>,
+    Nginx,
+    Vec<Client>,
+    Vec<quire_client::DocHandle>,
+) {
+    // Every client comes from nginx's address.
+    let mut flags = vec![
+        "--shared-poll-ms",
+        "100",
+        "--max-connections-per-ip",
+        "10000",
+    ];
+    flags.extend_from_slice(extra);
+    let flags = backends.flags(&flags);
+    let nodes: Vec<ServerProcess> = (0..count)
+        .map(|_| ServerProcess::start_plain_ws(&flags))
+        .collect();
+    let nginx = Nginx::start_cluster(&nodes.iter().map(|n| n.addr).collect::<Vec<_>>());
+    let token = backends.token();
+    let through_nginx = format!("ws://{}/ws", nginx.addr);
+    let clients: Vec<Client> = (0..count).map(|_| client(&through_nginx, &token)).collect();
+    let mut docs = Vec::new();
+    for client in &clients {
+        docs.push(open_connected(client, DOC, DEADLINE).await);
+    }
+    // Round robin: one client per node.
+    for node in &nodes {
+        assert_eq!(
+            node.metric("quire_connections").await,
+            1.0,
+            "{}",
+            nginx.log()
+        );
+    }
+    (nodes, nginx, clients, docs)
+}
+
+/// Each client adds `<round-i>`; waits until every client has every one of them saved and in
+/// its replica.
+async fn edit_round(
+    clients: &[Client],
+    docs: &[quire_client::DocHandle],
+    round: &str,
+    deadline: Duration,
+) {
+    for (i, doc) in docs.iter().enumerate() {
+        append(doc, &format!("<{round}-{i}>"));
+    }
+    for (client, doc) in clients.iter().zip(docs) {
+        until_saved(client, doc, deadline).await;
+    }
+    for doc in docs {
+        until_text(
+            doc,
+            &format!("every client's {round} edit"),
+            deadline,
+            |text| (0..docs.len()).all(|i| text.contains(&format!("<{round}-{i}>"))),
+        )
+        .await;
+    }
+}
+
+/// Every replica holds the same text, with each round's edits exactly once.
+fn assert_converged(docs: &[quire_client::DocHandle], rounds: &[&str]) -> String {
+    let text = docs[0].text();
+    for doc in docs {
+        assert_eq!(doc.text(), text);
+    }
+    for round in rounds {
+        for i in 0..docs.len() {
+            assert_eq!(occurrences(&text, &format!("<{round}-{i}>")), 1, "{text}");
+        }
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_behind_nginx_share_a_document_across_nodes_and_survive_a_node() {
+    let backends = Backends::start("nginx").await;
+    let (mut nodes, _nginx, clients, docs) = cluster(&backends, 3, &[]).await;
+    edit_round(&clients, &docs, "first", DEADLINE).await;
+
+    // Node 0 dies. Its client edits on while cut off, reconnects through nginx to one of the
+    // others and resyncs; the others edit on too.
+    nodes[0].kill9();
+    edit_round(&clients, &docs, "second", DEADLINE).await;
+    let mut live = 0.0;
+    for node in &nodes[1..] {
+        live += node.metric("quire_connections").await;
+    }
+    assert_eq!(live, 3.0, "every client on the two live nodes");
+    let text = assert_converged(&docs, &["first", "second"]);
+    assert_eq!(
+        backends.stored_text(DOC),
+        text,
+        "PostgreSQL holds what the clients hold"
+    );
+}
+
+/// A node paused (SIGSTOP) for longer than the heartbeat: its client's heartbeat times out and
+/// it reconnects through nginx to the other node, sending again what the paused node never
+/// acknowledged. Resumed (SIGCONT), the node catches up from the database and serves the same
+/// text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_node_loses_its_clients_to_the_others_and_catches_up_when_resumed() {
+    let backends = Backends::start("paused").await;
+    let heartbeat = [
+        "--heartbeat-interval-ms",
+        "300",
+        "--heartbeat-timeout-ms",
+        "1500",
+    ];
+    let (nodes, _nginx, clients, docs) = cluster(&backends, 2, &heartbeat).await;
+    edit_round(&clients, &docs, "before", DEADLINE).await;
+
+    nodes[0].pause();
+    // A reconnect may first reach the paused node through nginx and wait out the client's
+    // connect timeout (15 s) before its next attempt reaches the live one.
+    edit_round(&clients, &docs, "paused", Duration::from_secs(60)).await;
+    nodes[0].resume();
+    let text = assert_converged(&docs, &["before", "paused"]);
+    let direct = client(&format!("ws://{}/ws", nodes[0].addr), &backends.token());
+    let fresh = open_connected(&direct, DOC, DEADLINE).await;
+    until_text(
+        &fresh,
+        "the resumed node serving what the others hold",
+        DEADLINE,
+        |t| t == text,
+    )
+    .await;
+}
