@@ -117,7 +117,9 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct Common {
-    /// Server URL, e.g. ws://127.0.0.1:PORT/ws, or wss:// with --ca-cert. For the y-websocket protocol
+    /// Server URL, e.g. ws://127.0.0.1:PORT/ws, or wss:// with --ca-cert. Against a Quire
+    /// cluster, the nodes' URLs separated by commas: the clients of each document are spread
+    /// over the nodes (scenarios; the other subcommands use the first). For the y-websocket protocol
     /// a template: `{doc}` stands for the document's name (ws://127.0.0.1:1234/{doc};
     /// y-sweet: ws://127.0.0.1:8080/d/{doc}/ws/{doc}).
     #[arg(long)]
@@ -131,9 +133,10 @@ struct Common {
     /// Bearer token (omit against a server started with --no-auth).
     #[arg(long)]
     token: Option<String>,
-    /// Server process id, for CPU and RSS from /proc.
-    #[arg(long)]
-    server_pid: Option<u32>,
+    /// Server process id, for CPU and RSS from /proc; several, separated by commas, for a
+    /// cluster (their CPU and RSS are summed).
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
     /// Comma-separated local addresses to spread connections over (e.g. 127.0.0.2,127.0.0.3).
     #[arg(long, value_delimiter = ',')]
     source_addrs: Vec<IpAddr>,
@@ -163,7 +166,8 @@ impl Common {
             url: self.url.clone(),
             protocol: self.protocol,
             token: self.token.clone(),
-            server_pid: self.server_pid,
+            server_pid: self.server_pid.first().copied(),
+            server_pids: self.server_pid.clone(),
             sources: self.source_addrs.clone(),
             warmup: Duration::from_secs_f64(self.warmup.unwrap_or(warmup)),
             duration: Duration::from_secs_f64(self.duration.unwrap_or(duration)),

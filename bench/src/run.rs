@@ -70,6 +70,8 @@ pub(crate) struct Settings {
     pub(crate) protocol: crate::wire::Protocol,
     pub(crate) token: Option<String>,
     pub(crate) server_pid: Option<u32>,
+    /// Every server process (a cluster's nodes): scenarios sum their CPU and RSS.
+    pub(crate) server_pids: Vec<u32>,
     pub(crate) sources: Vec<IpAddr>,
     pub(crate) warmup: Duration,
     pub(crate) duration: Duration,
@@ -81,10 +83,29 @@ pub(crate) struct Settings {
 
 /// Runs `shape` once and returns its JSON result.
 pub(crate) async fn run_once(settings: &Settings, shape: Shape, label: &str) -> Result<Value> {
-    let target = Arc::new(target(settings).await?);
-    let pid = settings.server_pid.map(|p| p.to_string());
-    let server_rss = || pid.as_deref().and_then(procstat::rss_kib);
-    let server_cpu = || pid.as_deref().and_then(procstat::cpu_time);
+    let mut targets = Vec::new();
+    for url in settings.url.split(',') {
+        let node = Settings {
+            url: url.trim().to_owned(),
+            ..settings.clone()
+        };
+        targets.push(Arc::new(target(&node).await?));
+    }
+    let pids: Vec<String> = settings.server_pids.iter().map(u32::to_string).collect();
+    // Summed over a cluster's nodes; none if any is unreadable.
+    let server_rss = || {
+        (!pids.is_empty()).then_some(())?;
+        pids.iter().try_fold((0, 0), |(now, peak), pid| {
+            let (n, p) = procstat::rss_kib(pid)?;
+            Some((now + n, peak + p))
+        })
+    };
+    let server_cpu = || {
+        (!pids.is_empty()).then_some(())?;
+        pids.iter().try_fold(Duration::ZERO, |sum, pid| {
+            Some(sum + procstat::cpu_time(pid)?)
+        })
+    };
     let rss_before = server_rss();
 
     let slots = shape.connections * shape.docs_per_conn;
@@ -127,8 +148,12 @@ pub(crate) async fn run_once(settings: &Settings, shape: Shape, label: &str) -> 
             channels,
             edit_size: shape.edit_size,
         };
+        // Document d's k-th client goes to node d + k (mod the nodes): each document's
+        // clients are on different nodes, and every node has as many clients.
+        let first_slot = c * shape.docs_per_conn;
+        let node = (first_slot % docs + first_slot / docs) % targets.len();
         tasks.spawn(conn::run(
-            target.clone(),
+            targets[node].clone(),
             plan,
             tracker.clone(),
             gate.clone(),

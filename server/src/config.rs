@@ -23,6 +23,12 @@ pub const DEFAULT_FRAGMENT_TIMEOUT_SECS: u64 = 120;
 /// what a user notices in a "saved" indicator.
 pub const DEFAULT_COMMIT_WINDOW_US: u64 = 5000;
 
+/// The commit window's default on PostgreSQL. Other nodes hear of an update only after its
+/// commit, so the window is part of every cross-node delivery: at S1's load on three nodes,
+/// 5 ms gave a cross-node p99 of 11.3 ms and 2 ms gave 7.6 ms, for 40 % more node CPU per
+/// update (docs/BENCHMARKS.md, cluster).
+pub const DEFAULT_SHARED_COMMIT_WINDOW_US: u64 = 2000;
+
 /// How often a server on a shared database checks for other servers' updates by default
 /// (`--shared-poll-ms`): one query per check for all its loaded documents.
 pub const DEFAULT_SHARED_POLL_MS: u64 = 250;
@@ -128,7 +134,8 @@ pub struct ServeArgs {
     pub compact_after_updates: Option<u64>,
     /// Microseconds the persister waits after a write arrives for more to commit with it (one
     /// fsync for all): a longer window means fewer commits and more ack latency; 0 commits
-    /// whatever is waiting at once.
+    /// whatever is waiting at once. Default 5000, or 2000 with --database-url (other servers
+    /// hear of an update only after its commit).
     #[arg(long, env = "QUIRE_COMMIT_WINDOW_US")]
     pub commit_window_us: Option<u64>,
     /// Seconds allowed for a graceful shutdown before the process exits anyway.
@@ -395,6 +402,11 @@ impl ServeArgs {
             .as_deref()
             .map(DatabaseUrl::parse)
             .transpose()?;
+        let default_window_us = if database_url.is_some() {
+            DEFAULT_SHARED_COMMIT_WINDOW_US
+        } else {
+            DEFAULT_COMMIT_WINDOW_US
+        };
         if self.redis_url.is_some() && database_url.is_none() {
             return Err(ConfigError::Invalid(
                 "--redis-url needs --database-url: Redis passes updates between servers that \
@@ -433,7 +445,7 @@ impl ServeArgs {
             idle_unload: Duration::from_millis(self.idle_unload_ms.unwrap_or(30_000)),
             compact_after_updates: self.compact_after_updates.unwrap_or(1000),
             commit_window: Duration::from_micros(
-                self.commit_window_us.unwrap_or(DEFAULT_COMMIT_WINDOW_US),
+                self.commit_window_us.unwrap_or(default_window_us),
             ),
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs.unwrap_or(10)),
             fragment_timeout: Duration::from_secs(
