@@ -8,11 +8,12 @@
 //! connections are retried with backoff.
 //!
 //! A message on [`CHANNEL`] is: the sending server's ID (8 bytes), the update's number (8),
-//! the document ID's length (4) and the ID, then the update; integers little-endian.
+//! when it was committed (8: microseconds since the Unix epoch, for the receive lag), the
+//! document ID's length (4) and the ID, then the update; integers little-endian.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use redis::AsyncConnectionConfig;
@@ -47,7 +48,8 @@ pub struct RemoteUpdate {
 /// The publishing side, cloned into the persister.
 #[derive(Debug, Clone)]
 pub struct Publisher {
-    queue: mpsc::Sender<Vec<u8>>,
+    /// Messages with when their update was committed.
+    queue: mpsc::Sender<(Vec<u8>, Instant)>,
     server: u64,
     metrics: Arc<Metrics>,
 }
@@ -55,8 +57,8 @@ pub struct Publisher {
 impl Publisher {
     /// Queues a stored update for publishing, without waiting.
     pub fn publish(&self, doc: &str, seq: i64, update: &[u8]) {
-        let message = encode(self.server, doc, seq, update);
-        if self.queue.try_send(message).is_err() {
+        let message = encode(self.server, doc, seq, unix_micros(), update);
+        if self.queue.try_send((message, Instant::now())).is_err() {
             self.metrics.redis_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -94,7 +96,7 @@ fn connection_config() -> AsyncConnectionConfig {
 /// fails to go out is dropped: the other servers' database checks deliver it.
 async fn publish_loop(
     client: redis::Client,
-    mut outgoing: mpsc::Receiver<Vec<u8>>,
+    mut outgoing: mpsc::Receiver<(Vec<u8>, Instant)>,
     stats: Arc<Metrics>,
 ) {
     let mut retry = RETRY_FIRST;
@@ -120,17 +122,21 @@ async fn publish_loop(
                 return; // the server is stopping
             }
             let mut pipe = redis::pipe();
-            for message in &batch {
+            for (message, _) in &batch {
                 pipe.publish(CHANNEL, message.as_slice()).ignore();
             }
             let sent = batch.len() as u64;
             let result: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
-            batch.clear();
             match result {
                 Ok(()) => {
                     stats.redis_published.fetch_add(sent, Ordering::Relaxed);
+                    for (_, committed) in &batch {
+                        stats.redis_publish_lag.observe(committed.elapsed());
+                    }
+                    batch.clear();
                 }
                 Err(err) => {
+                    batch.clear();
                     stats.redis_publishing.store(false, Ordering::Release);
                     stats.redis_dropped.fetch_add(sent, Ordering::Relaxed);
                     tracing::warn!(error = %err, "redis: publishing failed; servers fall back to checking the database");
@@ -143,7 +149,7 @@ async fn publish_loop(
 
 /// Drops what waits to be published while Redis is unreachable (it would be stale by the
 /// time Redis is back, and the database checks deliver it).
-fn drop_waiting(outgoing: &mut mpsc::Receiver<Vec<u8>>, stats: &Metrics) {
+fn drop_waiting(outgoing: &mut mpsc::Receiver<(Vec<u8>, Instant)>, stats: &Metrics) {
     while outgoing.try_recv().is_ok() {
         stats.redis_dropped.fetch_add(1, Ordering::Relaxed);
     }
@@ -201,10 +207,12 @@ async fn subscribe_once(
         tokio::select! {
             message = stream.next() => {
                 let Some(message) = message else { return Ok(Ended::Lost) };
-                let Some(update) = decode(message.get_payload_bytes(), server) else {
+                let Some((update, committed_us)) = decode(message.get_payload_bytes(), server) else {
                     continue; // its own, or not a Quire message
                 };
                 stats.redis_received.fetch_add(1, Ordering::Relaxed);
+                let lag_us = unix_micros().saturating_sub(committed_us);
+                stats.redis_receive_lag.observe(Duration::from_micros(lag_us));
                 match incoming.try_send(update) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => {
@@ -234,30 +242,43 @@ fn timed_out() -> redis::RedisError {
     ))
 }
 
-fn encode(server: u64, doc: &str, seq: i64, update: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(20 + doc.len() + update.len());
+fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Bytes before the document ID: server, number, commit time, ID length.
+const HEADER: usize = 28;
+
+fn encode(server: u64, doc: &str, seq: i64, committed_us: u64, update: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + doc.len() + update.len());
     out.extend_from_slice(&server.to_le_bytes());
     out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&committed_us.to_le_bytes());
     out.extend_from_slice(&(doc.len() as u32).to_le_bytes());
     out.extend_from_slice(doc.as_bytes());
     out.extend_from_slice(update);
     out
 }
 
-/// A message from another server; `None` for this server's own and for malformed ones.
-fn decode(bytes: &[u8], this_server: u64) -> Option<RemoteUpdate> {
+/// A message from another server, with when its update was committed; `None` for this
+/// server's own and for malformed ones.
+fn decode(bytes: &[u8], this_server: u64) -> Option<(RemoteUpdate, u64)> {
     let server = u64::from_le_bytes(bytes.get(0..8)?.try_into().ok()?);
     if server == this_server {
         return None;
     }
     let seq = i64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
-    let len = u32::from_le_bytes(bytes.get(16..20)?.try_into().ok()?) as usize;
-    let doc = std::str::from_utf8(bytes.get(20..20usize.checked_add(len)?)?).ok()?;
-    Some(RemoteUpdate {
+    let committed_us = u64::from_le_bytes(bytes.get(16..24)?.try_into().ok()?);
+    let len = u32::from_le_bytes(bytes.get(24..HEADER)?.try_into().ok()?) as usize;
+    let doc = std::str::from_utf8(bytes.get(HEADER..HEADER.checked_add(len)?)?).ok()?;
+    let update = RemoteUpdate {
         doc: doc.to_owned(),
         seq,
-        update: bytes[20 + len..].to_vec(),
-    })
+        update: bytes[HEADER + len..].to_vec(),
+    };
+    Some((update, committed_us))
 }
 
 #[cfg(test)]
@@ -266,21 +287,24 @@ mod tests {
 
     #[test]
     fn messages_round_trip_and_skip_their_sender() {
-        let message = encode(7, "notes/a", 42, b"\x01\x02");
+        let message = encode(7, "notes/a", 42, 1_000_000, b"\x01\x02");
         assert_eq!(
             decode(&message, 8),
-            Some(RemoteUpdate {
-                doc: "notes/a".into(),
-                seq: 42,
-                update: vec![1, 2],
-            })
+            Some((
+                RemoteUpdate {
+                    doc: "notes/a".into(),
+                    seq: 42,
+                    update: vec![1, 2],
+                },
+                1_000_000
+            ))
         );
         assert_eq!(decode(&message, 7), None, "a server's own message");
-        for cut in 0..20 {
+        for cut in 0..HEADER + 7 {
             assert_eq!(decode(&message[..cut], 8), None, "cut at {cut}");
         }
         let mut long = message.clone();
-        long[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
+        long[24..HEADER].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(decode(&long, 8), None, "a length past the end");
     }
 }

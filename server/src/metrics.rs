@@ -89,6 +89,11 @@ pub struct Metrics {
     pub redis_received: AtomicU64,
     /// Updates not published or not handed on: a queue was full or Redis was down.
     pub redis_dropped: AtomicU64,
+    /// From a commit to its update's publication on Redis.
+    pub redis_publish_lag: Histogram,
+    /// From another server's commit to its update's arrival here through Redis (by the two
+    /// servers' clocks).
+    pub redis_receive_lag: Histogram,
     /// Time from receiving a write to acknowledging it durable.
     pub durable_ack: Histogram,
     /// Time one group commit takes in storage (its fsync included).
@@ -258,6 +263,16 @@ impl Metrics {
                 "quire_redis_dropped_total",
                 "Updates not published or not handed on (a full queue, Redis down); the database check delivers them.",
                 self.redis_dropped.load(Relaxed),
+            );
+            self.redis_publish_lag.render(
+                &mut out,
+                "quire_redis_publish_lag_seconds",
+                "Time from a commit to its update's publication on Redis.",
+            );
+            self.redis_receive_lag.render(
+                &mut out,
+                "quire_redis_receive_lag_seconds",
+                "Time from another server's commit to its update's arrival here through Redis, by the two servers' clocks.",
             );
         }
 

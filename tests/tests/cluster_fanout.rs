@@ -57,6 +57,8 @@ async fn redis_carries_updates_between_servers_and_its_loss_falls_back_to_the_da
     assert!(one.metric("quire_redis_published_total").await >= 10.0);
     assert!(two.metric("quire_redis_received_total").await >= 10.0);
     assert!(one.metric("quire_redis_received_total").await >= 10.0);
+    assert!(two.metric("quire_redis_receive_lag_seconds_count").await >= 10.0);
+    assert!(one.metric("quire_redis_publish_lag_seconds_count").await >= 10.0);
 
     // Redis gone: writes are still acknowledged, and edits still arrive, from the database.
     backends.redis.kill9();
