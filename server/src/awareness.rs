@@ -9,6 +9,7 @@
 //! and [`MAX_DOC_BYTES`] of JSON. An update that would break a rule is refused whole.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use quire_protocol::varint::{write_string, write_varint};
 use quire_protocol::Access;
@@ -47,6 +48,9 @@ struct Entry {
     clock: u32,
     json: String,
     owner: SubKey,
+    /// For a state another server relayed (owner [`SubKey::SERVER`]): when it was last set
+    /// or renewed, to drop it once its client stops renewing it.
+    renewed: Option<Instant>,
 }
 
 impl Entry {
@@ -76,18 +80,27 @@ impl RoomAwareness {
         for (client, entry) in &update.clients {
             let client = client.get();
             if self.is_newer(client, entry.clock, &entry.json) {
-                self.entries.insert(
-                    client,
-                    Entry {
-                        clock: entry.clock,
-                        json: entry.json.to_string(),
-                        owner,
-                    },
-                );
+                self.set(client, entry, owner, None);
                 changed = true;
             }
         }
         Ok(changed)
+    }
+
+    fn set(
+        &mut self,
+        client: u64,
+        state: &yrs::sync::awareness::AwarenessUpdateEntry,
+        owner: SubKey,
+        renewed: Option<Instant>,
+    ) {
+        let entry = Entry {
+            clock: state.clock,
+            json: state.json.to_string(),
+            owner,
+            renewed,
+        };
+        self.entries.insert(client, entry);
     }
 
     fn is_newer(&self, client: u64, clock: u32, json: &str) -> bool {
@@ -191,6 +204,47 @@ impl RoomAwareness {
         ))
     }
 
+    /// Applies an update another server relayed (a shared database): its server checked it
+    /// against the rules above for its channel; here it only takes the newer states, owned by
+    /// [`SubKey::SERVER`] and stamped `now`. Whether anything changed.
+    pub fn apply_remote(&mut self, update: &AwarenessUpdate, now: Instant) -> bool {
+        let mut changed = false;
+        for (client, entry) in &update.clients {
+            let client = client.get();
+            if self.is_newer(client, entry.clock, &entry.json) {
+                self.set(client, entry, SubKey::SERVER, Some(now));
+                changed = true;
+            } else if let Some(current) = self.entries.get_mut(&client) {
+                if current.clock == entry.clock && current.renewed.is_some() {
+                    current.renewed = Some(now);
+                }
+            }
+        }
+        changed
+    }
+
+    /// Removes the states other servers relayed that were not renewed within `timeout` of
+    /// `now` (their client's server is gone: PROTOCOL §6.6's clients renew every 15 s);
+    /// returns the removal update to broadcast.
+    pub fn expire_remote(&mut self, now: Instant, timeout: Duration) -> Option<Vec<u8>> {
+        let mut removed = Vec::new();
+        self.entries.retain(|id, entry| match entry.renewed {
+            Some(renewed) if now.duration_since(renewed) > timeout => {
+                if entry.present() {
+                    removed.push((*id, entry.clock + 1));
+                }
+                false
+            }
+            _ => true,
+        });
+        if removed.is_empty() {
+            return None;
+        }
+        Some(encode(
+            removed.into_iter().map(|(id, clock)| (id, clock, NULL)),
+        ))
+    }
+
     /// Marks every state `owner` sent as removed; returns the removal update to broadcast.
     pub fn remove_owned_by(&mut self, owner: SubKey) -> Option<Vec<u8>> {
         let mut removed = Vec::new();
@@ -236,6 +290,40 @@ mod tests {
             conn: ConnId(conn),
             channel: ChannelId(1),
         }
+    }
+
+    /// Presence another server relayed stays while renewed, and goes (announced as a
+    /// removal) once not renewed within the timeout; local presence never expires.
+    #[test]
+    fn remote_states_expire_unless_renewed() {
+        let state = |client, clock, json| {
+            decode_awareness(&encode([(client, clock, json)].into_iter())).unwrap()
+        };
+        let mut awareness = RoomAwareness::default();
+        let start = Instant::now();
+        let timeout = Duration::from_secs(30);
+        assert!(awareness.apply_remote(&state(5, 1, "{}"), start));
+        assert!(awareness
+            .apply(key(1), Access::Write, &state(6, 1, "{}"))
+            .unwrap());
+        let later = start + Duration::from_secs(20);
+        assert!(
+            awareness.apply_remote(&state(5, 2, "{}"), later),
+            "a renewal"
+        );
+        assert_eq!(
+            awareness.expire_remote(start + Duration::from_secs(40), timeout),
+            None
+        );
+        let removal = awareness
+            .expire_remote(later + Duration::from_secs(31), timeout)
+            .expect("a removal");
+        assert_eq!(removal, encode([(5, 3, NULL)].into_iter()));
+        assert_eq!(
+            awareness.snapshot(),
+            Some(encode([(6, 1, "{}")].into_iter())),
+            "the local state stays"
+        );
     }
 
     #[test]

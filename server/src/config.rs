@@ -72,6 +72,10 @@ pub struct ServeArgs {
     /// unreachable, they find them by checking the database every --shared-poll-ms.
     #[arg(long, env = "QUIRE_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// Test only: milliseconds after which presence relayed from another server and not
+    /// renewed is dropped (30,000: PROTOCOL §6.6's clients renew every 15 s).
+    #[arg(long, env = "QUIRE_REMOTE_AWARENESS_TIMEOUT_MS", hide = true)]
+    pub remote_awareness_timeout_ms: Option<u64>,
     /// Development mode: TLS with a self-signed certificate for localhost, made once and kept
     /// in the data directory; its path and SHA-256 fingerprint are printed at start.
     #[arg(long, env = "QUIRE_DEV", num_args = 0..=1, default_missing_value = "true")]
@@ -182,6 +186,8 @@ pub struct ServeConfig {
     pub shared_poll: Duration,
     /// Redis, for passing updates between the servers sharing the database.
     pub redis_url: Option<String>,
+    /// Presence relayed from another server and not renewed this long is dropped.
+    pub remote_awareness_timeout: Duration,
     pub transport: Transport,
     pub no_auth: bool,
     pub secret: Option<String>,
@@ -300,6 +306,7 @@ impl ServeArgs {
             database_url,
             shared_poll_ms,
             redis_url,
+            remote_awareness_timeout_ms,
             dev,
             tls_cert,
             tls_key,
@@ -431,6 +438,9 @@ impl ServeArgs {
                 self.shared_poll_ms.unwrap_or(DEFAULT_SHARED_POLL_MS).max(1),
             ),
             redis_url: self.redis_url,
+            remote_awareness_timeout: Duration::from_millis(
+                self.remote_awareness_timeout_ms.unwrap_or(30_000),
+            ),
             transport,
             no_auth: self.no_auth.unwrap_or(false),
             secret: self.secret,

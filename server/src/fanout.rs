@@ -7,6 +7,10 @@
 //! database at the fast rate instead ([`crate::rooms::Rooms::follow_shared_store`]), and both
 //! connections are retried with backoff.
 //!
+//! Awareness (cursors, names) travels the same way on [`AWARENESS_CHANNEL`] and is never
+//! stored: a server relays other servers' states to its clients and drops those not renewed in
+//! time (their server is gone).
+//!
 //! A message on [`CHANNEL`] is: the sending server's ID (8 bytes), the update's number (8),
 //! when it was committed (8: microseconds since the Unix epoch, for the receive lag), the
 //! document ID's length (4) and the ID, then the update; integers little-endian.
@@ -23,6 +27,9 @@ use crate::metrics::Metrics;
 
 /// The Redis channel every server publishes to and subscribes to.
 pub const CHANNEL: &str = "quire:updates";
+/// The Redis channel of awareness updates: the sending server's ID (8 bytes), the document
+/// ID's length (4) and the ID, then the awareness update as clients send it.
+pub const AWARENESS_CHANNEL: &str = "quire:awareness";
 /// Updates waiting to be published; past this, new ones are dropped (the database check
 /// delivers them).
 const PUBLISH_QUEUE: usize = 16 * 1024;
@@ -45,11 +52,22 @@ pub struct RemoteUpdate {
     pub update: Vec<u8>,
 }
 
+/// What another server published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remote {
+    Update(RemoteUpdate),
+    /// An awareness update one of its clients sent (or its removal of a client that left).
+    Awareness {
+        doc: String,
+        payload: Vec<u8>,
+    },
+}
+
 /// The publishing side, cloned into the persister.
 #[derive(Debug, Clone)]
 pub struct Publisher {
-    /// Messages with when their update was committed.
-    queue: mpsc::Sender<(Vec<u8>, Instant)>,
+    /// Messages with when their update was committed (or the awareness update received).
+    queue: mpsc::Sender<(Outgoing, Instant)>,
     server: u64,
     metrics: Arc<Metrics>,
 }
@@ -58,10 +76,30 @@ impl Publisher {
     /// Queues a stored update for publishing, without waiting.
     pub fn publish(&self, doc: &str, seq: i64, update: &[u8]) {
         let message = encode(self.server, doc, seq, unix_micros(), update);
+        self.enqueue(Outgoing::Update(message));
+    }
+
+    /// Queues an awareness update of `doc` for the other servers, without waiting.
+    pub fn publish_awareness(&self, doc: &str, payload: &[u8]) {
+        let mut message = Vec::with_capacity(12 + doc.len() + payload.len());
+        message.extend_from_slice(&self.server.to_le_bytes());
+        message.extend_from_slice(&(doc.len() as u32).to_le_bytes());
+        message.extend_from_slice(doc.as_bytes());
+        message.extend_from_slice(payload);
+        self.enqueue(Outgoing::Awareness(message));
+    }
+
+    fn enqueue(&self, message: Outgoing) {
         if self.queue.try_send((message, Instant::now())).is_err() {
             self.metrics.redis_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+#[derive(Debug)]
+enum Outgoing {
+    Update(Vec<u8>),
+    Awareness(Vec<u8>),
 }
 
 /// Starts publishing and subscribing through the Redis server at `url`, counting in
@@ -70,7 +108,7 @@ impl Publisher {
 pub fn start(
     url: &str,
     metrics: Arc<Metrics>,
-) -> Result<(Publisher, mpsc::Receiver<RemoteUpdate>), redis::RedisError> {
+) -> Result<(Publisher, mpsc::Receiver<Remote>), redis::RedisError> {
     let client = redis::Client::open(url)?;
     let server: u64 = rand::random();
     metrics.redis_configured.store(true, Ordering::Release);
@@ -96,7 +134,7 @@ fn connection_config() -> AsyncConnectionConfig {
 /// fails to go out is dropped: the other servers' database checks deliver it.
 async fn publish_loop(
     client: redis::Client,
-    mut outgoing: mpsc::Receiver<(Vec<u8>, Instant)>,
+    mut outgoing: mpsc::Receiver<(Outgoing, Instant)>,
     stats: Arc<Metrics>,
 ) {
     let mut retry = RETRY_FIRST;
@@ -123,15 +161,22 @@ async fn publish_loop(
             }
             let mut pipe = redis::pipe();
             for (message, _) in &batch {
-                pipe.publish(CHANNEL, message.as_slice()).ignore();
+                match message {
+                    Outgoing::Update(bytes) => pipe.publish(CHANNEL, bytes.as_slice()).ignore(),
+                    Outgoing::Awareness(bytes) => {
+                        pipe.publish(AWARENESS_CHANNEL, bytes.as_slice()).ignore()
+                    }
+                };
             }
             let sent = batch.len() as u64;
             let result: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
             match result {
                 Ok(()) => {
                     stats.redis_published.fetch_add(sent, Ordering::Relaxed);
-                    for (_, committed) in &batch {
-                        stats.redis_publish_lag.observe(committed.elapsed());
+                    for (message, committed) in &batch {
+                        if let Outgoing::Update(_) = message {
+                            stats.redis_publish_lag.observe(committed.elapsed());
+                        }
                     }
                     batch.clear();
                 }
@@ -149,7 +194,7 @@ async fn publish_loop(
 
 /// Drops what waits to be published while Redis is unreachable (it would be stale by the
 /// time Redis is back, and the database checks deliver it).
-fn drop_waiting(outgoing: &mut mpsc::Receiver<(Vec<u8>, Instant)>, stats: &Metrics) {
+fn drop_waiting(outgoing: &mut mpsc::Receiver<(Outgoing, Instant)>, stats: &Metrics) {
     while outgoing.try_recv().is_ok() {
         stats.redis_dropped.fetch_add(1, Ordering::Relaxed);
     }
@@ -159,7 +204,7 @@ fn drop_waiting(outgoing: &mut mpsc::Receiver<(Vec<u8>, Instant)>, stats: &Metri
 async fn subscribe_loop(
     client: redis::Client,
     server: u64,
-    incoming: mpsc::Sender<RemoteUpdate>,
+    incoming: mpsc::Sender<Remote>,
     stats: Arc<Metrics>,
 ) {
     let mut retry = RETRY_FIRST;
@@ -189,16 +234,19 @@ enum Ended {
 async fn subscribe_once(
     client: &redis::Client,
     server: u64,
-    incoming: &mpsc::Sender<RemoteUpdate>,
+    incoming: &mpsc::Sender<Remote>,
     stats: &Metrics,
 ) -> redis::RedisResult<Ended> {
     let pubsub = tokio::time::timeout(RESPONSE_TIMEOUT, client.get_async_pubsub())
         .await
         .map_err(|_| timed_out())??;
     let (mut sink, mut stream) = pubsub.split();
-    tokio::time::timeout(RESPONSE_TIMEOUT, sink.subscribe(CHANNEL))
-        .await
-        .map_err(|_| timed_out())??;
+    tokio::time::timeout(
+        RESPONSE_TIMEOUT,
+        sink.subscribe(&[CHANNEL, AWARENESS_CHANNEL]),
+    )
+    .await
+    .map_err(|_| timed_out())??;
     stats.redis_subscribed.store(true, Ordering::Release);
     tracing::info!("redis: subscribed to other servers' updates");
     let mut pings = tokio::time::interval(PING_EVERY);
@@ -207,13 +255,21 @@ async fn subscribe_once(
         tokio::select! {
             message = stream.next() => {
                 let Some(message) = message else { return Ok(Ended::Lost) };
-                let Some((update, committed_us)) = decode(message.get_payload_bytes(), server) else {
-                    continue; // its own, or not a Quire message
+                let remote = if message.get_channel_name() == AWARENESS_CHANNEL {
+                    let Some(remote) = decode_awareness(message.get_payload_bytes(), server) else {
+                        continue;
+                    };
+                    remote
+                } else {
+                    let Some((update, committed_us)) = decode(message.get_payload_bytes(), server) else {
+                        continue; // its own, or not a Quire message
+                    };
+                    stats.redis_received.fetch_add(1, Ordering::Relaxed);
+                    let lag_us = unix_micros().saturating_sub(committed_us);
+                    stats.redis_receive_lag.observe(Duration::from_micros(lag_us));
+                    Remote::Update(update)
                 };
-                stats.redis_received.fetch_add(1, Ordering::Relaxed);
-                let lag_us = unix_micros().saturating_sub(committed_us);
-                stats.redis_receive_lag.observe(Duration::from_micros(lag_us));
-                match incoming.try_send(update) {
+                match incoming.try_send(remote) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         stats.redis_dropped.fetch_add(1, Ordering::Relaxed);
@@ -260,6 +316,21 @@ fn encode(server: u64, doc: &str, seq: i64, committed_us: u64, update: &[u8]) ->
     out.extend_from_slice(doc.as_bytes());
     out.extend_from_slice(update);
     out
+}
+
+/// An awareness message from another server; `None` for this server's own and for malformed
+/// ones.
+fn decode_awareness(bytes: &[u8], this_server: u64) -> Option<Remote> {
+    let server = u64::from_le_bytes(bytes.get(0..8)?.try_into().ok()?);
+    if server == this_server {
+        return None;
+    }
+    let len = u32::from_le_bytes(bytes.get(8..12)?.try_into().ok()?) as usize;
+    let doc = std::str::from_utf8(bytes.get(12..12usize.checked_add(len)?)?).ok()?;
+    Some(Remote::Awareness {
+        doc: doc.to_owned(),
+        payload: bytes[12 + len..].to_vec(),
+    })
 }
 
 /// A message from another server, with when its update was committed; `None` for this

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -171,15 +172,16 @@ impl Room {
         (step1, state.awareness.snapshot())
     }
 
-    /// Removes a subscriber and announces its awareness states as gone.
-    pub fn unsubscribe(&self, key: SubKey) {
+    /// Removes a subscriber and announces its awareness states as gone; returns that
+    /// announcement, if any (for the other servers of a shared database).
+    pub fn unsubscribe(&self, key: SubKey) -> Option<Vec<u8>> {
         let mut state = self.state.lock();
         state.subscribers.remove(&key);
-        if let Some(removal) = state.awareness.remove_owned_by(key) {
-            state.charge_awareness();
-            let removal = self.memory.output_bytes(removal);
-            broadcast(&state.subscribers, key, kind::AWARENESS, removal);
-        }
+        let removal = state.awareness.remove_owned_by(key)?;
+        state.charge_awareness();
+        let relay = self.memory.output_bytes(removal.clone());
+        broadcast(&state.subscribers, key, kind::AWARENESS, relay);
+        Some(removal)
     }
 
     /// Every subscriber, as (key, connection, opening): to close them all (the document went
@@ -303,24 +305,48 @@ impl Room {
         state.needs_rebuild = false;
     }
 
-    /// Applies an awareness update from `from` and relays the raw payload to the others.
-    /// A refused update (PROTOCOL §6.6) changes and relays nothing.
+    /// Applies an awareness update from `from` and relays the raw payload to the others;
+    /// whether it changed anything. A refused update (PROTOCOL §6.6) changes and relays
+    /// nothing.
     pub fn relay_awareness(
         &self,
         from: SubKey,
         update: &AwarenessUpdate,
         payload: &[u8],
-    ) -> Result<(), AwarenessRefused> {
+    ) -> Result<bool, AwarenessRefused> {
         let mut state = self.state.lock();
         let Some(access) = state.subscribers.get(&from).map(|s| s.access) else {
-            return Ok(()); // the channel left meanwhile
+            return Ok(false); // the channel left meanwhile
         };
-        if state.awareness.apply(from, access, update)? {
+        if !state.awareness.apply(from, access, update)? {
+            return Ok(false);
+        }
+        state.charge_awareness();
+        let relay = self.memory.output_bytes(payload.to_vec());
+        broadcast(&state.subscribers, from, kind::AWARENESS, relay);
+        Ok(true)
+    }
+
+    /// Applies an awareness update another server relayed and relays it to every subscriber
+    /// here (see [`crate::awareness::RoomAwareness::apply_remote`]).
+    pub fn relay_remote_awareness(&self, update: &AwarenessUpdate, payload: &[u8]) {
+        let mut state = self.state.lock();
+        if state.awareness.apply_remote(update, Instant::now()) {
             state.charge_awareness();
             let relay = self.memory.output_bytes(payload.to_vec());
-            broadcast(&state.subscribers, from, kind::AWARENESS, relay);
+            broadcast(&state.subscribers, SubKey::SERVER, kind::AWARENESS, relay);
         }
-        Ok(())
+    }
+
+    /// Drops the states other servers relayed that were not renewed within `timeout`, and
+    /// tells every subscriber here.
+    pub fn expire_remote_awareness(&self, timeout: Duration) {
+        let mut state = self.state.lock();
+        if let Some(removal) = state.awareness.expire_remote(Instant::now(), timeout) {
+            state.charge_awareness();
+            let relay = self.memory.output_bytes(removal);
+            broadcast(&state.subscribers, SubKey::SERVER, kind::AWARENESS, relay);
+        }
     }
 
     /// The number through which the room holds every stored update of its document.

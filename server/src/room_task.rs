@@ -18,6 +18,7 @@ use quire_protocol::ysync::{decode_awareness, decode_sync_with_references, is_wr
 use quire_protocol::{Access, ChannelCode, ChannelId, Message};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
+use crate::fanout::Publisher;
 use crate::lane::Lane;
 use crate::memory::{Charge, MemoryBudget};
 use crate::metrics::Metrics;
@@ -114,6 +115,10 @@ pub(crate) enum RoomJob {
     /// Other servers stored updates of the document (a shared database): read and apply them,
     /// and relay them to every subscriber.
     CatchUp,
+    /// Another server relayed this awareness update (a shared database): relay it here.
+    RemoteAwareness(Vec<u8>),
+    /// Drop the presence other servers relayed that was not renewed within this long.
+    ExpireAwareness(Duration),
     /// Another server stored update `seq` of the document and published it: applied and
     /// relayed if it follows what the room holds, read from the database with whatever it
     /// skipped if it does not, ignored if the room holds it already.
@@ -160,6 +165,8 @@ pub(crate) trait Registry: Send + Sync + 'static {
     fn unload_if_unused(&self, room: &Arc<Room>) -> bool;
     /// A load waits for one of these before it starts.
     fn load_slots(&self) -> &Semaphore;
+    /// Redis, when the store is shared with other servers: presence goes to them too.
+    fn fanout(&self) -> Option<&Publisher>;
 }
 
 /// Starts the task of a new room; `rooms` unloads it when idle.
@@ -320,23 +327,29 @@ impl<R: Registry> Task<R> {
             } => {
                 let heavy = payload.len() > INLINE_MESSAGE_BYTES;
                 let room = self.room.clone();
+                // Returns the payload when it changed something: the other servers of a
+                // shared database relay it too.
                 let relay = move || {
                     let refused = match decode_awareness(&payload) {
                         Ok(update) => match room.relay_awareness(sub.key, &update, &payload) {
-                            Ok(()) => return,
+                            Ok(changed) => return changed.then_some(payload),
                             Err(refused) => refused.to_string(),
                         },
                         Err(err) => err.to_string(),
                     };
                     tracing::debug!(channel = %sub.channel(), error = %refused, "awareness update refused");
                     sub.close(ChannelCode::InvalidUpdate);
+                    None
                 };
-                run_sized(relay, heavy).await;
+                let relayed = run_sized(relay, heavy).await;
+                if let (Some(payload), Some(fanout)) = (relayed, self.rooms.fanout()) {
+                    fanout.publish_awareness(self.room.id.as_str(), &payload);
+                }
                 drop(budget);
             }
-            RoomJob::Leave { key } => self.room.unsubscribe(key),
+            RoomJob::Leave { key } => self.leave(key),
             RoomJob::CloseAfterWrites { sub } => {
-                self.room.unsubscribe(sub.key);
+                self.leave(sub.key);
                 let persister = self.rooms.persister().clone();
                 tokio::spawn(async move {
                     persister.flush().await;
@@ -376,6 +389,13 @@ impl<R: Registry> Task<R> {
                 }
             }
             RoomJob::CatchUp => self.catch_up().await,
+            RoomJob::RemoteAwareness(payload) => match decode_awareness(&payload) {
+                Ok(update) => self.room.relay_remote_awareness(&update, &payload),
+                Err(err) => {
+                    tracing::debug!(doc = %self.room.id, error = %err, "awareness from another server refused")
+                }
+            },
+            RoomJob::ExpireAwareness(timeout) => self.room.expire_remote_awareness(timeout),
             RoomJob::Remote { seq, update } => self.remote(seq, update).await,
             RoomJob::Flush(done) => {
                 let persister = self.rooms.persister().clone();
@@ -489,6 +509,13 @@ impl<R: Registry> Task<R> {
         let heavy = stored_size(&stored) > INLINE_MESSAGE_BYTES;
         let room = self.room.clone();
         self.size += run_sized(move || room.apply_remote(stored), heavy).await;
+    }
+
+    /// Unsubscribes `key`; the other servers hear of its presence's removal.
+    fn leave(&self, key: SubKey) {
+        if let (Some(removal), Some(fanout)) = (self.room.unsubscribe(key), self.rooms.fanout()) {
+            fanout.publish_awareness(self.room.id.as_str(), &removal);
+        }
     }
 
     /// Applies what other servers stored since the room last held everything stored.

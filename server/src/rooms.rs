@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use quire_protocol::DocId;
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::fanout::RemoteUpdate;
+use crate::fanout::{Publisher, Remote};
 use crate::memory::{MemoryBudget, Unloader};
 use crate::metrics::Metrics;
 use crate::persist::Persister;
@@ -38,6 +38,8 @@ pub struct Rooms<S> {
     metrics: Arc<Metrics>,
     memory: Arc<MemoryBudget>,
     history: HistoryPolicy,
+    /// Redis, to tell other servers of a shared database about presence.
+    fanout: Option<Publisher>,
     /// Loads in progress at once (see [`LOADS_AT_ONCE`]).
     loads: Semaphore,
 }
@@ -68,8 +70,15 @@ impl<S: Store> Rooms<S> {
             metrics,
             memory,
             history: HistoryPolicy::default(),
+            fanout: None,
             loads: Semaphore::new(LOADS_AT_ONCE),
         }
+    }
+
+    /// Publishes presence to the other servers through `fanout`.
+    pub fn with_fanout(mut self, fanout: Option<Publisher>) -> Self {
+        self.fanout = fanout;
+        self
     }
 
     /// Sets the version policy (the default until called).
@@ -166,21 +175,35 @@ impl<S: Store> Rooms<S> {
 }
 
 impl<S: Store> Rooms<S> {
-    /// Hands the updates other servers publish through Redis to their rooms, if loaded here;
-    /// the others are dropped (whoever loads the document reads it from the database). Runs
-    /// until the stream ends.
-    pub async fn follow_fanout(self: Arc<Self>, mut updates: mpsc::Receiver<RemoteUpdate>) {
-        while let Some(update) = updates.recv().await {
-            let Ok(doc) = DocId::parse(&update.doc, u32::MAX) else {
-                continue;
+    /// Hands what other servers publish through Redis to the rooms, if loaded here; the
+    /// rest is dropped (whoever loads a document reads it from the database, and presence of
+    /// documents nobody here has open matters to nobody here). Runs until the stream ends.
+    pub async fn follow_fanout(self: Arc<Self>, mut updates: mpsc::Receiver<Remote>) {
+        while let Some(remote) = updates.recv().await {
+            let (doc, job) = match remote {
+                Remote::Update(update) => (
+                    update.doc,
+                    RoomJob::Remote {
+                        seq: update.seq,
+                        update: update.update,
+                    },
+                ),
+                Remote::Awareness { doc, payload } => (doc, RoomJob::RemoteAwareness(payload)),
             };
-            self.submit_if_loaded(
-                &doc,
-                RoomJob::Remote {
-                    seq: update.seq,
-                    update: update.update,
-                },
-            );
+            if let Ok(doc) = DocId::parse(&doc, u32::MAX) {
+                self.submit_if_loaded(&doc, job);
+            }
+        }
+    }
+
+    /// Drops, in every loaded room, the presence other servers relayed and nobody renewed
+    /// within `timeout`: every `every`, until the server stops.
+    pub async fn expire_remote_awareness(self: Arc<Self>, every: Duration, timeout: Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            for entry in self.map.lock().values() {
+                entry.handle.submit(RoomJob::ExpireAwareness(timeout));
+            }
         }
     }
 }
@@ -257,5 +280,9 @@ impl<S: Store> Registry for Rooms<S> {
 
     fn memory(&self) -> &MemoryBudget {
         &self.memory
+    }
+
+    fn fanout(&self) -> Option<&Publisher> {
+        self.fanout.as_ref()
     }
 }

@@ -19,6 +19,9 @@ use crate::rooms::Rooms;
 use crate::server::Server;
 use crate::store::Store;
 
+/// How often rooms drop the presence other servers relayed and nobody renewed.
+const AWARENESS_EXPIRY_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Serves `listener` (and `/metrics` on `metrics_listener`, if given) until `shutdown`
 /// resolves, then shuts down gracefully.
 pub async fn run<S: Store>(
@@ -50,7 +53,7 @@ pub async fn run<S: Store>(
         },
         config.queue_depth.max(1024),
         config.commit_window,
-        fanout,
+        fanout.clone(),
     );
     let store_is_shared = store.shared();
     let purger = tokio::spawn(crate::trash::purge_loop(
@@ -65,7 +68,8 @@ pub async fn run<S: Store>(
             metrics.clone(),
             memory.clone(),
         )
-        .with_history(config.history),
+        .with_history(config.history)
+        .with_fanout(fanout),
     );
     let enforcer = tokio::spawn(memory.clone().enforce(rooms.clone()));
     // Other servers may store updates of the documents loaded here (a shared database).
@@ -73,6 +77,14 @@ pub async fn run<S: Store>(
         .then(|| tokio::spawn(rooms.clone().follow_shared_store(config.shared_poll)));
     let fanout_follower =
         remote_updates.map(|updates| tokio::spawn(rooms.clone().follow_fanout(updates)));
+    // Presence from other servers that their clients stopped renewing (their server died).
+    let awareness_expiry = fanout_follower.is_some().then(|| {
+        tokio::spawn(
+            rooms
+                .clone()
+                .expire_remote_awareness(AWARENESS_EXPIRY_CHECK, config.remote_awareness_timeout),
+        )
+    });
     let shutdown_timeout = config.shutdown_timeout;
     let (server, shutdown_tx) = Server::new(config, secret, rooms, persister, metrics, memory);
 
@@ -113,7 +125,10 @@ pub async fn run<S: Store>(
     }
     enforcer.abort();
     purger.abort();
-    for task in [follower, fanout_follower].into_iter().flatten() {
+    for task in [follower, fanout_follower, awareness_expiry]
+        .into_iter()
+        .flatten()
+    {
         task.abort();
     }
     // Whatever is still queued (a connection past the timeout) is committed before exiting.

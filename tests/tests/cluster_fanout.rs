@@ -102,3 +102,78 @@ async fn redis_carries_updates_between_servers_and_its_loss_falls_back_to_the_da
         }
     }
 }
+
+/// One awareness state, as y-protocols encodes an update: count, client ID, clock, JSON.
+fn awareness(client: u64, clock: u64, json: &str) -> Vec<u8> {
+    use quire_protocol::varint::{write_string, write_varint};
+    let mut out = Vec::new();
+    write_varint(&mut out, 1);
+    write_varint(&mut out, client);
+    write_varint(&mut out, clock);
+    write_string(&mut out, json);
+    out
+}
+
+/// Whether `peer` received, on `CH`, an awareness update holding `needle`.
+fn saw(peer: &Peer, needle: &[u8]) -> bool {
+    peer.docs[&CH]
+        .awareness
+        .iter()
+        .any(|payload| payload.windows(needle.len()).any(|w| w == needle))
+}
+
+/// `peer` sets client `client`'s presence (clock 1) to a name; `watcher` waits until it has it.
+async fn announce(peer: &mut Peer, client: u64, name: &str, watcher: &mut Peer) {
+    let json = format!(r#"{{"name":"{name}"}}"#);
+    let update = awareness(client, 1, &json);
+    peer.client
+        .send(CH, quire_protocol::Message::Awareness(update))
+        .await;
+    watcher
+        .pump_until(&format!("{name}'s presence"), |p| saw(p, name.as_bytes()))
+        .await;
+}
+
+/// Presence travels between servers through Redis, and is never stored: a client's state
+/// reaches the other server's clients, and so does its removal when the client leaves; when
+/// its server dies, the other server drops the state once nobody renews it.
+#[tokio::test]
+async fn presence_travels_between_servers_and_leaves_with_its_client_or_server() {
+    let backends = Backends::start("presence").await;
+    let flags = backends.flags(&["--no-auth", "--remote-awareness-timeout-ms", "1500"]);
+    let mut one = ServerProcess::start(&flags);
+    let two = ServerProcess::start(&flags);
+    for server in [&one, &two] {
+        wait::until("both connections to Redis", wait::DEADLINE, || async {
+            (server.metric("quire_redis_up").await == 1.0).then_some(())
+        })
+        .await;
+    }
+    let mut alice = Peer::connect(&one, None).await;
+    let mut bob = Peer::connect(&two, None).await;
+    alice.open_synced(CH, "presence/doc").await;
+    bob.open_synced(CH, "presence/doc").await;
+
+    announce(&mut alice, 77, "Alice", &mut bob).await;
+    // Alice leaves: her server announces the removal (clock 2), to its own clients and Bob's.
+    alice.client.close().await;
+    bob.pump_until("Alice's removal", |p| {
+        saw(p, &awareness(77, 2, "null")[1..])
+    })
+    .await;
+
+    let mut carol = Peer::connect(&one, None).await;
+    carol.open_synced(CH, "presence/doc").await;
+    announce(&mut carol, 78, "Carol", &mut bob).await;
+    // Carol's server dies: nobody removes her state, nobody renews it; Bob's server drops it.
+    one.kill9();
+    drop(carol);
+    bob.pump_until("Carol's state dropped", |p| {
+        saw(p, &awareness(78, 2, "null")[1..])
+    })
+    .await;
+    // A newcomer on Bob's server is not told of either.
+    let mut dave = Peer::connect(&two, None).await;
+    dave.open_synced(CH, "presence/doc").await;
+    assert!(!saw(&dave, b"Alice") && !saw(&dave, b"Carol"));
+}
