@@ -592,6 +592,47 @@ mod tests {
         assert!(below.resolve().is_err());
     }
 
+    /// The shared-database settings: Redis needs a database, a bad URL is refused with a
+    /// message naming the flag, and the commit window's default follows the engine.
+    #[test]
+    fn shared_database_settings_are_checked_and_set_the_commit_window() {
+        let dev = || ServeArgs {
+            dev: Some(true),
+            ..ServeArgs::default()
+        };
+        let redis_alone = ServeArgs {
+            redis_url: Some("redis://127.0.0.1:6379".into()),
+            ..dev()
+        };
+        let err = redis_alone.resolve().unwrap_err().to_string();
+        assert!(err.contains("--redis-url needs --database-url"), "{err}");
+        let bad = ServeArgs {
+            database_url: Some("mysql://db/quire".into()),
+            ..dev()
+        };
+        let err = bad.resolve().unwrap_err().to_string();
+        assert!(err.contains("postgres://"), "{err}");
+        assert_eq!(
+            dev().resolve().unwrap().commit_window,
+            Duration::from_micros(DEFAULT_COMMIT_WINDOW_US)
+        );
+        let shared = ServeArgs {
+            database_url: Some("postgres://quire@127.0.0.1/quire".into()),
+            redis_url: Some("redis://127.0.0.1:6379".into()),
+            ..dev()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(
+            shared.commit_window,
+            Duration::from_micros(DEFAULT_SHARED_COMMIT_WINDOW_US)
+        );
+        assert_eq!(
+            shared.shared_poll,
+            Duration::from_millis(DEFAULT_SHARED_POLL_MS)
+        );
+    }
+
     #[test]
     fn unknown_file_keys_are_errors() {
         let dir = tempfile::tempdir().unwrap();
