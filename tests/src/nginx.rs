@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 /// How long nginx gets to accept connections after it starts.
 const READY_WITHIN: Duration = Duration::from_secs(30);
+/// How long nginx gets to stop its workers and exit.
+const STOP_WITHIN: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 pub struct Nginx {
@@ -87,18 +89,26 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGTERM, which makes the master stop its workers and exit, waited for up to
+    /// [`STOP_WITHIN`]; SIGKILL of the master alone would leave its workers running (and
+    /// holding the port).
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + STOP_WITHIN;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        // The master's workers exit with it; the pid file names it if one lingers.
-        if let Ok(pid) = std::fs::read_to_string(self.prefix.path().join("nginx.pid")) {
-            let _ = Command::new("kill")
-                .args(["-KILL", pid.trim()])
-                .stderr(Stdio::null())
-                .status();
-        }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
