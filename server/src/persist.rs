@@ -195,19 +195,17 @@ async fn commit_batch<S: Store>(
     let result = store.append_batch(&appends).await;
     metrics.commit_duration.observe(started.elapsed());
     let stored = appends.len() as u64;
-    // The other servers sharing the store learn of each stored update (after the commit).
-    if let (Ok(seqs), Some(fanout)) = (&result, fanout) {
-        for (append, &seq) in appends.iter().zip(seqs) {
-            fanout.publish(append.doc, seq, append.data);
+    if let Ok(seqs) = &result {
+        for ((append, room), &seq) in appends.iter().zip(&owners).zip(seqs) {
+            room.stored_through.fetch_max(seq, Ordering::AcqRel);
+            room.note_stored(seq);
+            // The other servers sharing the store learn of it (after the commit).
+            if let Some(fanout) = fanout {
+                fanout.publish(append.doc, seq, append.data);
+            }
         }
     }
     drop(appends);
-    if let Ok(seqs) = &result {
-        for (room, &seq) in owners.iter().zip(seqs) {
-            room.stored_through.fetch_max(seq, Ordering::AcqRel);
-            room.note_stored(seq);
-        }
-    }
     drop(owners);
     let now = Instant::now();
     match &result {

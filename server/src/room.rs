@@ -394,14 +394,7 @@ impl Room {
                 added += bytes.len();
                 state.history.accepted(bytes, &state.doc);
                 let relay = self.memory.output_bytes(encode_update(bytes.clone()));
-                for (key, subscriber) in &state.subscribers {
-                    subscriber.conn.send_body(
-                        key.channel,
-                        subscriber.generation,
-                        kind::SYNC,
-                        relay.clone(),
-                    );
-                }
+                broadcast(&state.subscribers, SubKey::SERVER, kind::SYNC, relay);
             }
         }
         state.charge_document();

@@ -4,6 +4,7 @@
 //!
 //! - `sqlite.rs`, `sqlite_history.rs`: the embedded engine (migrations in `migrations/`);
 //! - `postgres.rs`, `postgres_history.rs`: the shared engine (`migrations-postgres/`);
+//! - `version_rows.rs`: rows of the versions table, read the same by both engines;
 //! - `any.rs`: the choice between them, from a database URL.
 
 mod any;
@@ -11,6 +12,7 @@ mod postgres;
 mod postgres_history;
 mod sqlite;
 mod sqlite_history;
+mod version_rows;
 
 use std::future::Future;
 use std::path::Path;
@@ -220,6 +222,24 @@ pub trait Store: Send + Sync + 'static {
         only: Option<&str>,
         before_ms: u64,
     ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+}
+
+/// Runs a compaction's `merge` of `stored` on the document work pool, below the connections'
+/// threads ([`crate::work`]): merging a large document takes long. A panic or refusal of the
+/// merge is a corrupt document.
+async fn merge_on_work_pool(
+    doc: &str,
+    stored: StoredDoc,
+    merge: fn(&StoredDoc) -> Result<Vec<u8>, CorruptContent>,
+) -> Result<Vec<u8>, StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        doc: doc.to_owned(),
+        detail,
+    };
+    crate::work::run(move || std::panic::catch_unwind(|| merge(&stored)))
+        .await
+        .map_err(|_| corrupt("merge panicked".to_owned()))?
+        .map_err(|err| corrupt(err.to_string()))
 }
 
 /// Seconds since the Unix epoch, for the documents' `created_at` and `updated_at`.

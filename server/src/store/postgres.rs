@@ -367,16 +367,7 @@ impl Store for PgStore {
         let Some(last_seq) = last_seq else {
             return Ok(());
         };
-        let merged = crate::work::run(move || std::panic::catch_unwind(|| merge(&stored)))
-            .await
-            .map_err(|_| StoreError::Corrupt {
-                doc: doc.to_owned(),
-                detail: "merge panicked".to_owned(),
-            })?
-            .map_err(|err| StoreError::Corrupt {
-                doc: doc.to_owned(),
-                detail: err.to_string(),
-            })?;
+        let merged = super::merge_on_work_pool(doc, stored, merge).await?;
         self.compact_to(doc, last_seq, &merged).await
     }
 

@@ -391,20 +391,7 @@ impl Store for SqliteStore {
         let Some(input) = input? else {
             return Ok(());
         };
-        // On the document work pool, below the connections' threads (crate::work).
-        let (input, merged) = crate::work::run(move || {
-            let merged = std::panic::catch_unwind(|| merge(&input.stored));
-            (input, merged)
-        })
-        .await;
-        let merged = merged.map_err(|_| StoreError::Corrupt {
-            doc: doc.to_owned(),
-            detail: "merge panicked".to_owned(),
-        })?;
-        let merged = merged.map_err(|err| StoreError::Corrupt {
-            doc: doc.to_owned(),
-            detail: err.to_string(),
-        })?;
+        let merged = super::merge_on_work_pool(doc, input.stored, merge).await?;
         self.compact_to(doc, input.last_seq, &merged).await
     }
 

@@ -4,27 +4,9 @@
 use quire_protocol::request::{VersionInfo, VersionKind};
 use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
 
+use super::version_rows::{kept, version_info, INFO_COLUMNS, KEPT_COLUMNS};
 use super::{NewVersion, QuotaFull, StoreError};
-use crate::versions::{thin, HistoryPolicy, Kept};
-
-const INFO_COLUMNS: &str = "id, created_at, kind, name, authors, size";
-
-fn info_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<VersionInfo, StoreError> {
-    let kind: i64 = row.try_get(2)?;
-    let authors: String = row.try_get(4)?;
-    Ok(VersionInfo {
-        id: row.try_get::<i64, _>(0)? as u64,
-        created_ms: row.try_get::<i64, _>(1)? as u64,
-        kind: VersionKind::from_byte(kind as u8).unwrap_or(VersionKind::Auto),
-        name: row.try_get(3)?,
-        authors: authors
-            .lines()
-            .filter(|a| !a.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        size: row.try_get::<i64, _>(5)? as u64,
-    })
-}
+use crate::versions::{thin, HistoryPolicy};
 
 /// Saves a version and thins the document's versions to the quota, in one transaction.
 pub(super) async fn save_version(
@@ -71,21 +53,15 @@ pub(super) async fn save_version(
     .bind(version.state)
     .fetch_one(&mut *tx)
     .await?;
-    let kept = sqlx::query("SELECT id, created_at, kind, size FROM versions WHERE doc_id = ?")
-        .bind(doc)
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|row| {
-            Ok(Kept {
-                id: row.try_get::<i64, _>(0)? as u64,
-                created_ms: row.try_get::<i64, _>(1)? as u64,
-                kind: VersionKind::from_byte(row.try_get::<i64, _>(2)? as u8)
-                    .unwrap_or(VersionKind::Auto),
-                size: row.try_get::<i64, _>(3)? as u64,
-            })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
+    let kept = sqlx::query(&format!(
+        "SELECT {KEPT_COLUMNS} FROM versions WHERE doc_id = ?"
+    ))
+    .bind(doc)
+    .fetch_all(&mut *tx)
+    .await?
+    .iter()
+    .map(kept)
+    .collect::<Result<Vec<_>, StoreError>>()?;
     for gone in thin(&kept, policy, version.created_ms) {
         sqlx::query("DELETE FROM versions WHERE id = ?")
             .bind(gone as i64)
@@ -114,7 +90,7 @@ pub(super) async fn list_versions(
     .fetch_all(pool)
     .await?
     .iter()
-    .map(info_from_row)
+    .map(version_info)
     .collect()
 }
 
@@ -131,7 +107,7 @@ pub(super) async fn load_version(
     .bind(id as i64)
     .fetch_optional(pool)
     .await?;
-    row.map(|row| Ok((info_from_row(&row)?, row.try_get::<Vec<u8>, _>(6)?)))
+    row.map(|row| Ok((version_info(&row)?, row.try_get::<Vec<u8>, _>(6)?)))
         .transpose()
 }
 
