@@ -76,6 +76,13 @@ async fn kill_9_of_a_server_mid_writes_loses_no_acknowledged_update() {
 
     // PostgreSQL holds every acknowledged insert, as the command line reads it.
     let stored = backends.stored_text(DOC);
+    // Writes stored but not acknowledged at the last kill may not have been published before
+    // it: the other server finds them at its next database check.
+    watcher
+        .pump_until("the replica to hold what PostgreSQL holds", |p| {
+            p.text(CH) == stored
+        })
+        .await;
     let replica = watcher.text(CH);
     let mut lost = 0;
     for marker in &acked_markers {
