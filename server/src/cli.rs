@@ -1,5 +1,6 @@
-//! The command line: `serve`, `token`, `export`, `import`, `compact`, `backup`, `list`, and
-//! the history and trash commands of [`crate::cli_history`].
+//! The command line: `serve`, `token`, `export`, `import`, `compact`, `backup`, `list`,
+//! `verify` ([`crate::cli_verify`]), and the history and trash commands of
+//! [`crate::cli_history`].
 // The command line answers on standard output by design; logs go to stderr through tracing.
 #![allow(clippy::print_stdout)]
 
@@ -91,6 +92,26 @@ enum Command {
         file: PathBuf,
         #[command(flatten)]
         store: StoreArgs,
+    },
+    /// Compare what running servers hold with the store, by state digest; exits 1 on any
+    /// difference.
+    Verify {
+        /// Only this document (default: every document a node has loaded).
+        doc: Option<String>,
+        /// A node's address, http://host:port or https://host:port; repeatable.
+        #[arg(long = "node", required = true)]
+        nodes: Vec<String>,
+        /// A PEM certificate to trust for https nodes (a node's own, or its CA); repeatable.
+        #[arg(long = "ca-cert")]
+        ca_certs: Vec<PathBuf>,
+        /// How long a node that is behind the store may take to catch up, e.g. 10s.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        settle: Duration,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The nodes' token secret (base64url); default: the data directory's secret.key.
+        #[arg(long, env = "QUIRE_SECRET", hide_env_values = true)]
+        secret: Option<String>,
     },
     /// List stored documents.
     List {
@@ -305,6 +326,25 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             store.open().await?.backup(&file).await?;
             println!("backup written to {}", file.display());
+            Ok(())
+        }
+        Command::Verify {
+            doc,
+            nodes,
+            ca_certs,
+            settle,
+            store,
+            secret,
+        } => {
+            let secret = load_secret(secret.as_deref(), &store.dir())?;
+            let tls = crate::cli_verify::trusting(&ca_certs)?;
+            let store = store.open().await?;
+            let only = doc.as_deref();
+            if !crate::cli_verify::verify(&store, &secret, &nodes, tls.as_ref(), only, settle)
+                .await?
+            {
+                std::process::exit(1);
+            }
             Ok(())
         }
         Command::List { store } => {

@@ -32,6 +32,9 @@ pub const DEFAULT_SHARED_COMMIT_WINDOW_US: u64 = 2000;
 /// How often a server on a shared database checks for other servers' updates by default
 /// (`--shared-poll-ms`): one query per check for all its loaded documents.
 pub const DEFAULT_SHARED_POLL_MS: u64 = 250;
+/// Seconds between digest comparisons of one quiet document with the shared database: each
+/// reads and rebuilds the whole document.
+pub const DEFAULT_DIGEST_CHECK_SECS: u64 = 60;
 
 /// How clients reach the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +70,11 @@ pub struct ServeArgs {
     /// the database, which are then relayed to this server's clients.
     #[arg(long, env = "QUIRE_SHARED_POLL_MS")]
     pub shared_poll_ms: Option<u64>,
+    /// With --database-url: a loaded document that has gone quiet is compared with the
+    /// database by state digest at most once per this many seconds (0: never); a mismatch is
+    /// logged, counted in quire_digest_mismatches_total and repaired where it can be.
+    #[arg(long, env = "QUIRE_DIGEST_CHECK_SECS")]
+    pub digest_check_secs: Option<u64>,
     /// With --database-url: a Redis server (redis://host:port) through which the servers
     /// sharing the database pass each other's updates at once; without it, or while it is
     /// unreachable, they find them by checking the database every --shared-poll-ms.
@@ -184,6 +192,8 @@ pub struct ServeConfig {
     pub database_url: Option<DatabaseUrl>,
     /// How often a server on a shared database checks for updates other servers stored.
     pub shared_poll: Duration,
+    /// How often at most a quiet document is compared with the shared database; `None`: never.
+    pub digest_check: Option<Duration>,
     /// Redis, for passing updates between the servers sharing the database.
     pub redis_url: Option<String>,
     /// Presence relayed from another server and not renewed this long is dropped.
@@ -305,6 +315,7 @@ impl ServeArgs {
             data_dir,
             database_url,
             shared_poll_ms,
+            digest_check_secs,
             redis_url,
             remote_awareness_timeout_ms,
             dev,
@@ -437,6 +448,10 @@ impl ServeArgs {
             shared_poll: Duration::from_millis(
                 self.shared_poll_ms.unwrap_or(DEFAULT_SHARED_POLL_MS).max(1),
             ),
+            digest_check: match self.digest_check_secs.unwrap_or(DEFAULT_DIGEST_CHECK_SECS) {
+                0 => None,
+                secs => Some(Duration::from_secs(secs)),
+            },
             redis_url: self.redis_url,
             remote_awareness_timeout: Duration::from_millis(
                 self.remote_awareness_timeout_ms.unwrap_or(30_000),

@@ -3,8 +3,10 @@
 //! # Layout
 //! Modules are layered: each uses only those below it in this list (a test,
 //! `tests/module_layers.rs`, reads every file's `crate::` paths and fails on a cycle).
-//! - [`cli`]: the command line (`serve`, `token`, `export`, `import`, `compact`, `backup`, `list`).
+//! - [`cli`]: the command line (`serve`, `token`, `export`, `import`, `compact`, `backup`, `list`,
+//!   `verify`).
 //! - [`cli_history`]: `versions`, `version`, `restore`, `trash`, `untrash`, `purge`.
+//! - [`cli_verify`]: `verify`, the servers' digests against the store's.
 //! - [`serve`]: starts the persister, rooms and [`server::Server`], serves until shutdown,
 //!   then drains.
 //! - [`http`]: accept loop, TLS, `/healthz`, `/metrics`, the checked WebSocket upgrade, and
@@ -19,6 +21,8 @@
 //!   the heavy parts on the document work pool; it also unloads the room when idle.
 //! - [`room_versions`]: requests on a document's versions and its automatic versions, run by
 //!   its room task.
+//! - [`divergence`]: state digests of rooms and of the store, and the comparison of a quiet
+//!   room with a shared store.
 //! - [`persist`]: group commit to storage, durable acks after commit, compaction.
 //! - [`room`]: one document in memory (a yrs Doc and awareness), shared by its subscribers;
 //!   fan-out.
@@ -50,8 +54,10 @@ pub mod auth;
 pub mod awareness;
 pub mod cli;
 pub mod cli_history;
+pub mod cli_verify;
 pub mod config;
 pub mod connection;
+pub mod divergence;
 pub mod failed_login;
 pub mod fanout;
 pub mod history;

@@ -79,6 +79,10 @@ pub struct Metrics {
     /// Updates from other servers that did not follow what their room held: the gap was read
     /// from the database.
     pub remote_gap_reads: AtomicU64,
+    /// Quiet documents compared with the shared store by digest.
+    pub digest_checks: AtomicU64,
+    /// Of those, the ones whose digest differed from the store's at the same head.
+    pub digest_mismatches: AtomicU64,
     /// `--redis-url` was given.
     pub redis_configured: AtomicBool,
     /// The publishing connection to Redis works.
@@ -238,6 +242,18 @@ impl Metrics {
             "quire_remote_gap_reads_total",
             "Updates from other servers that did not follow what their document held, so the gap was read from the database.",
             self.remote_gap_reads.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "quire_digest_checks_total",
+            "Quiet documents whose copy here was compared with the shared database's by state digest.",
+            self.digest_checks.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "quire_digest_mismatches_total",
+            "Of those, the copies whose digest differed from the database's at the same stored update.",
+            self.digest_mismatches.load(Relaxed),
         );
         if self.redis_configured.load(Relaxed) {
             gauge(

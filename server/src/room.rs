@@ -14,7 +14,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use quire_protocol::frame::kind;
 use quire_protocol::ysync::{encode_step1, encode_step2, encode_update, References, SYNC_UPDATE};
-use quire_protocol::{Access, DocId};
+use quire_protocol::{Access, DocId, StateDigest};
 use yrs::sync::awareness::AwarenessUpdate;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
@@ -400,6 +400,15 @@ impl Room {
         state.charge_document();
         self.seen_through.fetch_max(stored.head, Ordering::AcqRel);
         added
+    }
+
+    /// The digest of the document as the room holds it (PROTOCOL §6.10), with the number
+    /// through which it holds every stored update, read together. Costs one pass over the
+    /// document's blocks.
+    pub fn digest(&self) -> (StateDigest, i64) {
+        let state = self.state.lock();
+        let digest = StateDigest::of(&state.doc.transact());
+        (digest, self.seen_through())
     }
 
     /// The whole document as one v1 update (for snapshots and export).

@@ -18,6 +18,7 @@ use quire_protocol::ysync::{decode_awareness, decode_sync_with_references, is_wr
 use quire_protocol::{Access, ChannelCode, ChannelId, Message};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
+use crate::divergence::{compare_quiet_room, HeldDigest};
 use crate::fanout::Publisher;
 use crate::lane::Lane;
 use crate::memory::{Charge, MemoryBudget};
@@ -123,6 +124,12 @@ pub(crate) enum RoomJob {
     /// relayed if it follows what the room holds, read from the database with whatever it
     /// skipped if it does not, ignored if the room holds it already.
     Remote { seq: i64, update: Vec<u8> },
+    /// The room's digest once everything applied here before is stored, with the number
+    /// through which it holds everything stored (`/digests`, `quire-server verify`).
+    Digest(oneshot::Sender<HeldDigest>),
+    /// The document looked quiet at stored number `head` (a shared store): compare the room
+    /// with the store ([`crate::divergence::compare_quiet_room`]).
+    CompareWithStore { head: i64 },
 }
 
 /// A reference to a served room: the document, and the queue of its task.
@@ -397,6 +404,19 @@ impl<R: Registry> Task<R> {
             },
             RoomJob::ExpireAwareness(timeout) => self.room.expire_remote_awareness(timeout),
             RoomJob::Remote { seq, update } => self.remote(seq, update).await,
+            RoomJob::Digest(done) => {
+                let _ = done.send(self.digest().await);
+            }
+            RoomJob::CompareWithStore { head } => {
+                let held = self.digest().await;
+                if held.head == head {
+                    let (rooms, room) = (self.rooms.clone(), self.room.clone());
+                    // The read and the rebuild run beside the room: it goes on serving.
+                    tokio::spawn(async move {
+                        compare_quiet_room(&**rooms.store(), rooms.metrics(), &room, held).await;
+                    });
+                }
+            }
             RoomJob::Flush(done) => {
                 let persister = self.rooms.persister().clone();
                 tokio::spawn(async move {
@@ -544,6 +564,15 @@ impl<R: Registry> Task<R> {
                 .remote_catch_ups
                 .fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// The room's digest once everything applied here is stored. Jobs queued meanwhile wait,
+    /// so nothing is applied between the flush and the digest.
+    async fn digest(&self) -> HeldDigest {
+        self.rooms.persister().flush().await;
+        let room = self.room.clone();
+        let (digest, head) = crate::work::run(move || room.digest()).await;
+        HeldDigest { head, digest }
     }
 
     /// Unloads the room if nobody has it open and everything it was given is durable.

@@ -186,6 +186,13 @@ pub(crate) async fn handle<S: Store>(
                 };
             reply(&sub, answer);
         }
+        RequestOp::Digest => {
+            // In order with the writes: the digest covers every write the channel sent before
+            // asking, and the reply follows every update relayed to it before (§6.10).
+            let room = room.clone();
+            let (digest, _) = crate::work::run(move || room.digest()).await;
+            reply(&sub, Reply::ok(id, ReplyBody::Digest(digest)));
+        }
         RequestOp::Trash { .. }
         | RequestOp::Untrash { .. }
         | RequestOp::ListTrash

@@ -7,12 +7,13 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use quire_protocol::DocId;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use crate::divergence::HeldDigest;
 use crate::fanout::{Publisher, Remote};
 use crate::memory::{MemoryBudget, Unloader};
 use crate::metrics::Metrics;
@@ -42,6 +43,8 @@ pub struct Rooms<S> {
     fanout: Option<Publisher>,
     /// Loads in progress at once (see [`LOADS_AT_ONCE`]).
     loads: Semaphore,
+    /// On a shared store: how often at most a quiet document is compared with the store.
+    digest_check: Option<Duration>,
 }
 
 /// Documents loaded at once. Each room loads on its own task, so a client opening 1,000
@@ -49,6 +52,20 @@ pub struct Rooms<S> {
 /// there, each holding its query's state meanwhile (docs/BENCHMARKS.md, S7). Waiting for a
 /// slot costs almost nothing.
 const LOADS_AT_ONCE: usize = 8;
+
+/// A document whose stored head has not moved for this long, and whose room holds everything
+/// through it, is quiet: its room can be compared with the store.
+const QUIET: Duration = Duration::from_secs(1);
+
+/// Where a loaded document stands for the digest comparison.
+#[derive(Debug)]
+struct Quiet {
+    /// The stored head, and since when it has not moved.
+    head: i64,
+    since: Instant,
+    /// The head last compared, and when.
+    compared: Option<(i64, Instant)>,
+}
 
 /// While Redis brings other servers' updates, the database is checked this many times less
 /// often: the check then only catches what pub/sub lost.
@@ -72,7 +89,15 @@ impl<S: Store> Rooms<S> {
             history: HistoryPolicy::default(),
             fanout: None,
             loads: Semaphore::new(LOADS_AT_ONCE),
+            digest_check: None,
         }
+    }
+
+    /// Compares each quiet document with the shared store at most once per `every`
+    /// ([`Rooms::follow_shared_store`]); never when `None`.
+    pub fn with_digest_check(mut self, every: Option<Duration>) -> Self {
+        self.digest_check = every;
+        self
     }
 
     /// Publishes presence to the other servers through `fanout`.
@@ -135,9 +160,11 @@ impl<S: Store> Rooms<S> {
     /// [`REDIS_CHECK_FACTOR`] times that while Redis brings their updates), compares each loaded
     /// document's last stored number with what its room holds, and has the rooms that are
     /// behind read and relay the rest ([`RoomJob::CatchUp`]). One query per check, whatever
-    /// the number of loaded documents. Runs until the server stops.
+    /// the number of loaded documents. Documents that are quiet are compared with the store
+    /// now and then ([`Rooms::with_digest_check`]). Runs until the server stops.
     pub async fn follow_shared_store(self: Arc<Self>, every: Duration) {
         let mut skipped = 0;
+        let mut quiet: HashMap<DocId, Quiet> = HashMap::new();
         loop {
             tokio::time::sleep(every).await;
             // Decided at each tick: when Redis goes down, the fast rate starts at once.
@@ -164,14 +191,78 @@ impl<S: Store> Rooms<S> {
                 }
             };
             let heads: HashMap<String, i64> = heads.into_iter().collect();
+            let now = Instant::now();
             for handle in &loaded {
                 let room = handle.room();
-                if heads.get(room.id.as_str()).copied().unwrap_or(0) > room.seen_through() {
+                let head = heads.get(room.id.as_str()).copied().unwrap_or(0);
+                if head > room.seen_through() {
                     handle.submit(RoomJob::CatchUp);
+                } else if let Some(interval) = self.digest_check {
+                    if quiet_enough(&mut quiet, &room.id, head, now, interval) {
+                        handle.submit(RoomJob::CompareWithStore { head });
+                    }
                 }
             }
+            quiet.retain(|doc, _| loaded.iter().any(|handle| handle.room().id == *doc));
         }
     }
+
+    /// The digests of the loaded documents that `wants`, each once everything its room
+    /// applied before is stored (`/digests`).
+    pub async fn digests(&self, wants: impl Fn(&DocId) -> bool) -> Vec<(DocId, HeldDigest)> {
+        let asked: Vec<_> = {
+            let map = self.map.lock();
+            map.iter()
+                .filter(|(doc, _)| wants(doc))
+                .filter_map(|(doc, entry)| {
+                    let (tx, rx) = oneshot::channel();
+                    entry
+                        .handle
+                        .submit(RoomJob::Digest(tx))
+                        .then(|| (doc.clone(), rx))
+                })
+                .collect()
+        };
+        let mut digests = Vec::with_capacity(asked.len());
+        for (doc, answer) in asked {
+            // A room whose load failed drops the job: it holds nothing to compare.
+            if let Ok(held) = answer.await {
+                digests.push((doc, held));
+            }
+        }
+        digests
+    }
+}
+
+/// Whether the document at stored `head` has been quiet long enough, and not compared
+/// within `interval`, to be compared now; notes the comparison if so.
+fn quiet_enough(
+    quiet: &mut HashMap<DocId, Quiet>,
+    doc: &DocId,
+    head: i64,
+    now: Instant,
+    interval: Duration,
+) -> bool {
+    let entry = quiet.entry(doc.clone()).or_insert(Quiet {
+        head,
+        since: now,
+        compared: None,
+    });
+    if entry.head != head {
+        entry.head = head;
+        entry.since = now;
+        return false;
+    }
+    let due = match entry.compared {
+        Some((compared, at)) => compared != head && now.duration_since(at) >= interval,
+        None => true,
+    };
+    // Nothing stored: nothing to compare.
+    if head == 0 || !due || now.duration_since(entry.since) < QUIET {
+        return false;
+    }
+    entry.compared = Some((head, now));
+    true
 }
 
 impl<S: Store> Rooms<S> {
@@ -284,5 +375,36 @@ impl<S: Store> Registry for Rooms<S> {
 
     fn fanout(&self) -> Option<&Publisher> {
         self.fanout.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_document_is_compared_once_quiet_and_again_only_after_its_head_moves() {
+        let doc = DocId::parse("d", 16).unwrap();
+        let interval = Duration::from_secs(60);
+        let mut quiet = HashMap::new();
+        let start = Instant::now();
+        let at = |secs: u64| start + Duration::from_secs(secs);
+        // First seen at head 5: not quiet yet; a second later it is.
+        assert!(!quiet_enough(&mut quiet, &doc, 5, at(0), interval));
+        assert!(quiet_enough(&mut quiet, &doc, 5, at(1), interval));
+        // Compared at 5: not again at 5, however long it stays there.
+        assert!(!quiet_enough(&mut quiet, &doc, 5, at(500), interval));
+        // The head moves: compared again once quiet for a second.
+        assert!(!quiet_enough(&mut quiet, &doc, 6, at(501), interval));
+        assert!(quiet_enough(&mut quiet, &doc, 6, at(502), interval));
+        // It moves again soon after: quiet, but within the interval of the last comparison.
+        assert!(!quiet_enough(&mut quiet, &doc, 7, at(510), interval));
+        assert!(!quiet_enough(&mut quiet, &doc, 7, at(511), interval));
+        assert!(!quiet_enough(&mut quiet, &doc, 7, at(561), interval));
+        assert!(quiet_enough(&mut quiet, &doc, 7, at(562), interval));
+        // Nothing stored: nothing to compare.
+        let empty = DocId::parse("e", 16).unwrap();
+        assert!(!quiet_enough(&mut quiet, &empty, 0, at(0), interval));
+        assert!(!quiet_enough(&mut quiet, &empty, 0, at(10), interval));
     }
 }

@@ -69,7 +69,8 @@ pub async fn run<S: Store>(
             memory.clone(),
         )
         .with_history(config.history)
-        .with_fanout(fanout),
+        .with_fanout(fanout)
+        .with_digest_check(config.digest_check),
     );
     let enforcer = tokio::spawn(memory.clone().enforce(rooms.clone()));
     // Other servers may store updates of the documents loaded here (a shared database).

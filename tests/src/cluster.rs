@@ -6,10 +6,13 @@ use std::time::Duration;
 
 use quire_client::{Access, Client, ClientConfig, ConnectionState, DocHandle, MemoryStore, Trust};
 
+use quire_protocol::StateDigest;
+
 use crate::client_util::until_state;
+use crate::digests::{until_converged, verify, Verified};
 use crate::postgres::Postgres;
 use crate::redis::Redis;
-use crate::server_process::{command_in, stdout_of};
+use crate::server_process::{command_in, stdout_of, ServerProcess};
 
 /// The nodes' shared token secret (base64url of 32 bytes).
 pub const SECRET: &str = "cXVpcmUtY2x1c3Rlci10ZXN0cy1zaGFyZWQtc2VjcmV0";
@@ -63,6 +66,27 @@ impl Backends {
             ],
         );
         stdout_of(output).trim().to_owned()
+    }
+
+    /// Waits until every node in `nodes` and every replica `replicas` lists (document,
+    /// digest) hold PostgreSQL's state digest of each of `docs` (`quire-server verify`).
+    pub async fn until_converged<F>(
+        &self,
+        nodes: &[&ServerProcess],
+        docs: &[&str],
+        deadline: Duration,
+        replicas: F,
+    ) where
+        F: FnMut() -> Vec<(String, StateDigest)>,
+    {
+        let store = ["--database-url", self.database_url.as_str()];
+        until_converged(nodes, &store, Some(SECRET), docs, deadline, replicas).await;
+    }
+
+    /// `quire-server verify` of `doc` on `nodes` against PostgreSQL, once.
+    pub async fn verify(&self, nodes: &[&ServerProcess], doc: &str) -> Verified {
+        let store = ["--database-url", self.database_url.as_str()];
+        verify(nodes, &store, Some(SECRET), Some(doc)).await
     }
 
     /// A document's text as PostgreSQL holds it (the command line's `export`).

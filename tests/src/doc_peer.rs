@@ -141,6 +141,11 @@ impl Peer {
         content.len(&txn)
     }
 
+    /// The state digest of the replica on `channel` (PROTOCOL §6.10).
+    pub fn digest(&self, channel: ChannelId) -> quire_protocol::StateDigest {
+        quire_protocol::StateDigest::of(&self.docs[&channel].doc.transact())
+    }
+
     pub fn text(&self, channel: ChannelId) -> String {
         let doc = &self.docs[&channel].doc;
         let content = doc.get_or_insert_text(CONTENT);

@@ -12,6 +12,8 @@
 //! - [`insert_stream`]: a writer streaming marked inserts without waiting, recording ACKs.
 //! - [`db_probe`]: the server's SQLite file seen from outside (integrity, stored blobs).
 //! - [`cluster`]: what a cluster test's nodes share: PostgreSQL, Redis, a token secret.
+//! - [`digests`]: `quire-server verify` run on nodes and their store, and replicas checked
+//!   against it: every copy of every document holds the same state digest.
 //! - [`postgres`]: a PostgreSQL server of the test's own (initdb, a loopback port, crash restarts).
 //! - [`redis`]: a Redis server of the test's own (a loopback port, killed and restarted).
 //! - [`nginx`]: nginx of the test's own with the docs' cluster configuration, in front of nodes.
@@ -32,6 +34,7 @@ pub mod client_util;
 pub mod cluster;
 pub mod db_probe;
 pub mod desktop;
+pub mod digests;
 pub mod doc_peer;
 pub mod edit_probe;
 pub mod http_probe;

@@ -148,6 +148,17 @@ impl ServerProcess {
         self.data.path()
     }
 
+    /// The node's HTTP address as `quire-server verify --node` takes it, with the
+    /// certificate to trust for it (`None` for plain ws://).
+    pub fn http_base(&self) -> (String, Option<PathBuf>) {
+        if self.transport == "--insecure-plain-ws" {
+            (format!("http://{}", self.addr), None)
+        } else {
+            let cert = self.data.path().join("dev-cert.pem");
+            (format!("https://{}", self.addr), Some(cert))
+        }
+    }
+
     /// `wss://ADDR:PORT/ws`
     pub fn url(&self) -> String {
         format!("wss://{}/ws", self.addr)

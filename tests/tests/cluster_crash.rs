@@ -97,11 +97,21 @@ async fn kill_9_of_a_server_mid_writes_loses_no_acknowledged_update() {
             }
         }
     }
-    // The restarted server serves the same text as the survivor.
+    // The restarted server serves the same text as the survivor, and every copy holds the
+    // same state: both servers, both clients and PostgreSQL.
     let mut fresh = Peer::connect(&doomed, Some(&token)).await;
     fresh.open_synced(CH, DOC).await;
     assert_eq!(fresh.text(CH), stored);
     assert_eq!(replica, stored);
+    let replicas = || {
+        vec![
+            (DOC.to_owned(), watcher.digest(CH)),
+            (DOC.to_owned(), fresh.digest(CH)),
+        ]
+    };
+    backends
+        .until_converged(&[&doomed, &survivor], &[DOC], wait::DEADLINE, replicas)
+        .await;
     let distinct: HashSet<&String> = acked_markers.iter().collect();
     assert_eq!(distinct.len(), acked_markers.len());
     eprintln!(
@@ -178,6 +188,13 @@ async fn postgres_crashing_mid_writes_acknowledges_only_what_it_committed() {
         let marker = format!("<c{n}>");
         assert_eq!(stored.matches(&marker).count(), 1, "{marker} in {stored}");
     }
+    // Restarted, the server and the client, which resyncs with it, hold PostgreSQL's state.
+    server.restart();
+    backends
+        .until_converged(&[&server], &[DOC], wait::DEADLINE, || {
+            vec![(DOC.to_owned(), doc.digest())]
+        })
+        .await;
     eprintln!(
         "PostgreSQL crashed mid-writes: {} acknowledged raw inserts, all stored; 40 client edits stored once",
         acked_markers.len()

@@ -2,11 +2,12 @@
 //! processes of the test's own on loopback. Real clients (`quire-client`) connect through
 //! nginx, land on different nodes and edit one document together. A node killed, or paused
 //! for longer than the heartbeat: its clients reconnect through nginx to the others and
-//! resync, with their edits made meanwhile; every edit ends in every replica exactly once.
+//! resync, with their edits made meanwhile; every edit ends in every replica exactly once, and
+//! every client, node and PostgreSQL hold the same state digest.
 
 use std::time::Duration;
 
-use quire_client::Client;
+use quire_client::{Client, Comparison};
 use quire_tests::client_util::{append, occurrences, until_saved, until_text};
 use quire_tests::cluster::{client, open_connected, Backends};
 use quire_tests::nginx::Nginx;
@@ -119,6 +120,32 @@ async fn clients_behind_nginx_share_a_document_across_nodes_and_survive_a_node()
         text,
         "PostgreSQL holds what the clients hold"
     );
+    let live: Vec<&ServerProcess> = nodes[1..].iter().collect();
+    assert_same_state(&backends, &live, &docs).await;
+}
+
+/// Every client, every live node and PostgreSQL hold the same state digest, and each client
+/// finds its replica equal to its node's copy.
+async fn assert_same_state(
+    backends: &Backends,
+    nodes: &[&ServerProcess],
+    docs: &[quire_client::DocHandle],
+) {
+    let replicas = || docs.iter().map(|d| (DOC.to_owned(), d.digest())).collect();
+    backends
+        .until_converged(nodes, &[DOC], DEADLINE, replicas)
+        .await;
+    for doc in docs {
+        loop {
+            match doc.compare_with_server().await.expect("asking the digest") {
+                Comparison::EditedMeanwhile => continue,
+                answer => {
+                    assert!(matches!(answer, Comparison::Same(_)), "{answer:?}");
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// A node paused (SIGSTOP) for longer than the heartbeat: its client's heartbeat times out and
@@ -152,4 +179,7 @@ async fn a_paused_node_loses_its_clients_to_the_others_and_catches_up_when_resum
         |t| t == text,
     )
     .await;
+    let mut all = docs.clone();
+    all.push(fresh);
+    assert_same_state(&backends, &[&nodes[0], &nodes[1]], &all).await;
 }

@@ -1,7 +1,9 @@
-//! The HTTP side: the accept loop (TCP_NODELAY, optional TLS), `/healthz`, `/metrics`, and the
-//! WebSocket upgrade on `/ws`, checked in full before answering 101 so that every refused
-//! upgrade gets the status the spec names rather than a dropped socket.
+//! The HTTP side: the accept loop (TCP_NODELAY, optional TLS), `/healthz`, `/metrics`, the
+//! loaded documents' digests on `/digests`, and the WebSocket upgrade on `/ws`, checked in
+//! full before answering 101 so that every refused upgrade gets the status the spec names
+//! rather than a dropped socket.
 
+pub mod digests;
 pub mod echo;
 
 use std::convert::Infallible;
@@ -182,7 +184,7 @@ async fn serve_http<S, IO>(
 {
     let service = hyper::service::service_fn(move |req| {
         let (server, tcp_slot) = (server.clone(), tcp_slot.clone());
-        async move { Ok::<_, Infallible>(route(server, req, peer, tcp_slot)) }
+        async move { Ok::<_, Infallible>(route(server, req, peer, tcp_slot).await) }
     });
     let result = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
@@ -195,7 +197,7 @@ async fn serve_http<S, IO>(
     }
 }
 
-fn route<S: Store>(
+async fn route<S: Store>(
     server: Arc<Server<S>>,
     req: Request<Incoming>,
     peer: SocketAddr,
@@ -206,6 +208,7 @@ fn route<S: Store>(
         ("GET", "/metrics") if server.config.metrics_listen.is_none() => {
             metrics_response(&server.metrics, &server.memory)
         }
+        ("GET", digests::PATH) => digests::answer(&server, &req, peer).await,
         (_, handshake::WS_PATH) => upgrade(server, req, peer, tcp_slot),
         (_, echo::PATH) if server.config.echo_endpoint => echo::upgrade(req, &server.config.limits),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),

@@ -5,6 +5,7 @@
 //! - [`client`]: the public `Client` — open documents, watch the connection, close.
 //! - [`document`]: `DocHandle` — the local yrs replica, its sync state, its awareness.
 //! - [`history`]: versions (on `DocHandle`) and the trash (on `Client`), asked of the server.
+//! - [`digest`]: the replica's state digest, and its comparison with the server's.
 //! - `driver`: the task that owns the connection, a thin driver around the protocol crate's
 //!   sans-IO `ClientSession` (which decides reconnects, heartbeat, channels): the loop and the
 //!   commands (`driver/mod.rs`), the session's events applied to documents (`driver/events.rs`),
@@ -17,6 +18,7 @@
 
 pub mod client;
 pub mod config;
+pub mod digest;
 pub mod document;
 mod driver;
 pub mod error;
@@ -28,9 +30,10 @@ pub mod transport;
 
 pub use client::Client;
 pub use config::{ClientConfig, Trust};
+pub use digest::Comparison;
 pub use document::{DocHandle, CONTENT};
 pub use error::ClientError;
 pub use quire_protocol::request::{TrashEntry, VersionInfo, VersionKind};
-pub use quire_protocol::Access;
+pub use quire_protocol::{Access, StateDigest};
 pub use state::{ConnectionState, DocState};
 pub use store::{LocalStore, MemoryStore, SqliteLocalStore};

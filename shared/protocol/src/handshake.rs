@@ -137,7 +137,8 @@ fn is_valid_key(key: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
-fn bearer_token(headers: &[(&str, &str)]) -> Option<String> {
+/// The token of an `Authorization: Bearer …` header, if there is one.
+pub fn bearer_token(headers: &[(&str, &str)]) -> Option<String> {
     headers
         .iter()
         .filter(|(n, _)| n.eq_ignore_ascii_case("authorization"))

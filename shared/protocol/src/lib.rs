@@ -12,7 +12,9 @@
 //! - [`error`]: decoding errors, each naming the close code that answers it.
 //! - [`close_code`]: connection and channel close codes with the client's required reaction.
 //! - [`handshake`]: the HTTP upgrade check (path, subprotocol, token, refusal statuses).
-//! - [`request`]: requests and replies about versions and the trash (§5.4, §6.9).
+//! - [`request`]: requests and replies about versions, digests and the trash (§5.4, §6.9,
+//!   §6.10).
+//! - [`digest`]: a document's state digest, the same on every replica holding the same edits.
 //! - [`backoff`]: the reconnect schedule, a pure function of attempt and randomness.
 //! - [`heartbeat`]: the ping / silence deadline machine both ends run.
 //! - [`session`]: the connection and channel state machines of both ends (server connection,
@@ -22,6 +24,7 @@
 
 pub mod backoff;
 pub mod close_code;
+pub mod digest;
 pub mod error;
 pub mod fragment;
 pub mod frame;
@@ -36,6 +39,7 @@ pub mod ysync;
 
 pub use backoff::BackoffPolicy;
 pub use close_code::{ChannelCode, CloseCode, Reaction};
+pub use digest::StateDigest;
 pub use error::{FrameError, PayloadError};
 pub use fragment::{encode_body_fragmented, encode_fragmented, encode_piece, Reassembler};
 pub use frame::{Access, Frame, Hello, Message, Welcome};

@@ -4,6 +4,7 @@
 //! same ID, a status (0 for done, otherwise a code from the channel table) and the result.
 //! Both bodies are opaque to the frame layer, like `SYNC`: this file holds their layout.
 
+use crate::digest::{StateDigest, DIGEST_LEN};
 use crate::error::FrameError;
 use crate::varint::{write_string, write_varint, Reader};
 
@@ -19,6 +20,8 @@ pub mod op {
     pub const RESTORE_VERSION: u8 = 0x04;
     /// Channel ≥ 1, write: delete one version.
     pub const DELETE_VERSION: u8 = 0x05;
+    /// Channel ≥ 1, read: the digest of the document as the server holds it (§6.10).
+    pub const DIGEST: u8 = 0x06;
     /// Channel 0, write on the document: move it to the trash.
     pub const TRASH: u8 = 0x10;
     /// Channel 0, write on the document: bring it back from the trash.
@@ -53,6 +56,7 @@ pub enum RequestOp {
     FetchVersion { version: u64 },
     RestoreVersion { version: u64 },
     DeleteVersion { version: u64 },
+    Digest,
     Trash { doc: String },
     Untrash { doc: String },
     ListTrash,
@@ -67,6 +71,7 @@ impl RequestOp {
             RequestOp::FetchVersion { .. } => op::FETCH_VERSION,
             RequestOp::RestoreVersion { .. } => op::RESTORE_VERSION,
             RequestOp::DeleteVersion { .. } => op::DELETE_VERSION,
+            RequestOp::Digest => op::DIGEST,
             RequestOp::Trash { .. } => op::TRASH,
             RequestOp::Untrash { .. } => op::UNTRASH,
             RequestOp::ListTrash => op::LIST_TRASH,
@@ -78,7 +83,10 @@ impl RequestOp {
     pub fn needs_write(&self) -> bool {
         !matches!(
             self,
-            RequestOp::ListVersions | RequestOp::FetchVersion { .. } | RequestOp::ListTrash
+            RequestOp::ListVersions
+                | RequestOp::FetchVersion { .. }
+                | RequestOp::Digest
+                | RequestOp::ListTrash
         )
     }
 }
@@ -119,7 +127,7 @@ impl Request {
         write_varint(&mut out, self.id.into());
         out.push(self.op.code());
         match &self.op {
-            RequestOp::ListVersions | RequestOp::ListTrash => {}
+            RequestOp::ListVersions | RequestOp::Digest | RequestOp::ListTrash => {}
             RequestOp::CreateVersion { name } => write_string(&mut out, name),
             RequestOp::FetchVersion { version }
             | RequestOp::RestoreVersion { version }
@@ -141,6 +149,7 @@ impl Request {
         let op = match code {
             op::LIST_VERSIONS => RequestOp::ListVersions,
             op::LIST_TRASH => RequestOp::ListTrash,
+            op::DIGEST => RequestOp::Digest,
             op::CREATE_VERSION => {
                 let name = reader.read_string().map_err(malformed)?.trim().to_owned();
                 if name.is_empty()
@@ -274,6 +283,8 @@ pub enum ReplyBody {
     Content { info: VersionInfo, state: Vec<u8> },
     /// `LIST_TRASH`: most recently trashed first.
     Trash(Vec<TrashEntry>),
+    /// `DIGEST`: the document's state digest as the server holds it when it answers.
+    Digest(StateDigest),
     /// `DELETE_VERSION`, `TRASH`, `UNTRASH`, `PURGE`.
     Done,
 }
@@ -334,6 +345,7 @@ impl Reply {
                             write_varint(&mut out, entry.purge_ms);
                         }
                     }
+                    ReplyBody::Digest(digest) => out.extend_from_slice(&digest.0),
                     ReplyBody::Done => {}
                 }
             }
@@ -392,6 +404,12 @@ impl Reply {
                     .collect::<Result<_, FrameError>>()?;
                 ReplyBody::Trash(entries)
             }
+            op::DIGEST => {
+                let bytes = reader.read_bytes(DIGEST_LEN)?;
+                ReplyBody::Digest(StateDigest(
+                    bytes.try_into().expect("read DIGEST_LEN bytes"),
+                ))
+            }
             _ => ReplyBody::Done,
         };
         reader.finish()?;
@@ -424,6 +442,7 @@ mod tests {
             RequestOp::FetchVersion { version: 7 },
             RequestOp::RestoreVersion { version: 300 },
             RequestOp::DeleteVersion { version: 1 },
+            RequestOp::Digest,
             RequestOp::Trash {
                 doc: "team/a".into(),
             },
@@ -464,6 +483,7 @@ mod tests {
                     purge_ms: 6,
                 }]),
             ),
+            (op::DIGEST, ReplyBody::Digest(StateDigest([7; DIGEST_LEN]))),
             (op::TRASH, ReplyBody::Done),
         ];
         for (op, body) in replies {

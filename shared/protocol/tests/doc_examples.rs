@@ -12,7 +12,7 @@ use quire_protocol::yrs::{ClientID, Doc, GetString, ReadTxn, StateVector, Transa
 use quire_protocol::ysync::{self, SyncPayload};
 use quire_protocol::{
     encode_fragmented, ChannelCode, ChannelId, CloseCode, DocId, HeartbeatConfig, Limits, Reaction,
-    Reassembler,
+    Reassembler, StateDigest,
 };
 
 /// The illustrative frame limit of the fragmentation example (real servers announce ≥ 1024).
@@ -147,11 +147,41 @@ fn frame_examples() -> Vec<(&'static str, Frame)> {
             "reply-done",
             on(0, Message::Reply(Reply::ok(4, ReplyBody::Done).encode())),
         ),
+        ("request-digest", on(1, request(5, RequestOp::Digest))),
+        (
+            "reply-digest",
+            on(
+                1,
+                Message::Reply(Reply::ok(5, ReplyBody::Digest(hello_world_digest())).encode()),
+            ),
+        ),
     ]
 }
 
 fn request(id: u32, op: RequestOp) -> Message {
     Message::Request(Request::new(id, op).encode())
+}
+
+/// §6.10: the digest of the document of §11.3 and §11.4, from the golden vectors.
+fn hello_world_digest() -> StateDigest {
+    let doc = Doc::new();
+    for vector in ["sync_step2_text", "sync_update_insert"] {
+        apply(&doc, &golden(vector));
+    }
+    assert_eq!(text(&doc), "hello world");
+    let digest = StateDigest::of(&doc.transact());
+    digest
+}
+
+#[test]
+fn the_digest_example_is_the_documents_digest() {
+    let blocks = hex_blocks(&spec());
+    assert_eq!(blocks["digest-hello-world"], hello_world_digest().0);
+    assert_eq!(
+        hello_world_digest(),
+        StateDigest::hash(&[0x01, 0x01, 0x0b, 0x00]),
+        "the canonical bytes §6.10 gives"
+    );
 }
 
 /// §11.9: one named version.
@@ -223,7 +253,7 @@ fn spec_has_exactly_the_known_examples() {
         .iter()
         .map(|(name, _)| *name)
         .chain(FRAGMENTED)
-        .chain([WS_CLOSE])
+        .chain([WS_CLOSE, "digest-hello-world"])
         .map(String::from)
         .collect();
     let missing: Vec<_> = known.difference(&found).collect();

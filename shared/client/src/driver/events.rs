@@ -12,7 +12,9 @@ use quire_protocol::ysync::{
 use quire_protocol::{CloseCode, DocId, PayloadError, Reaction};
 use yrs::{ReadTxn, Transact};
 
-use super::Driver;
+use quire_protocol::request::ReplyBody;
+
+use super::{Driver, Waiter};
 use crate::document::REMOTE_ORIGIN;
 use crate::error::ClientError;
 use crate::state::{ConnectionState, DocState};
@@ -91,14 +93,28 @@ impl<S: LocalStore> Driver<S> {
                 }
             }
             ClientEvent::Reply { id, result } => {
-                if let Some(waiter) = self.requests.remove(&id) {
-                    let result = result.map_err(|failure| match failure {
-                        RequestFailure::Refused { code, reason } => {
-                            ClientError::RequestRefused { code, reason }
-                        }
-                        RequestFailure::BadReply(reason) => ClientError::BadReply(reason),
-                    });
-                    let _ = waiter.send(result);
+                let result = result.map_err(|failure| match failure {
+                    RequestFailure::Refused { code, reason } => {
+                        ClientError::RequestRefused { code, reason }
+                    }
+                    RequestFailure::BadReply(reason) => ClientError::BadReply(reason),
+                });
+                match self.requests.remove(&id) {
+                    Some(Waiter::Reply(waiter)) => drop(waiter.send(result)),
+                    Some(Waiter::Digest { doc, reply }) => {
+                        let pair = result.and_then(|body| match body {
+                            ReplyBody::Digest(server) => self
+                                .docs
+                                .get(&doc)
+                                .map(|entry| entry.shared.digest_pair(server))
+                                .ok_or(ClientError::NotOpen),
+                            other => Err(ClientError::BadReply(format!(
+                                "unexpected result {other:?}"
+                            ))),
+                        });
+                        let _ = reply.send(pair);
+                    }
+                    None => {}
                 }
             }
             // The waiter sees its sender dropped: offline.

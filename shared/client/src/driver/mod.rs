@@ -21,7 +21,7 @@ use quire_protocol::session::{
     ClientConfig as SessionConfig, ClientSession, Credential, NotSent, Transmit,
 };
 use quire_protocol::ysync::encode_update;
-use quire_protocol::{Access, CloseCode, DocId, Reaction};
+use quire_protocol::{Access, CloseCode, DocId, Reaction, StateDigest};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
@@ -58,11 +58,36 @@ pub(crate) enum Command {
         op: RequestOp,
         reply: oneshot::Sender<Result<ReplyBody, ClientError>>,
     },
+    /// A `DIGEST` request on `doc`'s channel (§6.10); the replica's own digest is taken when
+    /// the reply arrives, after every update the server sent before it.
+    Digest {
+        doc: DocId,
+        reply: oneshot::Sender<Result<DigestPair, ClientError>>,
+    },
     SetToken(Option<String>),
     SetTrust(Trust),
     Shutdown {
         code: CloseCode,
         done: oneshot::Sender<()>,
+    },
+}
+
+/// The server's digest of a document and the replica's, taken as the reply arrived, with the
+/// clock of the replica's own edits then.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DigestPair {
+    pub server: StateDigest,
+    pub local: StateDigest,
+    pub own_clock: u32,
+}
+
+/// Who waits for a request's reply.
+#[derive(Debug)]
+pub(crate) enum Waiter {
+    Reply(oneshot::Sender<Result<ReplyBody, ClientError>>),
+    Digest {
+        doc: DocId,
+        reply: oneshot::Sender<Result<DigestPair, ClientError>>,
     },
 }
 
@@ -89,7 +114,7 @@ pub(crate) struct Driver<S> {
     link: Option<Link>,
     connecting: Option<Connecting>,
     /// Who waits for which request's reply.
-    requests: HashMap<u32, oneshot::Sender<Result<ReplyBody, ClientError>>>,
+    requests: HashMap<u32, Waiter>,
     /// Set by a Shutdown command (or the API's end): stop once the Close is out.
     stop: Option<Option<oneshot::Sender<()>>>,
 }
@@ -289,11 +314,20 @@ impl<S: LocalStore> Driver<S> {
             }
             Command::Request { doc, op, reply } => match self.core.request(doc.as_ref(), op) {
                 Ok(id) => {
-                    self.requests.insert(id, reply);
+                    self.requests.insert(id, Waiter::Reply(reply));
                 }
                 Err(NotSent::Offline) => drop(reply.send(Err(ClientError::Offline))),
                 Err(NotSent::NotOpen) => drop(reply.send(Err(ClientError::NotOpen))),
             },
+            Command::Digest { doc, reply } => {
+                match self.core.request(Some(&doc), RequestOp::Digest) {
+                    Ok(id) => {
+                        self.requests.insert(id, Waiter::Digest { doc, reply });
+                    }
+                    Err(NotSent::Offline) => drop(reply.send(Err(ClientError::Offline))),
+                    Err(NotSent::NotOpen) => drop(reply.send(Err(ClientError::NotOpen))),
+                }
+            }
             Command::SetToken(token) => {
                 self.config.token = token;
                 self.core.credential_changed(Credential::Token);

@@ -1,0 +1,338 @@
+//! `quire-server verify [DOC] --node URL…`: compares what each running server holds with
+//! what the store holds, by state digest (docs/SCALING.md).
+//!
+//! Each node is asked over HTTP (or HTTPS, trusting `--ca-cert`) for `/digests` (with a read token minted from the
+//! shared secret), which lists the documents it has loaded, each with its digest and the
+//! stored update it covers. The store's digest of each document is computed here. A node whose
+//! head is behind the store's is still catching up: the comparison is asked again until
+//! `--settle` has passed. The answer is one line per document and source:
+//!
+//! ```text
+//! DOC  stored  HEAD  DIGEST
+//! DOC  NODE    HEAD  DIGEST  same | DIFFERENT | behind
+//! ```
+//!
+//! and the exit status is 0 when every node that holds a document holds the store's digest,
+//! 1 otherwise (a difference, a node still behind, or a node that did not answer).
+// The command line answers on standard output by design.
+#![allow(clippy::print_stdout)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::{Request, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use quire_protocol::StateDigest;
+use rustls::{ClientConfig, RootCertStore};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::auth::{unix_now, Claims, Grant, Secret};
+use crate::divergence::{stored_digest, DigestLine, HeldDigest};
+use crate::store::AnyStore;
+
+/// How long one node may take to answer.
+const NODE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause between two rounds while some node is still behind.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// What one node holds of one document, against the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Same,
+    Different,
+    Behind,
+}
+
+/// `verify`: returns whether everything agreed.
+pub async fn verify(
+    store: &AnyStore,
+    secret: &Secret,
+    nodes: &[String],
+    tls: Option<&TlsConnector>,
+    only: Option<&str>,
+    settle: Duration,
+) -> anyhow::Result<bool> {
+    let nodes: Vec<Uri> = nodes
+        .iter()
+        .map(|url| node_uri(url, only))
+        .collect::<anyhow::Result<_>>()?;
+    let token = secret.sign(&Claims {
+        sub: "quire-server verify".into(),
+        name: "verify".into(),
+        exp: unix_now() + 600,
+        nbf: None,
+        docs: vec![Grant {
+            pattern: only.map_or_else(|| "*".to_owned(), str::to_owned),
+            write: false,
+        }],
+    });
+    let deadline = Instant::now() + settle;
+    loop {
+        let round = compare(store, &token, &nodes, tls, only).await?;
+        let settled = round
+            .rows
+            .iter()
+            .all(|row| row.verdict != Some(Verdict::Behind));
+        if settled || Instant::now() >= deadline {
+            round.print();
+            return Ok(round.agreed());
+        }
+        tokio::time::sleep(RETRY_PAUSE).await;
+    }
+}
+
+/// One line of the answer.
+#[derive(Debug)]
+struct Row {
+    doc: String,
+    source: String,
+    held: HeldDigest,
+    /// `None` for the store's own line.
+    verdict: Option<Verdict>,
+}
+
+#[derive(Debug, Default)]
+struct Round {
+    rows: Vec<Row>,
+    /// Nodes that did not answer, with why.
+    unreachable: Vec<(String, String)>,
+}
+
+impl Round {
+    fn agreed(&self) -> bool {
+        self.unreachable.is_empty()
+            && self
+                .rows
+                .iter()
+                .all(|row| matches!(row.verdict, None | Some(Verdict::Same)))
+    }
+
+    fn print(&self) {
+        for (node, why) in &self.unreachable {
+            println!("{node}\tunreachable: {why}");
+        }
+        for row in &self.rows {
+            let verdict = match row.verdict {
+                None => "",
+                Some(Verdict::Same) => "\tsame",
+                Some(Verdict::Different) => "\tDIFFERENT",
+                Some(Verdict::Behind) => "\tbehind",
+            };
+            println!(
+                "{}\t{}\t{}\t{}{verdict}",
+                row.doc, row.source, row.held.head, row.held.digest
+            );
+        }
+    }
+}
+
+/// Asks every node once and compares each document it holds with the store.
+async fn compare(
+    store: &AnyStore,
+    token: &str,
+    nodes: &[Uri],
+    tls: Option<&TlsConnector>,
+    only: Option<&str>,
+) -> anyhow::Result<Round> {
+    let mut round = Round::default();
+    // Document → what each node holds of it.
+    let mut held: BTreeMap<String, Vec<(String, HeldDigest)>> = BTreeMap::new();
+    if let Some(doc) = only {
+        held.entry(doc.to_owned()).or_default();
+    }
+    for node in nodes {
+        let name = node_name(node);
+        match tokio::time::timeout(NODE_TIMEOUT, node_digests(node, token, tls)).await {
+            Ok(Ok(lines)) => {
+                for line in lines {
+                    held.entry(line.doc.clone()).or_default().push((
+                        name.clone(),
+                        HeldDigest {
+                            head: line.head,
+                            digest: parse_digest(&line.digest)?,
+                        },
+                    ));
+                }
+            }
+            Ok(Err(err)) => round.unreachable.push((name, format!("{err:#}"))),
+            Err(_) => round.unreachable.push((name, "no answer in time".into())),
+        }
+    }
+    for (doc, on_nodes) in held {
+        let stored = stored_digest(store, &doc)
+            .await
+            .with_context(|| format!("reading `{doc}` from the store"))?;
+        round.rows.push(Row {
+            doc: doc.clone(),
+            source: "stored".into(),
+            held: stored,
+            verdict: None,
+        });
+        for (node, on_node) in on_nodes {
+            let verdict = if on_node.head < stored.head {
+                Verdict::Behind
+            } else if on_node == stored {
+                Verdict::Same
+            } else {
+                Verdict::Different
+            };
+            round.rows.push(Row {
+                doc: doc.clone(),
+                source: node,
+                held: on_node,
+                verdict: Some(verdict),
+            });
+        }
+    }
+    Ok(round)
+}
+
+fn parse_digest(hex: &str) -> anyhow::Result<StateDigest> {
+    StateDigest::from_hex(hex).with_context(|| format!("a node sent `{hex}` as a digest"))
+}
+
+/// `http://host:port` → the node's `/digests` URI, asking for `only` if given.
+fn node_uri(url: &str, only: Option<&str>) -> anyhow::Result<Uri> {
+    let base: Uri = url
+        .parse()
+        .with_context(|| format!("`{url}` is not a URL"))?;
+    let scheme = match base.scheme_str() {
+        Some(scheme @ ("http" | "https")) if base.authority().is_some() => scheme,
+        _ => bail!("`{url}`: give a node's address as http://host:port or https://host:port"),
+    };
+    let query = only.map_or_else(String::new, |doc| format!("?doc={}", percent_encode(doc)));
+    let authority = base.authority().expect("checked").as_str();
+    format!(
+        "{scheme}://{authority}{}{query}",
+        crate::http::digests::PATH
+    )
+    .parse()
+    .context("building the node's URL")
+}
+
+fn node_name(uri: &Uri) -> String {
+    format!(
+        "{}://{}",
+        uri.scheme_str().unwrap_or("http"),
+        uri.authority().map_or("", |a| a.as_str())
+    )
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (byte as char).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
+
+/// Trusts the certificates in `files` (PEM), for nodes reached over https.
+pub fn trusting(files: &[PathBuf]) -> anyhow::Result<Option<TlsConnector>> {
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let mut roots = RootCertStore::empty();
+    for file in files {
+        let certs = CertificateDer::pem_file_iter(file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        for cert in certs {
+            let cert = cert.with_context(|| format!("a certificate in {}", file.display()))?;
+            roots
+                .add(cert)
+                .with_context(|| format!("using the certificate in {}", file.display()))?;
+        }
+    }
+    let config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    Ok(Some(TlsConnector::from(Arc::new(config))))
+}
+
+/// One GET of a node's `/digests`, over TLS for https.
+async fn node_digests(
+    uri: &Uri,
+    token: &str,
+    tls: Option<&TlsConnector>,
+) -> anyhow::Result<Vec<DigestLine>> {
+    let authority = uri.authority().context("the URL names no host")?;
+    let https = uri.scheme_str() == Some("https");
+    let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let stream = TcpStream::connect((host, port))
+        .await
+        .context("connecting")?;
+    if !https {
+        return get_digests(stream, uri, token).await;
+    }
+    let tls = tls.context("an https node needs --ca-cert")?;
+    let name = ServerName::try_from(host.to_owned()).context("the URL's host")?;
+    let stream = tls.connect(name, stream).await.context("TLS handshake")?;
+    get_digests(stream, uri, token).await
+}
+
+async fn get_digests<IO>(io: IO, uri: &Uri, token: &str) -> anyhow::Result<Vec<DigestLine>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let authority = uri.authority().context("the URL names no host")?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .context("HTTP handshake")?;
+    tokio::spawn(connection);
+    let request = Request::get(uri.clone())
+        .header(hyper::header::HOST, authority.as_str())
+        .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Empty::<Bytes>::new())
+        .context("building the request")?;
+    let response = sender.send_request(request).await.context("asking")?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .context("reading the answer")?
+        .to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    if status != StatusCode::OK {
+        bail!("answered {status}: {}", body.trim());
+    }
+    body.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| serde_json::from_str(line).with_context(|| format!("unreadable line `{line}`")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_urls_must_be_plain_http() {
+        let uri = node_uri("http://127.0.0.1:7700", Some("team/a b")).unwrap();
+        assert_eq!(
+            uri.to_string(),
+            "http://127.0.0.1:7700/digests?doc=team%2Fa%20b"
+        );
+        assert_eq!(node_name(&uri), "http://127.0.0.1:7700");
+        let tls = node_uri("https://localhost:7700", None).unwrap();
+        assert_eq!(tls.to_string(), "https://localhost:7700/digests");
+        assert!(node_uri("ws://127.0.0.1:7700", None).is_err());
+        assert!(node_uri("127.0.0.1:7700", None).is_err());
+    }
+}

@@ -1,0 +1,117 @@
+//! Divergence detection: what a server holds of a document against what the store holds, by
+//! state digest (PROTOCOL §6.10, docs/SCALING.md).
+//!
+//! A digest is only comparable with another taken through the same stored update, so every
+//! digest here travels with its head: the number of the last stored update it covers.
+//! - [`HeldDigest`]: a digest and its head.
+//! - [`stored_digest`]: the digest of what the store holds, for the command line's `verify`
+//!   and for [`compare_quiet_room`].
+//! - [`compare_quiet_room`]: on a shared store, once a loaded document has gone quiet, its
+//!   room task compares the room with the store, counts the check and any mismatch, and
+//!   merges in what the store holds and the room lacks.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use quire_protocol::yrs::{Doc, Transact};
+use quire_protocol::StateDigest;
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::Metrics;
+use crate::room::{apply_stored, Room};
+use crate::store::{CorruptContent, Store, StoreError, StoredDoc};
+
+/// A document's digest and the number of the last stored update it covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldDigest {
+    pub head: i64,
+    pub digest: StateDigest,
+}
+
+/// One line of a server's `/digests` answer (JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestLine {
+    pub doc: String,
+    pub head: i64,
+    /// [`StateDigest::to_hex`].
+    pub digest: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DigestError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Corrupt(#[from] CorruptContent),
+}
+
+/// The digest of stored content (on the document work pool: it builds the whole document).
+pub async fn digest_of_stored(
+    stored: StoredDoc,
+) -> Result<(HeldDigest, StoredDoc), CorruptContent> {
+    crate::work::run(move || {
+        let doc = Doc::new();
+        apply_stored(&doc, &stored)?;
+        let digest = StateDigest::of(&doc.transact());
+        Ok((
+            HeldDigest {
+                head: stored.head,
+                digest,
+            },
+            stored,
+        ))
+    })
+    .await
+}
+
+/// What the store holds of `doc`: its digest and head.
+pub async fn stored_digest<S: Store>(store: &S, doc: &str) -> Result<HeldDigest, DigestError> {
+    let stored = store.load(doc).await?;
+    Ok(digest_of_stored(stored).await?.0)
+}
+
+/// Compares `room`, which held `held` once everything it applied was stored, with the store
+/// at the same head. Skipped if the store has moved on (the next quiet spell compares again).
+/// A mismatch is counted and logged as an error; what the store holds is then merged into the
+/// room and relayed to its subscribers, so a server that missed an update gets it. Content
+/// the room holds and the store lacks cannot be repaired here: the log line says so.
+pub async fn compare_quiet_room<S: Store>(
+    store: &S,
+    metrics: &Metrics,
+    room: &Arc<Room>,
+    held: HeldDigest,
+) {
+    let stored = match store.load(room.id.as_str()).await {
+        Ok(stored) if stored.head == held.head => stored,
+        Ok(_) => return,
+        Err(err) => {
+            tracing::warn!(doc = %room.id, error = %err, "reading the document to compare digests failed");
+            return;
+        }
+    };
+    let (in_store, stored) = match digest_of_stored(stored).await {
+        Ok(compared) => compared,
+        Err(err) => {
+            tracing::error!(doc = %room.id, error = %err, "the stored document does not load");
+            return;
+        }
+    };
+    metrics.digest_checks.fetch_add(1, Ordering::Relaxed);
+    if in_store.digest == held.digest {
+        return;
+    }
+    metrics.digest_mismatches.fetch_add(1, Ordering::Relaxed);
+    let room_copy = room.clone();
+    let added = crate::work::run(move || room_copy.apply_remote(stored)).await;
+    let (after, _) = room.digest();
+    tracing::error!(
+        doc = %room.id,
+        head = held.head,
+        held = %held.digest,
+        stored = %in_store.digest,
+        merged_bytes = added,
+        repaired = after == in_store.digest,
+        "this server's copy of the document differs from the store's; merged what the store holds{}",
+        if after == in_store.digest { "" } else { ", and the server still holds content the store lacks" }
+    );
+}
