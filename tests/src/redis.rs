@@ -62,6 +62,11 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// The loopback address it listens on (to put a proxy in front).
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
     /// Kills Redis with SIGKILL; it stays down until [`Redis::restart`].
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

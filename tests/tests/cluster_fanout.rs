@@ -1,16 +1,18 @@
 //! Servers sharing a PostgreSQL database pass each other's updates through Redis, each a
 //! process of the test's own on loopback. With Redis killed, edits still reach the other
 //! server's clients (by the database check) and `/healthz` says it is degraded; with Redis
-//! back, they travel through it again.
+//! back, they travel through it again. Afterwards every copy holds the same state digest.
 
 use quire_protocol::ChannelId;
-use quire_tests::cluster::Backends;
+use quire_tests::cluster::{Backends, SECRET};
 use quire_tests::doc_peer::Peer;
 use quire_tests::http_probe;
+use quire_tests::proxy::Proxy;
 use quire_tests::server_process::ServerProcess;
 use quire_tests::wait;
 
 const CH: ChannelId = ChannelId(1);
+const DOC: &str = "cluster/doc";
 
 /// Alice (on one server) and Bob (on the other) each add a mark in turn; each waits until
 /// the other's mark arrived.
@@ -49,8 +51,8 @@ async fn redis_carries_updates_between_servers_and_its_loss_falls_back_to_the_da
     }
     let mut alice = Peer::connect(&one, None).await;
     let mut bob = Peer::connect(&two, None).await;
-    alice.open_synced(CH, "cluster/doc").await;
-    bob.open_synced(CH, "cluster/doc").await;
+    alice.open_synced(CH, DOC).await;
+    bob.open_synced(CH, DOC).await;
 
     exchange(&mut alice, &mut bob, "redis", 10).await;
     // Every one of the 10 updates each server stored reached the other through Redis.
@@ -101,6 +103,89 @@ async fn redis_carries_updates_between_servers_and_its_loss_falls_back_to_the_da
             }
         }
     }
+    // Both clients, both servers and PostgreSQL hold the same state.
+    let replicas = || {
+        vec![
+            (DOC.to_owned(), alice.digest(CH)),
+            (DOC.to_owned(), bob.digest(CH)),
+        ]
+    };
+    backends
+        .until_converged(&[&one, &two], &[DOC], wait::DEADLINE, replicas)
+        .await;
+}
+
+/// A network split between one server and Redis (a proxy of the test's own between them stops
+/// forwarding, sockets left open): that server counts Redis as down and says so, the other
+/// does not; edits still travel both ways, through the database check. Healed, the split
+/// server reconnects and updates travel through Redis again.
+#[tokio::test]
+async fn a_split_between_one_server_and_redis_falls_back_for_that_server_alone() {
+    let backends = Backends::start("split").await;
+    let proxy = Proxy::start(backends.redis.addr()).await;
+    let through_proxy = format!("redis://{}", proxy.addr);
+    let common = ["--shared-poll-ms", "100", "--no-auth"];
+    let mut split_flags = vec!["--database-url", backends.database_url.as_str()];
+    split_flags.extend(["--redis-url", through_proxy.as_str(), "--secret", SECRET]);
+    split_flags.extend(common);
+    let one = ServerProcess::start(&split_flags);
+    let two = ServerProcess::start(&backends.flags(&common));
+    for server in [&one, &two] {
+        wait::until("both connections to Redis", wait::DEADLINE, || async {
+            (server.metric("quire_redis_up").await == 1.0).then_some(())
+        })
+        .await;
+    }
+    let mut alice = Peer::connect(&one, None).await;
+    let mut bob = Peer::connect(&two, None).await;
+    alice.open_synced(CH, DOC).await;
+    bob.open_synced(CH, DOC).await;
+    exchange(&mut alice, &mut bob, "joined", 3).await;
+
+    proxy.stall();
+    wait::until(
+        "the split server to find Redis silent",
+        wait::DEADLINE,
+        || async { healthz(&one).await.contains("degraded").then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        healthz(&two).await.trim(),
+        "ok",
+        "the other server still reaches Redis"
+    );
+    exchange(&mut alice, &mut bob, "split", 5).await;
+
+    // Healed: the stalled connections are dropped and the server connects again.
+    proxy.reset_all();
+    proxy.resume();
+    wait::until("the split server back on Redis", wait::DEADLINE, || async {
+        (one.metric("quire_redis_up").await == 1.0).then_some(())
+    })
+    .await;
+    let received = one.metric("quire_redis_received_total").await;
+    exchange(&mut alice, &mut bob, "healed", 5).await;
+    assert!(one.metric("quire_redis_received_total").await >= received + 5.0);
+
+    let text = alice.text(CH);
+    assert_eq!(bob.text(CH), text);
+    for (round, count) in [("joined", 3), ("split", 5), ("healed", 5)] {
+        for n in 0..count {
+            for who in ["a", "b"] {
+                let mark = format!("<{round}-{who}{n}>");
+                assert_eq!(text.matches(&mark).count(), 1, "{mark} in {text}");
+            }
+        }
+    }
+    let replicas = || {
+        vec![
+            (DOC.to_owned(), alice.digest(CH)),
+            (DOC.to_owned(), bob.digest(CH)),
+        ]
+    };
+    backends
+        .until_converged(&[&one, &two], &[DOC], wait::DEADLINE, replicas)
+        .await;
 }
 
 /// One awareness state, as y-protocols encodes an update: count, client ID, clock, JSON.
