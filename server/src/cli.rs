@@ -94,7 +94,7 @@ enum Command {
         store: StoreArgs,
     },
     /// Compare what running servers hold with the store, by state digest; exits 1 on any
-    /// difference.
+    /// difference, 2 if the store could not be read.
     Verify {
         /// Only this document (default: every document a node has loaded).
         doc: Option<String>,
@@ -340,12 +340,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let tls = crate::cli_verify::trusting(&ca_certs)?;
             let store = store.open().await?;
             let only = doc.as_deref();
-            if !crate::cli_verify::verify(&store, &secret, &nodes, tls.as_ref(), only, settle)
-                .await?
+            // 1 for a difference found, 2 when the comparison itself could not be made.
+            match crate::cli_verify::verify(&store, &secret, &nodes, tls.as_ref(), only, settle)
+                .await
             {
-                std::process::exit(1);
+                Ok(true) => Ok(()),
+                Ok(false) => std::process::exit(1),
+                Err(err) => {
+                    eprintln!("Error: {err:#}");
+                    std::process::exit(2);
+                }
             }
-            Ok(())
         }
         Command::List { store } => {
             for doc in store.open().await?.list().await? {

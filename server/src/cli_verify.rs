@@ -13,7 +13,9 @@
 //! ```
 //!
 //! and the exit status is 0 when every node that holds a document holds the store's digest,
-//! 1 otherwise (a difference, a node still behind, or a node that did not answer).
+//! 1 otherwise (a difference, a node still behind, or a node that did not answer or answered
+//! nonsense). A document asked for that no node has loaded is listed as such, with the
+//! store's digest; it differs from nothing.
 // The command line answers on standard output by design.
 #![allow(clippy::print_stdout)]
 
@@ -104,6 +106,8 @@ struct Round {
     rows: Vec<Row>,
     /// Nodes that did not answer, with why.
     unreachable: Vec<(String, String)>,
+    /// Documents asked for that no node has loaded: only the store's digest to show.
+    not_loaded: Vec<String>,
 }
 
 impl Round {
@@ -118,6 +122,9 @@ impl Round {
     fn print(&self) {
         for (node, why) in &self.unreachable {
             println!("{node}\tunreachable: {why}");
+        }
+        for doc in &self.not_loaded {
+            println!("{doc}\tnot loaded on any node");
         }
         for row in &self.rows {
             let verdict = match row.verdict {
@@ -150,23 +157,30 @@ async fn compare(
     }
     for node in nodes {
         let name = node_name(node);
-        match tokio::time::timeout(NODE_TIMEOUT, node_digests(node, token, tls)).await {
-            Ok(Ok(lines)) => {
-                for line in lines {
-                    held.entry(line.doc.clone()).or_default().push((
-                        name.clone(),
-                        HeldDigest {
-                            head: line.head,
-                            digest: parse_digest(&line.digest)?,
-                        },
-                    ));
+        let answer = tokio::time::timeout(NODE_TIMEOUT, node_digests(node, token, tls)).await;
+        let lines = match answer {
+            Ok(Ok(lines)) => lines
+                .into_iter()
+                .map(|line| Ok((parse_digest(&line.digest)?, line)))
+                .collect::<anyhow::Result<Vec<_>>>(),
+            Ok(Err(err)) => Err(err),
+            Err(_) => Err(anyhow::anyhow!("no answer in time")),
+        };
+        match lines {
+            Ok(lines) => {
+                for (digest, line) in lines {
+                    let head = line.head;
+                    let on_node = (name.clone(), HeldDigest { head, digest });
+                    held.entry(line.doc).or_default().push(on_node);
                 }
             }
-            Ok(Err(err)) => round.unreachable.push((name, format!("{err:#}"))),
-            Err(_) => round.unreachable.push((name, "no answer in time".into())),
+            Err(err) => round.unreachable.push((name, format!("{err:#}"))),
         }
     }
     for (doc, on_nodes) in held {
+        if on_nodes.is_empty() {
+            round.not_loaded.push(doc.clone());
+        }
         let stored = stored_digest(store, &doc)
             .await
             .with_context(|| format!("reading `{doc}` from the store"))?;

@@ -6,16 +6,16 @@
 //! - [`HeldDigest`]: a digest and its head.
 //! - [`stored_digest`]: the digest of what the store holds, for the command line's `verify`
 //!   and for [`compare_quiet_room`].
-//! - [`compare_quiet_room`]: on a shared store, once a loaded document has gone quiet, its
-//!   room task compares the room with the store, counts the check and any mismatch, and
-//!   merges in what the store holds and the room lacks.
+//! - [`compare_quiet_room`]: on a shared store, once a loaded document has gone quiet, the
+//!   room is compared with the store, the check and any mismatch counted; on a mismatch the
+//!   room's task merges in what the store holds ([`repair`]).
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use quire_protocol::yrs::{Doc, Transact};
 use quire_protocol::StateDigest;
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
 use crate::room::{apply_stored, Room};
@@ -70,48 +70,78 @@ pub async fn stored_digest<S: Store>(store: &S, doc: &str) -> Result<HeldDigest,
     Ok(digest_of_stored(stored).await?.0)
 }
 
+/// Bounds the comparisons running at once on this server: each reads and rebuilds a whole
+/// document beside the rooms' work (after a restart every loaded document is due at once).
+static COMPARISONS_AT_ONCE: Semaphore = Semaphore::const_new(2);
+
 /// Compares `room`, which held `held` once everything it applied was stored, with the store
 /// at the same head. Skipped if the store has moved on (the next quiet spell compares again).
-/// A mismatch is counted and logged as an error; what the store holds is then merged into the
-/// room and relayed to its subscribers, so a server that missed an update gets it. Content
-/// the room holds and the store lacks cannot be repaired here: the log line says so.
+/// A mismatch is counted and logged as an error, and what the store holds is returned: the
+/// room's task merges it ([`repair`]), so a server that missed an update gets it.
 pub async fn compare_quiet_room<S: Store>(
     store: &S,
     metrics: &Metrics,
-    room: &Arc<Room>,
+    room: &Room,
     held: HeldDigest,
-) {
+) -> Option<StoredDoc> {
+    let _turn = COMPARISONS_AT_ONCE
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
     let stored = match store.load(room.id.as_str()).await {
         Ok(stored) if stored.head == held.head => stored,
-        Ok(_) => return,
+        Ok(_) => return None,
         Err(err) => {
             tracing::warn!(doc = %room.id, error = %err, "reading the document to compare digests failed");
-            return;
+            return None;
         }
     };
     let (in_store, stored) = match digest_of_stored(stored).await {
         Ok(compared) => compared,
         Err(err) => {
             tracing::error!(doc = %room.id, error = %err, "the stored document does not load");
-            return;
+            return None;
         }
     };
     metrics.digest_checks.fetch_add(1, Ordering::Relaxed);
     if in_store.digest == held.digest {
-        return;
+        return None;
     }
     metrics.digest_mismatches.fetch_add(1, Ordering::Relaxed);
-    let room_copy = room.clone();
-    let added = crate::work::run(move || room_copy.apply_remote(stored)).await;
-    let (after, _) = room.digest();
     tracing::error!(
         doc = %room.id,
         head = held.head,
         held = %held.digest,
         stored = %in_store.digest,
-        merged_bytes = added,
-        repaired = after == in_store.digest,
-        "this server's copy of the document differs from the store's; merged what the store holds{}",
-        if after == in_store.digest { "" } else { ", and the server still holds content the store lacks" }
+        "this server's copy of the document differs from the store's; merging what the store holds"
     );
+    Some(stored)
+}
+
+/// Merges what the store holds into `room` and relays what it lacked (run by the room's task,
+/// in order with its other work). Content the room holds and the store lacks stays a
+/// difference: a server cannot tell a lost write from one still to come, so it is logged.
+pub fn repair(room: &Room, stored: StoredDoc) {
+    let head = stored.head;
+    let (store_digest, stored) = match digest_of_stored_now(stored) {
+        Ok(pair) => pair,
+        Err(err) => {
+            tracing::error!(doc = %room.id, error = %err, "the stored document does not load");
+            return;
+        }
+    };
+    let added = room.apply_remote(stored);
+    let (after, _) = room.digest();
+    if after == store_digest {
+        tracing::warn!(doc = %room.id, head, merged_bytes = added, "repaired: the copy here now holds what the store holds");
+    } else {
+        tracing::error!(doc = %room.id, head, merged_bytes = added, "the copy here holds content the store lacks");
+    }
+}
+
+fn digest_of_stored_now(stored: StoredDoc) -> Result<(StateDigest, StoredDoc), CorruptContent> {
+    let doc = Doc::new();
+    apply_stored(&doc, &stored)?;
+    let digest = StateDigest::of(&doc.transact());
+    Ok((digest, stored))
 }

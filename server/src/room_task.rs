@@ -130,6 +130,9 @@ pub(crate) enum RoomJob {
     /// The document looked quiet at stored number `head` (a shared store): compare the room
     /// with the store ([`crate::divergence::compare_quiet_room`]).
     CompareWithStore { head: i64 },
+    /// The room differed from the store: merge what the store holds
+    /// ([`crate::divergence::repair`]).
+    Repair(StoredDoc),
 }
 
 /// A reference to a served room: the document, and the queue of its task.
@@ -225,6 +228,7 @@ async fn run<R: Registry>(rooms: Arc<R>, room: Arc<Room>, queue: Arc<Lane<RoomJo
     let mut task = Task {
         rooms,
         room,
+        jobs: queue.clone(),
         size,
         clock: VersionClock {
             newest_ms: newest_version_ms,
@@ -232,9 +236,15 @@ async fn run<R: Registry>(rooms: Arc<R>, room: Arc<Room>, queue: Arc<Lane<RoomJo
         },
         trashed: false,
     };
+    // Since when no channel has had the room open. Jobs that come meanwhile (other servers'
+    // updates and presence, their expiry every second, digests) do not restart the wait:
+    // they would keep a document nobody here uses loaded for ever.
+    let mut unused_since: Option<Instant> = None;
     loop {
         let job = if task.room.subscriber_count() == 0 {
-            match Box::pin(tokio::time::timeout(task.rooms.idle_unload(), queue.pop())).await {
+            let since = *unused_since.get_or_insert_with(Instant::now);
+            let left = task.rooms.idle_unload().saturating_sub(since.elapsed());
+            match Box::pin(tokio::time::timeout(left, queue.pop())).await {
                 Ok(job) => job,
                 Err(_) => {
                     if Box::pin(task.try_unload()).await {
@@ -245,10 +255,13 @@ async fn run<R: Registry>(rooms: Arc<R>, room: Arc<Room>, queue: Arc<Lane<RoomJo
                         }
                         return;
                     }
+                    // Kept (a failed commit, or opened meanwhile): wait a whole delay again.
+                    unused_since = None;
                     continue;
                 }
             }
         } else {
+            unused_since = None;
             queue.pop().await
         };
         if matches!(job, RoomJob::UnloadIfUnused) {
@@ -305,6 +318,8 @@ enum LoadError {
 struct Task<R> {
     rooms: Arc<R>,
     room: Arc<Room>,
+    /// The room's own queue, for work that comes back to it (a repair).
+    jobs: Arc<Lane<RoomJob>>,
     /// Bytes stored plus bytes accepted since: whether step 1 answers are worth a thread.
     size: usize,
     /// When the newest version was saved, and who wrote since.
@@ -411,11 +426,21 @@ impl<R: Registry> Task<R> {
                 let held = self.digest().await;
                 if held.head == head {
                     let (rooms, room) = (self.rooms.clone(), self.room.clone());
+                    let jobs = self.jobs.clone();
                     // The read and the rebuild run beside the room: it goes on serving.
                     tokio::spawn(async move {
-                        compare_quiet_room(&**rooms.store(), rooms.metrics(), &room, held).await;
+                        let store = &**rooms.store();
+                        if let Some(stored) =
+                            compare_quiet_room(store, rooms.metrics(), &room, held).await
+                        {
+                            jobs.push(RoomJob::Repair(stored));
+                        }
                     });
                 }
+            }
+            RoomJob::Repair(stored) => {
+                let room = self.room.clone();
+                crate::work::run(move || crate::divergence::repair(&room, stored)).await;
             }
             RoomJob::Flush(done) => {
                 let persister = self.rooms.persister().clone();

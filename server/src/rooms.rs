@@ -198,7 +198,11 @@ impl<S: Store> Rooms<S> {
                 if head > room.seen_through() {
                     handle.submit(RoomJob::CatchUp);
                 } else if let Some(interval) = self.digest_check {
-                    if quiet_enough(&mut quiet, &room.id, head, now, interval) {
+                    // A comparison rebuilds the document beside the room: not while memory is
+                    // short.
+                    if !self.memory.is_over()
+                        && quiet_enough(&mut quiet, &room.id, head, now, interval)
+                    {
                         handle.submit(RoomJob::CompareWithStore { head });
                     }
                 }

@@ -69,8 +69,9 @@ pub async fn verify(
     }
 }
 
-/// Waits until `verify` agrees for `docs` and every replica `replicas` lists (document,
-/// current digest) holds the store's digest; fails after `deadline` with what differed.
+/// Waits until `verify` finds every node in `nodes` holding the store's digest of each of
+/// `docs`, and every replica `replicas` lists (document, current digest) holds it too; fails
+/// after `deadline` with what differed.
 pub async fn until_converged<F>(
     nodes: &[&ServerProcess],
     store_args: &[&str],
@@ -89,6 +90,10 @@ pub async fn until_converged<F>(
             let verified = verify(nodes, store_args, secret, Some(doc)).await;
             if !verified.agreed {
                 problems.push(format!("verify {doc} found a difference"));
+            }
+            // Every node compared, not passed over for not holding the document (yet).
+            if verified.output.matches("\tsame").count() < nodes.len() {
+                problems.push(format!("not every node holds {doc} yet"));
             }
             outputs.push_str(&verified.output);
             let stored = verified.stored.get(*doc).copied();

@@ -27,13 +27,14 @@ fn start_client(server: &ServerProcess, token: &str) -> Client {
 }
 
 async fn same_as_server(doc: &DocHandle) -> bool {
-    loop {
+    for _ in 0..10 {
         match doc.compare_with_server().await.expect("asking the digest") {
             Comparison::EditedMeanwhile => continue,
             Comparison::Same(_) => return true,
             Comparison::Different { .. } => return false,
         }
     }
+    panic!("edited meanwhile, ten times in a row");
 }
 
 async fn until_metric(node: &ServerProcess, name: &str, at_least: f64) {

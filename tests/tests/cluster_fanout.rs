@@ -1,9 +1,12 @@
 //! Servers sharing a PostgreSQL database pass each other's updates through Redis, each a
 //! process of the test's own on loopback. With Redis killed, edits still reach the other
 //! server's clients (by the database check) and `/healthz` says it is degraded; with Redis
-//! back, they travel through it again. Afterwards every copy holds the same state digest.
+//! back, they travel through it again. The bound these tests hold delivery to is the peers'
+//! wait for each edit (30 s, `Peer::pump_until`); with the 100 ms database check used here,
+//! edits arrive within a few hundred milliseconds. Afterwards every copy holds the same state
+//! digest.
 
-use quire_protocol::ChannelId;
+use quire_protocol::{ChannelId, Message};
 use quire_tests::cluster::{Backends, SECRET};
 use quire_tests::doc_peer::Peer;
 use quire_tests::http_probe;
@@ -188,6 +191,46 @@ async fn a_split_between_one_server_and_redis_falls_back_for_that_server_alone()
         .await;
 }
 
+/// A server with Redis hears of other servers' presence every second (and expires it every
+/// second): that traffic must not keep a document nobody on it has open loaded. Closed on
+/// one server while another server's client keeps editing it, the document is unloaded after
+/// the idle delay.
+#[tokio::test]
+async fn a_document_closed_here_unloads_while_other_servers_keep_it_busy() {
+    let backends = Backends::start("idle").await;
+    let one = ServerProcess::start(&backends.flags(&["--no-auth", "--idle-unload-ms", "300"]));
+    let two = ServerProcess::start(&backends.flags(&["--no-auth"]));
+    for server in [&one, &two] {
+        wait::until("both connections to Redis", wait::DEADLINE, || async {
+            (server.metric("quire_redis_up").await == 1.0).then_some(())
+        })
+        .await;
+    }
+    let mut alice = Peer::connect(&one, None).await;
+    let mut bob = Peer::connect(&two, None).await;
+    alice.open_synced(CH, DOC).await;
+    bob.open_synced(CH, DOC).await;
+    exchange(&mut alice, &mut bob, "open", 2).await;
+    alice.client.close().await;
+
+    // Bob edits on, with presence, through the idle delay and past it, each edit acknowledged
+    // before the next.
+    let deadline = std::time::Instant::now() + wait::DEADLINE;
+    let mut n = 0;
+    while one.metric("quire_documents_loaded").await != 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the document stayed loaded on the first server"
+        );
+        n += 1;
+        bob.append(CH, &format!("<busy-{n}>")).await;
+        let presence = awareness(77, n, r#"{"user":{"name":"Bob"}}"#);
+        bob.client.send(CH, Message::Awareness(presence)).await;
+        bob.pump_until("acked", |p| p.docs[&CH].acked == p.docs[&CH].writes)
+            .await;
+    }
+}
+
 /// One awareness state, as y-protocols encodes an update: count, client ID, clock, JSON.
 fn awareness(client: u64, clock: u64, json: &str) -> Vec<u8> {
     use quire_protocol::varint::{write_string, write_varint};
@@ -211,9 +254,7 @@ fn saw(peer: &Peer, needle: &[u8]) -> bool {
 async fn announce(peer: &mut Peer, client: u64, name: &str, watcher: &mut Peer) {
     let json = format!(r#"{{"name":"{name}"}}"#);
     let update = awareness(client, 1, &json);
-    peer.client
-        .send(CH, quire_protocol::Message::Awareness(update))
-        .await;
+    peer.client.send(CH, Message::Awareness(update)).await;
     watcher
         .pump_until(&format!("{name}'s presence"), |p| saw(p, name.as_bytes()))
         .await;

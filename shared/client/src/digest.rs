@@ -5,12 +5,15 @@
 //! write this client sent before asking, and every update it relayed to this client before the
 //! reply has been applied here when the reply arrives. The replica's digest is taken at that
 //! moment, so the two are equal exactly when the replicas agree, unless this replica was
-//! edited between the request and the reply; the comparison then says so, and may be asked
-//! again.
+//! edited between the request and the reply (any local transaction that changed it, counted
+//! by the update observer); the comparison then says so, and may be asked again. It is only
+//! asked once the channel sends local edits as they are made (the server's step 1 answered).
+
+use std::sync::atomic::Ordering;
 
 use quire_protocol::StateDigest;
 use tokio::sync::oneshot;
-use yrs::{ReadTxn, Transact};
+use yrs::Transact;
 
 use crate::document::{DocHandle, DocShared};
 use crate::driver::{Command, DigestPair};
@@ -38,13 +41,9 @@ impl DocShared {
         DigestPair {
             server,
             local: StateDigest::of(&txn),
-            own_clock: own_clock(&txn, &self.doc),
+            local_edits: self.local_edits.load(Ordering::Acquire),
         }
     }
-}
-
-fn own_clock(txn: &impl ReadTxn, doc: &yrs::Doc) -> u32 {
-    txn.state_vector().get(&doc.client_id())
 }
 
 impl DocHandle {
@@ -58,14 +57,14 @@ impl DocHandle {
         Ok(self.ask_digest().await?.server)
     }
 
-    /// Compares the replica with the server's copy.
+    /// Compares the replica with the server's copy. Fails with [`ClientError::NotOpen`] until
+    /// the channel has exchanged state with the server (local edits wait until then, so the
+    /// server could not hold them yet). On a read-only channel, local edits never reach the
+    /// server: a replica holding some differs, truly.
     pub async fn compare_with_server(&self) -> Result<Comparison, ClientError> {
-        let before = {
-            let txn = self.shared.doc.transact();
-            own_clock(&txn, &self.shared.doc)
-        };
+        let before = self.shared.local_edits.load(Ordering::Acquire);
         let pair = self.ask_digest().await?;
-        Ok(if pair.own_clock != before {
+        Ok(if pair.local_edits != before {
             Comparison::EditedMeanwhile
         } else if pair.local == pair.server {
             Comparison::Same(pair.local)

@@ -4,6 +4,7 @@
 //! the observer does not send them back.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -30,6 +31,8 @@ pub(crate) struct DocShared {
     pub granted: watch::Sender<Option<Access>>,
     pub local_awareness: Mutex<LocalAwareness>,
     pub others: watch::Sender<BTreeMap<u64, String>>,
+    /// Local transactions that changed the replica, counted by the update observer.
+    pub local_edits: AtomicU64,
 }
 
 /// This client's own awareness entry.
@@ -48,6 +51,7 @@ impl DocShared {
             granted: watch::channel(None).0,
             local_awareness: Mutex::new(LocalAwareness::default()),
             others: watch::channel(BTreeMap::new()).0,
+            local_edits: AtomicU64::new(0),
         })
     }
 
@@ -85,9 +89,13 @@ impl DocShared {
     ) -> Result<(), ClientError> {
         let id = self.id.clone();
         let remote: Origin = REMOTE_ORIGIN.into();
+        let shared = Arc::downgrade(self);
         self.doc
             .observe_update_v1("quire-client", move |txn, event| {
                 if txn.origin() != Some(&remote) {
+                    if let Some(shared) = shared.upgrade() {
+                        shared.local_edits.fetch_add(1, Ordering::AcqRel);
+                    }
                     let _ = commands.send(Command::LocalUpdate {
                         doc: id.clone(),
                         update: event.update.clone(),

@@ -57,7 +57,7 @@ impl StateDigest {
 
     /// Reads [`StateDigest::to_hex`]'s form back.
     pub fn from_hex(text: &str) -> Option<Self> {
-        if text.len() != DIGEST_LEN * 2 || !text.is_ascii() {
+        if text.len() != DIGEST_LEN * 2 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         let mut bytes = [0; DIGEST_LEN];
@@ -250,6 +250,8 @@ mod tests {
         let digest = digest(&doc(3));
         assert_eq!(StateDigest::from_hex(&digest.to_hex()), Some(digest));
         assert_eq!(StateDigest::from_hex("zz"), None);
+        let signed = format!("+f{}", &digest.to_hex()[2..]);
+        assert_eq!(StateDigest::from_hex(&signed), None);
     }
 
     #[test]

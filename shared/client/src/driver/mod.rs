@@ -73,12 +73,12 @@ pub(crate) enum Command {
 }
 
 /// The server's digest of a document and the replica's, taken as the reply arrived, with the
-/// clock of the replica's own edits then.
+/// count of local edits then.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct DigestPair {
     pub server: StateDigest,
     pub local: StateDigest,
-    pub own_clock: u32,
+    pub local_edits: u64,
 }
 
 /// Who waits for a request's reply.
@@ -320,6 +320,12 @@ impl<S: LocalStore> Driver<S> {
                 Err(NotSent::NotOpen) => drop(reply.send(Err(ClientError::NotOpen))),
             },
             Command::Digest { doc, reply } => {
+                // Before the server's step 1 is answered local edits wait here: the server
+                // could not hold them, and the digests would differ for that alone.
+                if self.core.holds_back_edits(&doc) {
+                    drop(reply.send(Err(ClientError::NotOpen)));
+                    return;
+                }
                 match self.core.request(Some(&doc), RequestOp::Digest) {
                     Ok(id) => {
                         self.requests.insert(id, Waiter::Digest { doc, reply });

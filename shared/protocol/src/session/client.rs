@@ -546,6 +546,14 @@ impl ClientSession {
         self.chan(doc).is_some_and(|chan| chan.synced)
     }
 
+    /// Whether `doc`'s channel is open for writing but still holds local edits back: they
+    /// wait for the step 2 that answers the server's step 1. (A read-only channel never sends
+    /// them.)
+    pub fn holds_back_edits(&self, doc: &DocId) -> bool {
+        self.chan(doc)
+            .is_some_and(|chan| chan.granted == Some(Access::Write) && !chan.answered)
+    }
+
     /// Sends a SYNC payload that is not a write (the step 1 after OPENED).
     pub fn send_sync(&mut self, doc: &DocId, payload: Vec<u8>) {
         if let Some(channel) = self.live_channel(doc) {
