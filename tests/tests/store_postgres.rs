@@ -275,7 +275,8 @@ async fn racing_compactions_keep_every_update_once() {
 }
 
 /// The server binary on PostgreSQL: writes are acknowledged, survive kill -9, and a second
-/// server on the same database serves them; the commands work against the database too.
+/// server on the same database serves them; the commands work against the database too, and
+/// a document imported from the command line reaches a live server's client.
 #[tokio::test]
 async fn the_server_and_its_commands_run_on_postgres() {
     let postgres = Postgres::start().await;
@@ -302,6 +303,10 @@ async fn the_server_and_its_commands_run_on_postgres() {
     bob.open_synced(CH, "notes/pg").await;
     assert_eq!(bob.text(CH), text, "what the first server acknowledged");
     drop(bob);
+    // A client of the live server with an empty document open, which the command line
+    // imports into below.
+    let mut carol = Peer::connect(&second, None).await;
+    carol.open_synced(CH, "notes/new").await;
 
     // The commands, pointed at the database (the data directory only holds the secret).
     let dir = tempfile::tempdir().unwrap();
@@ -315,6 +320,12 @@ async fn the_server_and_its_commands_run_on_postgres() {
     let file = dir.path().join("imported.txt");
     std::fs::write(&file, "from a file").unwrap();
     stdout_of(with_db(&["import", "notes/new", file.to_str().unwrap()]));
+    // The live server finds the import in the database and relays it to its client.
+    carol
+        .pump_until("the import at the live server's client", |p| {
+            p.text(CH) == "from a file"
+        })
+        .await;
     stdout_of(with_db(&["compact"]));
     assert_eq!(stdout_of(with_db(&["export", "notes/new"])), "from a file");
     let backup = dir.path().join("backup.db");

@@ -397,10 +397,15 @@ impl Store for PgStore {
         crate::private::create_dir(&staging).map_err(StoreError::Permissions)?;
         let result = async {
             let copy = SqliteStore::open(&staging).await?;
-            let copied = copy_into(&self.pool, &copy).await;
+            // Written out with VACUUM INTO, not by moving the staging file: what the copy
+            // committed may still be in its write-ahead log, which the move would leave behind
+            // (a backup once came out without a document that way).
+            let written = match copy_into(&self.pool, &copy).await {
+                Ok(()) => copy.backup(path).await,
+                Err(err) => Err(err),
+            };
             copy.close().await;
-            copied?;
-            std::fs::rename(staging.join(super::DB_FILE), path).map_err(StoreError::Permissions)
+            written
         }
         .await;
         let _ = std::fs::remove_dir_all(&staging);
