@@ -7,14 +7,20 @@
 //! database at the fast rate instead ([`crate::rooms::Rooms::follow_shared_store`]), and both
 //! connections are retried with backoff.
 //!
-//! Awareness (cursors, names) travels the same way on [`AWARENESS_CHANNEL`] and is never
+//! Each document has a channel of its own ([`update_channel`]), and a server subscribes to the
+//! channels of the documents it has loaded, and only those: a server receives what concerns
+//! its own clients, not every update of the cluster. Once a document's subscription is made,
+//! its room reads from the database whatever was published while it loaded.
+//!
+//! Awareness (cursors, names) travels the same way on [`awareness_channel`] and is never
 //! stored: a server relays other servers' states to its clients and drops those not renewed in
 //! time (their server is gone).
 //!
-//! A message on [`CHANNEL`] is: the sending server's ID (8 bytes), the update's number (8),
-//! when it was committed (8: microseconds since the Unix epoch, for the receive lag), the
-//! document ID's length (4) and the ID, then the update; integers little-endian.
+//! An update message is: the sending server's ID (8 bytes), the update's number (8), when it
+//! was committed (8: microseconds since the Unix epoch, for the receive lag), the document
+//! ID's length (4) and the ID, then the update; integers little-endian.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -25,11 +31,23 @@ use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
 
-/// The Redis channel every server publishes to and subscribes to.
-pub const CHANNEL: &str = "quire:updates";
-/// The Redis channel of awareness updates: the sending server's ID (8 bytes), the document
-/// ID's length (4) and the ID, then the awareness update as clients send it.
-pub const AWARENESS_CHANNEL: &str = "quire:awareness";
+/// The prefix of the documents' update channels.
+const UPDATES_PREFIX: &str = "quire:u:";
+/// The prefix of the documents' awareness channels.
+const AWARENESS_PREFIX: &str = "quire:a:";
+/// Channels named in one SUBSCRIBE after a reconnect.
+const SUBSCRIBE_CHUNK: usize = 512;
+
+/// The Redis channel of `doc`'s stored updates.
+pub fn update_channel(doc: &str) -> String {
+    format!("{UPDATES_PREFIX}{doc}")
+}
+
+/// The Redis channel of `doc`'s awareness updates: the sending server's ID (8 bytes), the
+/// document ID's length (4) and the ID, then the awareness update as clients send it.
+pub fn awareness_channel(doc: &str) -> String {
+    format!("{AWARENESS_PREFIX}{doc}")
+}
 /// Updates waiting to be published; past this, new ones are dropped (the database check
 /// delivers them).
 const PUBLISH_QUEUE: usize = 16 * 1024;
@@ -61,22 +79,49 @@ pub enum Remote {
         doc: String,
         payload: Vec<u8>,
     },
+    /// This server now receives `doc`'s updates: what was published while its room loaded is
+    /// read from the database.
+    Subscribed(String),
 }
 
-/// The publishing side, cloned into the persister.
+/// The publishing side, cloned into the persister; also where the registry of rooms says
+/// which documents this server follows.
 #[derive(Debug, Clone)]
 pub struct Publisher {
     /// Messages with when their update was committed (or the awareness update received).
     queue: mpsc::Sender<(Outgoing, Instant)>,
+    /// Documents loaded and unloaded, for the subscription.
+    interest: mpsc::UnboundedSender<Interest>,
     server: u64,
     metrics: Arc<Metrics>,
+}
+
+/// A change in the documents this server has loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Interest {
+    Follow(String),
+    Unfollow(String),
 }
 
 impl Publisher {
     /// Queues a stored update for publishing, without waiting.
     pub fn publish(&self, doc: &str, seq: i64, update: &[u8]) {
         let message = encode(self.server, doc, seq, unix_micros(), update);
-        self.enqueue(Outgoing::Update(message));
+        self.enqueue(Outgoing {
+            channel: update_channel(doc),
+            message,
+            update: true,
+        });
+    }
+
+    /// Subscribes to `doc`'s channels (it was loaded here).
+    pub fn follow(&self, doc: &str) {
+        let _ = self.interest.send(Interest::Follow(doc.to_owned()));
+    }
+
+    /// Unsubscribes from `doc`'s channels (it was unloaded here).
+    pub fn unfollow(&self, doc: &str) {
+        let _ = self.interest.send(Interest::Unfollow(doc.to_owned()));
     }
 
     /// Queues an awareness update of `doc` for the other servers, without waiting.
@@ -86,7 +131,11 @@ impl Publisher {
         message.extend_from_slice(&(doc.len() as u32).to_le_bytes());
         message.extend_from_slice(doc.as_bytes());
         message.extend_from_slice(payload);
-        self.enqueue(Outgoing::Awareness(message));
+        self.enqueue(Outgoing {
+            channel: awareness_channel(doc),
+            message,
+            update: false,
+        });
     }
 
     fn enqueue(&self, message: Outgoing) {
@@ -97,9 +146,11 @@ impl Publisher {
 }
 
 #[derive(Debug)]
-enum Outgoing {
-    Update(Vec<u8>),
-    Awareness(Vec<u8>),
+struct Outgoing {
+    channel: String,
+    message: Vec<u8>,
+    /// A stored update (its publish lag is measured), not an awareness update.
+    update: bool,
 }
 
 /// Starts publishing and subscribing through the Redis server at `url`, counting in
@@ -114,10 +165,22 @@ pub fn start(
     metrics.redis_configured.store(true, Ordering::Release);
     let (queue, outgoing) = mpsc::channel(PUBLISH_QUEUE);
     let (incoming, received) = mpsc::channel(RECEIVE_QUEUE);
+    let (interest, changes) = mpsc::unbounded_channel();
     tokio::spawn(publish_loop(client.clone(), outgoing, metrics.clone()));
-    tokio::spawn(subscribe_loop(client, server, incoming, metrics.clone()));
+    let following = Following {
+        changes,
+        docs: HashSet::new(),
+    };
+    tokio::spawn(subscribe_loop(
+        client,
+        server,
+        incoming,
+        following,
+        metrics.clone(),
+    ));
     let publisher = Publisher {
         queue,
+        interest,
         server,
         metrics,
     };
@@ -160,21 +223,17 @@ async fn publish_loop(
                 return; // the server is stopping
             }
             let mut pipe = redis::pipe();
-            for (message, _) in &batch {
-                match message {
-                    Outgoing::Update(bytes) => pipe.publish(CHANNEL, bytes.as_slice()).ignore(),
-                    Outgoing::Awareness(bytes) => {
-                        pipe.publish(AWARENESS_CHANNEL, bytes.as_slice()).ignore()
-                    }
-                };
+            for (outgoing, _) in &batch {
+                pipe.publish(&outgoing.channel, outgoing.message.as_slice())
+                    .ignore();
             }
             let sent = batch.len() as u64;
             let result: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
             match result {
                 Ok(()) => {
                     stats.redis_published.fetch_add(sent, Ordering::Relaxed);
-                    for (message, committed) in &batch {
-                        if let Outgoing::Update(_) = message {
+                    for (outgoing, committed) in &batch {
+                        if outgoing.update {
                             stats.redis_publish_lag.observe(committed.elapsed());
                         }
                     }
@@ -200,16 +259,46 @@ fn drop_waiting(outgoing: &mut mpsc::Receiver<(Outgoing, Instant)>, stats: &Metr
     }
 }
 
-/// Receives the other servers' updates; resubscribes after a failure or a missed PING.
+/// The documents this server follows, and the registry's changes to them not yet applied.
+#[derive(Debug)]
+struct Following {
+    changes: mpsc::UnboundedReceiver<Interest>,
+    docs: HashSet<String>,
+}
+
+impl Following {
+    /// Applies the changes waiting, without subscribing (before a (re)subscription).
+    fn catch_up(&mut self) {
+        while let Ok(change) = self.changes.try_recv() {
+            self.apply(&change);
+        }
+    }
+
+    fn apply(&mut self, change: &Interest) {
+        match change {
+            Interest::Follow(doc) => self.docs.insert(doc.clone()),
+            Interest::Unfollow(doc) => self.docs.remove(doc),
+        };
+    }
+}
+
+/// Both channels of `doc`.
+fn channels_of(doc: &str) -> [String; 2] {
+    [update_channel(doc), awareness_channel(doc)]
+}
+
+/// Receives the other servers' updates of the documents loaded here; resubscribes after a
+/// failure or a missed PING.
 async fn subscribe_loop(
     client: redis::Client,
     server: u64,
     incoming: mpsc::Sender<Remote>,
+    mut following: Following,
     stats: Arc<Metrics>,
 ) {
     let mut retry = RETRY_FIRST;
     loop {
-        let ended = subscribe_once(&client, server, &incoming, &stats).await;
+        let ended = subscribe_once(&client, server, &incoming, &mut following, &stats).await;
         stats.redis_subscribed.store(false, Ordering::Release);
         match ended {
             Ok(Ended::Stopping) => return,
@@ -231,31 +320,43 @@ enum Ended {
     Stopping,
 }
 
+/// Runs `command` with the response deadline; a late answer is an error.
+async fn in_time<T>(
+    command: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    tokio::time::timeout(RESPONSE_TIMEOUT, command)
+        .await
+        .map_err(|_| timed_out())?
+}
+
 async fn subscribe_once(
     client: &redis::Client,
     server: u64,
     incoming: &mpsc::Sender<Remote>,
+    following: &mut Following,
     stats: &Metrics,
 ) -> redis::RedisResult<Ended> {
-    let pubsub = tokio::time::timeout(RESPONSE_TIMEOUT, client.get_async_pubsub())
-        .await
-        .map_err(|_| timed_out())??;
+    let pubsub = in_time(client.get_async_pubsub()).await?;
     let (mut sink, mut stream) = pubsub.split();
-    tokio::time::timeout(
-        RESPONSE_TIMEOUT,
-        sink.subscribe(&[CHANNEL, AWARENESS_CHANNEL]),
-    )
-    .await
-    .map_err(|_| timed_out())??;
+    following.catch_up();
+    let all: Vec<String> = following.docs.iter().flat_map(|d| channels_of(d)).collect();
+    for chunk in all.chunks(SUBSCRIBE_CHUNK) {
+        in_time(sink.subscribe(chunk)).await?;
+    }
+    // What was published while the subscription was away is left to the database check,
+    // which ran at the full rate meanwhile: one query for every loaded document.
     stats.redis_subscribed.store(true, Ordering::Release);
-    tracing::info!("redis: subscribed to other servers' updates");
+    tracing::info!(
+        documents = following.docs.len(),
+        "redis: subscribed to other servers' updates of the documents loaded here"
+    );
     let mut pings = tokio::time::interval(PING_EVERY);
     pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             message = stream.next() => {
                 let Some(message) = message else { return Ok(Ended::Lost) };
-                let remote = if message.get_channel_name() == AWARENESS_CHANNEL {
+                let remote = if message.get_channel_name().starts_with(AWARENESS_PREFIX) {
                     let Some(remote) = decode_awareness(message.get_payload_bytes(), server) else {
                         continue;
                     };
@@ -277,12 +378,24 @@ async fn subscribe_once(
                     Err(mpsc::error::TrySendError::Closed(_)) => return Ok(Ended::Stopping),
                 }
             }
+            change = following.changes.recv() => {
+                let Some(change) = change else { return Ok(Ended::Stopping) };
+                following.apply(&change);
+                let result = match &change {
+                    Interest::Follow(doc) => in_time(sink.subscribe(&channels_of(doc))).await,
+                    Interest::Unfollow(doc) => in_time(sink.unsubscribe(&channels_of(doc))).await,
+                };
+                if result.is_err() {
+                    return Ok(Ended::Lost);
+                }
+                if let Interest::Follow(doc) = change {
+                    if incoming.send(Remote::Subscribed(doc)).await.is_err() {
+                        return Ok(Ended::Stopping);
+                    }
+                }
+            }
             _ = pings.tick() => {
-                let pong: redis::RedisResult<redis::Value> =
-                    match tokio::time::timeout(RESPONSE_TIMEOUT, sink.ping()).await {
-                        Ok(result) => result,
-                        Err(_) => return Ok(Ended::Lost),
-                    };
+                let pong: redis::RedisResult<redis::Value> = in_time(sink.ping()).await;
                 if pong.is_err() {
                     return Ok(Ended::Lost);
                 }
@@ -377,5 +490,26 @@ mod tests {
         let mut long = message.clone();
         long[24..HEADER].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(decode(&long, 8), None, "a length past the end");
+    }
+
+    #[test]
+    fn each_document_has_its_channels_and_the_followed_set_tracks_loads() {
+        assert_eq!(channels_of("team/a"), ["quire:u:team/a", "quire:a:team/a"]);
+        let (tx, changes) = mpsc::unbounded_channel();
+        let mut following = Following {
+            changes,
+            docs: HashSet::new(),
+        };
+        for change in [
+            Interest::Follow("a".into()),
+            Interest::Follow("b".into()),
+            Interest::Unfollow("a".into()),
+            Interest::Follow("a".into()),
+            Interest::Unfollow("b".into()),
+        ] {
+            tx.send(change).unwrap();
+        }
+        following.catch_up();
+        assert_eq!(following.docs, HashSet::from(["a".to_owned()]));
     }
 }

@@ -134,6 +134,9 @@ impl<S: Store> Rooms<S> {
             self.metrics
                 .documents_loaded
                 .fetch_add(1, Ordering::Relaxed);
+            if let Some(fanout) = &self.fanout {
+                fanout.follow(doc.as_str());
+            }
             let room = Arc::new(Room::with_budget(doc.clone(), &self.memory));
             Entry {
                 handle: room_task::start(self.clone(), room),
@@ -284,6 +287,7 @@ impl<S: Store> Rooms<S> {
                     },
                 ),
                 Remote::Awareness { doc, payload } => (doc, RoomJob::RemoteAwareness(payload)),
+                Remote::Subscribed(doc) => (doc, RoomJob::CatchUp),
             };
             if let Ok(doc) = DocId::parse(&doc, u32::MAX) {
                 self.submit_if_loaded(&doc, job);
@@ -332,6 +336,9 @@ impl<S: Store> Registry for Rooms<S> {
                 self.metrics
                     .documents_loaded
                     .fetch_sub(1, Ordering::Relaxed);
+                if let Some(fanout) = &self.fanout {
+                    fanout.unfollow(room.id.as_str());
+                }
                 tracing::debug!(doc = %room.id, "unloaded idle document");
                 true
             }
@@ -350,6 +357,9 @@ impl<S: Store> Registry for Rooms<S> {
             self.metrics
                 .documents_loaded
                 .fetch_sub(1, Ordering::Relaxed);
+            if let Some(fanout) = &self.fanout {
+                fanout.unfollow(room.id.as_str());
+            }
         }
     }
 

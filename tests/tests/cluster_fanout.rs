@@ -57,10 +57,25 @@ async fn redis_carries_updates_between_servers_and_its_loss_falls_back_to_the_da
     alice.open_synced(CH, DOC).await;
     bob.open_synced(CH, DOC).await;
 
+    // A document only the first server has loaded: its updates go out on its own channel,
+    // which the second does not follow.
+    const ELSEWHERE: ChannelId = ChannelId(2);
+    alice.open_synced(ELSEWHERE, "cluster/elsewhere").await;
+    for n in 0..5 {
+        alice.append(ELSEWHERE, &format!("<elsewhere-{n}>")).await;
+    }
+    alice
+        .pump_until("the other document's writes acked", |p| {
+            p.docs[&ELSEWHERE].acked == p.docs[&ELSEWHERE].writes
+        })
+        .await;
+
     exchange(&mut alice, &mut bob, "redis", 10).await;
-    // Every one of the 10 updates each server stored reached the other through Redis.
-    assert!(one.metric("quire_redis_published_total").await >= 10.0);
-    assert!(two.metric("quire_redis_received_total").await >= 10.0);
+    // Every one of the 10 updates each server stored reached the other through Redis, and
+    // nothing else did: the second server received the shared document's updates alone
+    // (published after the other document's, so they would have arrived before).
+    assert!(one.metric("quire_redis_published_total").await >= 15.0);
+    assert_eq!(two.metric("quire_redis_received_total").await, 10.0);
     assert!(one.metric("quire_redis_received_total").await >= 10.0);
     assert!(two.metric("quire_redis_receive_lag_seconds_count").await >= 10.0);
     assert!(one.metric("quire_redis_publish_lag_seconds_count").await >= 10.0);
