@@ -10,6 +10,7 @@ use clap::Args;
 use quire_protocol::{HeartbeatConfig, Limits};
 use serde::Deserialize;
 
+use crate::forwarded::ProxyNet;
 use crate::memory::MemoryBudget;
 use crate::versions::HistoryPolicy;
 
@@ -131,6 +132,15 @@ pub struct ServeArgs {
     /// closed at once. Default: twice --max-connections-per-ip.
     #[arg(long, env = "QUIRE_MAX_TCP_CONNECTIONS_PER_IP")]
     pub max_tcp_connections_per_ip: Option<u32>,
+    /// A proxy whose `X-Forwarded-For` names the client (an address, or a network like
+    /// 10.0.0.0/8); repeatable, or comma-separated. Its connections count against the client's
+    /// address, and against no per-address limit of its own.
+    #[arg(
+        long = "trusted-proxy",
+        env = "QUIRE_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxy: Option<Vec<String>>,
     /// Outbound queue depth per connection, in messages; a client that lets it fill is closed
     /// with 4009 (slow consumer).
     #[arg(long, env = "QUIRE_QUEUE_DEPTH")]
@@ -206,6 +216,8 @@ pub struct ServeConfig {
     pub max_connections_per_ip: u32,
     /// Accepted TCP connections per address, counted before the upgrade as well as after.
     pub max_tcp_connections_per_ip: u32,
+    /// Proxies whose `X-Forwarded-For` is believed ([`crate::forwarded`]).
+    pub trusted_proxies: Vec<ProxyNet>,
     pub queue_depth: usize,
     pub max_queued_bytes: usize,
     pub idle_unload: Duration,
@@ -332,6 +344,7 @@ impl ServeArgs {
             max_doc_id_len,
             max_connections_per_ip,
             max_tcp_connections_per_ip,
+            trusted_proxy,
             queue_depth,
             max_queued_bytes,
             idle_unload_ms,
@@ -397,6 +410,16 @@ impl ServeArgs {
                 "--max-tcp-connections-per-ip must be at least --max-connections-per-ip".into(),
             ));
         }
+        let trusted_proxies = self
+            .trusted_proxy
+            .unwrap_or_default()
+            .iter()
+            .filter(|text| !text.trim().is_empty())
+            .map(|text| {
+                text.parse::<ProxyNet>()
+                    .map_err(|err| ConfigError::Invalid(format!("--trusted-proxy: {err}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         if heartbeat.timeout <= heartbeat.interval {
             return Err(ConfigError::Invalid(
                 "--heartbeat-timeout-ms must exceed --heartbeat-interval-ms".into(),
@@ -463,6 +486,7 @@ impl ServeArgs {
             limits,
             max_connections_per_ip,
             max_tcp_connections_per_ip,
+            trusted_proxies,
             queue_depth: self.queue_depth.unwrap_or(4096),
             max_queued_bytes: self
                 .max_queued_bytes

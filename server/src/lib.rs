@@ -44,6 +44,7 @@
 //! - [`restore`]: the forward edit of a restore: a text diff applied as a new update.
 //! - [`tls`]: certificates, including the `--dev` self-signed one.
 //! - [`private`]: owner-only modes for the data directory and every file written in it.
+//! - [`forwarded`]: the client's address behind trusted proxies (`X-Forwarded-For`).
 //! - [`memory`]: the server-wide memory budget: charges by use, closing the largest holders.
 //! - [`allocator`]: glibc malloc settings for `serve`, so that freed memory leaves the process.
 //! - [`metrics`]: Prometheus figures.
@@ -60,6 +61,7 @@ pub mod connection;
 pub mod divergence;
 pub mod failed_login;
 pub mod fanout;
+pub mod forwarded;
 pub mod history;
 pub mod http;
 pub mod lane;

@@ -102,11 +102,16 @@ impl<S: Store> Drop for TcpSlot<S> {
 impl<S: Store> Server<S> {
     /// Takes a TCP slot for `ip` at accept, or `None` when the address holds
     /// `max_tcp_connections_per_ip` connections already.
+    /// A trusted proxy carries many clients: it has no limit of its own (its clients' are
+    /// counted at the upgrade).
     pub fn tcp_slot(self: &Arc<Self>, ip: IpAddr) -> Option<TcpSlot<S>> {
-        if !self
-            .tcp_per_ip
-            .take(ip, self.config.max_tcp_connections_per_ip)
-        {
+        let proxy = self.config.trusted_proxies.iter().any(|n| n.contains(ip));
+        let limit = if proxy {
+            u32::MAX
+        } else {
+            self.config.max_tcp_connections_per_ip
+        };
+        if !self.tcp_per_ip.take(ip, limit) {
             return None;
         }
         Some(TcpSlot {

@@ -61,9 +61,33 @@ impl RawClient {
         tls: Arc<ClientConfig>,
         token: Option<&str>,
     ) -> Result<Self, tungstenite::Error> {
+        Self::connect_with(addr, source, tls, token, &[]).await
+    }
+
+    /// Like [`RawClient::connect`], claiming to come through a proxy for `forwarded_for`
+    /// (an `X-Forwarded-For` header).
+    pub async fn connect_forwarded(
+        server: &ServerProcess,
+        token: Option<&str>,
+        forwarded_for: &str,
+    ) -> Result<Self, tungstenite::Error> {
+        let header = [("X-Forwarded-For", forwarded_for)];
+        Self::connect_with(server.addr, None, server.tls(), token, &header).await
+    }
+
+    async fn connect_with(
+        addr: std::net::SocketAddr,
+        source: Option<std::net::IpAddr>,
+        tls: Arc<ClientConfig>,
+        token: Option<&str>,
+        extra_headers: &[(&'static str, &str)],
+    ) -> Result<Self, tungstenite::Error> {
         let mut request = format!("wss://localhost:{}{}", addr.port(), handshake::WS_PATH)
             .into_client_request()?;
         let headers = request.headers_mut();
+        for (name, value) in extra_headers {
+            headers.insert(*name, value.parse().expect("a header value"));
+        }
         headers.insert(
             "Sec-WebSocket-Protocol",
             handshake::SUBPROTOCOL.parse().unwrap(),

@@ -28,13 +28,8 @@ async fn cluster(
     Vec<Client>,
     Vec<quire_client::DocHandle>,
 ) {
-    // Every client comes from nginx's address.
-    let mut flags = vec![
-        "--shared-poll-ms",
-        "100",
-        "--max-connections-per-ip",
-        "10000",
-    ];
+    // Every connection comes from nginx, which names the client in X-Forwarded-For.
+    let mut flags = vec!["--shared-poll-ms", "100", "--trusted-proxy", "127.0.0.1"];
     flags.extend_from_slice(extra);
     let flags = backends.flags(&flags);
     let nodes: Vec<ServerProcess> = (0..count)

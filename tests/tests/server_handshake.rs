@@ -180,3 +180,48 @@ async fn tcp_connections_per_address_are_counted_from_accept() {
     )
     .await;
 }
+
+/// Behind a trusted proxy (`--trusted-proxy`), connections count against the address the proxy
+/// names in `X-Forwarded-For` (its rightmost untrusted hop), not against the proxy; from any
+/// other address the header is ignored.
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit() {
+    use quire_tests::raw_client::RawClient;
+    use tokio_tungstenite::tungstenite::Error;
+
+    let refused_with_429 = |result: Result<RawClient, Error>| matches!(result, Err(Error::Http(response)) if response.status() == 429);
+    let behind = ServerProcess::start(&[
+        "--max-connections-per-ip",
+        "1",
+        "--trusted-proxy",
+        "127.0.0.1,10.0.0.0/8",
+    ]);
+    let token = behind.token(&["*"], true, "1h");
+    let _ada = RawClient::connect_forwarded(&behind, Some(&token), "203.0.113.7")
+        .await
+        .expect("a first client");
+    // A forged hop on the left, the client, then an inner proxy on the right.
+    let _bob =
+        RawClient::connect_forwarded(&behind, Some(&token), "1.2.3.4, 198.51.100.2, 10.0.0.5")
+            .await
+            .expect("another client");
+    let again = RawClient::connect_forwarded(&behind, Some(&token), "203.0.113.7").await;
+    assert!(
+        refused_with_429(again),
+        "the first client's second connection"
+    );
+    let forged = RawClient::connect_forwarded(&behind, Some(&token), "5.6.7.8, 198.51.100.2").await;
+    assert!(
+        refused_with_429(forged),
+        "the second client, whatever it forges on the left"
+    );
+
+    // Without --trusted-proxy the header counts for nothing: both are 127.0.0.1.
+    let direct = ServerProcess::start(&["--max-connections-per-ip", "1"]);
+    let token = direct.token(&["*"], true, "1h");
+    let _one = RawClient::connect_forwarded(&direct, Some(&token), "203.0.113.7")
+        .await
+        .expect("a first connection");
+    let other = RawClient::connect_forwarded(&direct, Some(&token), "198.51.100.2").await;
+    assert!(refused_with_429(other));
+}

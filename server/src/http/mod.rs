@@ -27,6 +27,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::auth::{unix_now, Claims};
 use crate::connection;
+use crate::forwarded::client_ip;
 use crate::memory::MemoryBudget;
 use crate::metrics::Metrics;
 use crate::server::{Server, TcpSlot};
@@ -398,11 +399,19 @@ fn upgrade<S: Store>(
         server.memory.count_refusal();
         return refused(&handshake::OVERLOADED);
     }
+    // Behind a trusted proxy, the client is who the proxy says it is: its limits and its log
+    // lines are the client's, not the proxy's.
+    let client = client_ip(
+        peer.ip(),
+        &header_pairs(&req),
+        &server.config.trusted_proxies,
+    );
+    let peer = SocketAddr::new(client, peer.port());
     let claims = match authenticate(&server, upgrade.token.as_deref(), peer) {
         Ok(claims) => claims,
         Err(refusal) => return refused(refusal),
     };
-    let Some(slot) = server.connection_slot(peer.ip()) else {
+    let Some(slot) = server.connection_slot(client) else {
         return refused(&handshake::TOO_MANY_CONNECTIONS);
     };
     let config = websocket_config(server.config.limits.max_frame_size);
