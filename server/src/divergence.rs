@@ -8,11 +8,12 @@
 //!   and for [`compare_quiet_room`].
 //! - [`compare_quiet_room`]: on a shared store, once a loaded document has gone quiet, the
 //!   room is compared with the store, the check and any mismatch counted; on a mismatch the
-//!   room's task merges in what the store holds ([`repair`]).
+//!   room's task merges in what the store holds and stores again what the store lost
+//!   ([`repair`]).
 
 use std::sync::atomic::Ordering;
 
-use quire_protocol::yrs::{Doc, Transact};
+use quire_protocol::yrs::{Doc, ReadTxn, Transact};
 use quire_protocol::StateDigest;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
@@ -119,29 +120,32 @@ pub async fn compare_quiet_room<S: Store>(
 }
 
 /// Merges what the store holds into `room` and relays what it lacked (run by the room's task,
-/// in order with its other work). Content the room holds and the store lacks stays a
-/// difference: a server cannot tell a lost write from one still to come, so it is logged.
-pub fn repair(room: &Room, stored: StoredDoc) {
+/// in order with its other work). If the room then still differs, it holds content the store
+/// lost: returned, as one update, for the room's task to store again.
+pub fn repair(room: &Room, stored: StoredDoc) -> Option<Vec<u8>> {
     let head = stored.head;
-    let (store_digest, stored) = match digest_of_stored_now(stored) {
-        Ok(pair) => pair,
-        Err(err) => {
-            tracing::error!(doc = %room.id, error = %err, "the stored document does not load");
-            return;
-        }
+    let doc = Doc::new();
+    if let Err(err) = apply_stored(&doc, &stored) {
+        tracing::error!(doc = %room.id, error = %err, "the stored document does not load");
+        return None;
+    }
+    let (store_digest, store_holds) = {
+        let txn = doc.transact();
+        (StateDigest::of(&txn), txn.state_vector())
     };
     let added = room.apply_remote(stored);
     let (after, _) = room.digest();
     if after == store_digest {
         tracing::warn!(doc = %room.id, head, merged_bytes = added, "repaired: the copy here now holds what the store holds");
-    } else {
-        tracing::error!(doc = %room.id, head, merged_bytes = added, "the copy here holds content the store lacks");
+        return None;
     }
-}
-
-fn digest_of_stored_now(stored: StoredDoc) -> Result<(StateDigest, StoredDoc), CorruptContent> {
-    let doc = Doc::new();
-    apply_stored(&doc, &stored)?;
-    let digest = StateDigest::of(&doc.transact());
-    Ok((digest, stored))
+    let lost = room.encode_beyond(&store_holds);
+    tracing::error!(
+        doc = %room.id,
+        head,
+        merged_bytes = added,
+        lost_bytes = lost.len(),
+        "the copy here holds content the store lacks; storing it again"
+    );
+    Some(lost)
 }

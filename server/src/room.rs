@@ -411,6 +411,16 @@ impl Room {
         (digest, self.seen_through())
     }
 
+    /// What the room holds beyond the state vector `held`, as one v1 update (the room's whole
+    /// delete set rides along): to store again what a store lost.
+    pub fn encode_beyond(&self, held: &StateVector) -> Vec<u8> {
+        self.state
+            .lock()
+            .doc
+            .transact()
+            .encode_state_as_update_v1(held)
+    }
+
     /// The whole document as one v1 update (for snapshots and export).
     pub fn encode_state(&self) -> Vec<u8> {
         self.state

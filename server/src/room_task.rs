@@ -130,8 +130,8 @@ pub(crate) enum RoomJob {
     /// The document looked quiet at stored number `head` (a shared store): compare the room
     /// with the store ([`crate::divergence::compare_quiet_room`]).
     CompareWithStore { head: i64 },
-    /// The room differed from the store: merge what the store holds
-    /// ([`crate::divergence::repair`]).
+    /// The room differed from the store: merge what the store holds, and store again what
+    /// the store lost ([`crate::divergence::repair`]).
     Repair(StoredDoc),
 }
 
@@ -440,7 +440,19 @@ impl<R: Registry> Task<R> {
             }
             RoomJob::Repair(stored) => {
                 let room = self.room.clone();
-                crate::work::run(move || crate::divergence::repair(&room, stored)).await;
+                let lost = crate::work::run(move || crate::divergence::repair(&room, stored)).await;
+                // Stored like a client's write, and published to the other servers; nobody
+                // waits for its ACK.
+                if let Some(lost) = lost {
+                    if let Some(slot) = self.rooms.persister().reserve().await {
+                        slot.submit(Job::Write {
+                            room: self.room.clone(),
+                            data: Some(lost),
+                            ack: None,
+                            received: Instant::now(),
+                        });
+                    }
+                }
             }
             RoomJob::Flush(done) => {
                 let persister = self.rooms.persister().clone();
