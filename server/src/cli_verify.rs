@@ -4,7 +4,7 @@
 //! Each node is asked over HTTP (or HTTPS, trusting `--ca-cert`) for `/digests` (with a read token minted from the
 //! shared secret), which lists the documents it has loaded, each with its digest and the
 //! stored update it covers. The store's digest of each document is computed here. A node whose
-//! head is behind the store's is still catching up: the comparison is asked again until
+//! head is behind the store's is still catching up: that document alone is asked again until
 //! `--settle` has passed. The answer is one line per document and source:
 //!
 //! ```text
@@ -19,7 +19,7 @@
 // The command line answers on standard output by design.
 #![allow(clippy::print_stdout)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,10 +62,10 @@ pub async fn verify(
     only: Option<&str>,
     settle: Duration,
 ) -> anyhow::Result<bool> {
-    let nodes: Vec<Uri> = nodes
-        .iter()
-        .map(|url| node_uri(url, only))
-        .collect::<anyhow::Result<_>>()?;
+    let uris = |doc: Option<&str>| -> anyhow::Result<Vec<Uri>> {
+        nodes.iter().map(|url| node_uri(url, doc)).collect()
+    };
+    let first = uris(only)?;
     let token = secret.sign(&Claims {
         sub: "quire-server verify".into(),
         name: "verify".into(),
@@ -77,17 +77,19 @@ pub async fn verify(
         }],
     });
     let deadline = Instant::now() + settle;
+    let mut round = compare(store, &token, &first, tls, only).await?;
     loop {
-        let round = compare(store, &token, &nodes, tls, only).await?;
-        let settled = round
-            .rows
-            .iter()
-            .all(|row| row.verdict != Some(Verdict::Behind));
-        if settled || Instant::now() >= deadline {
+        let behind = round.behind();
+        if behind.is_empty() || Instant::now() >= deadline {
             round.print();
             return Ok(round.agreed());
         }
         tokio::time::sleep(RETRY_PAUSE).await;
+        // Only the documents still behind are asked again, each of every node.
+        for doc in behind {
+            let again = compare(store, &token, &uris(Some(&doc))?, tls, Some(&doc)).await?;
+            round.replace(&doc, again);
+        }
     }
 }
 
@@ -111,6 +113,30 @@ struct Round {
 }
 
 impl Round {
+    /// The documents some node is still behind on.
+    fn behind(&self) -> BTreeSet<String> {
+        self.rows
+            .iter()
+            .filter(|row| row.verdict == Some(Verdict::Behind))
+            .map(|row| row.doc.clone())
+            .collect()
+    }
+
+    /// Puts what was asked again about `doc` in place of what this round had of it.
+    fn replace(&mut self, doc: &str, again: Round) {
+        self.rows.retain(|row| row.doc != doc);
+        self.rows.extend(again.rows);
+        // Stable: each document's rows stay in their order, the store's first.
+        self.rows.sort_by(|a, b| a.doc.cmp(&b.doc));
+        self.not_loaded.retain(|d| d != doc);
+        self.not_loaded.extend(again.not_loaded);
+        for (node, why) in again.unreachable {
+            if !self.unreachable.iter().any(|(known, _)| *known == node) {
+                self.unreachable.push((node, why));
+            }
+        }
+    }
+
     fn agreed(&self) -> bool {
         self.unreachable.is_empty()
             && self
@@ -335,6 +361,51 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_document_asked_again_replaces_its_rows_alone() {
+        let held = |head| HeldDigest {
+            head,
+            digest: StateDigest([head as u8; 32]),
+        };
+        let row = |doc: &str, source: &str, head, verdict| Row {
+            doc: doc.into(),
+            source: source.into(),
+            held: held(head),
+            verdict,
+        };
+        let mut round = Round {
+            rows: vec![
+                row("a", "stored", 2, None),
+                row("a", "n1", 1, Some(Verdict::Behind)),
+                row("b", "stored", 5, None),
+                row("b", "n1", 5, Some(Verdict::Same)),
+            ],
+            ..Round::default()
+        };
+        assert_eq!(round.behind(), BTreeSet::from(["a".to_owned()]));
+        let again = Round {
+            rows: vec![
+                row("a", "stored", 2, None),
+                row("a", "n1", 2, Some(Verdict::Same)),
+            ],
+            unreachable: vec![("n2".into(), "no answer in time".into())],
+            ..Round::default()
+        };
+        round.replace("a", again);
+        assert!(round.behind().is_empty());
+        let order: Vec<(&str, &str)> = round
+            .rows
+            .iter()
+            .map(|r| (r.doc.as_str(), r.source.as_str()))
+            .collect();
+        assert_eq!(
+            order,
+            [("a", "stored"), ("a", "n1"), ("b", "stored"), ("b", "n1")]
+        );
+        assert_eq!(round.unreachable.len(), 1);
+        assert!(!round.agreed());
+    }
 
     #[test]
     fn node_urls_must_be_plain_http() {

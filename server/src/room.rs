@@ -202,9 +202,7 @@ impl Room {
 
     /// Sync step 2 answering a peer's step 1: everything the peer lacks.
     pub fn answer_step1(&self, remote: &StateVector) -> Vec<u8> {
-        let state = self.state.lock();
-        let diff = state.doc.transact().encode_state_as_update_v1(remote);
-        encode_step2(diff)
+        encode_step2(self.encode_beyond(remote))
     }
 
     /// Applies an update from `from` and relays it to the other subscribers. `payload` is the
@@ -412,7 +410,7 @@ impl Room {
     }
 
     /// What the room holds beyond the state vector `held`, as one v1 update (the room's whole
-    /// delete set rides along): to store again what a store lost.
+    /// delete set rides along): a step 2, the whole state, or what a store lost.
     pub fn encode_beyond(&self, held: &StateVector) -> Vec<u8> {
         self.state
             .lock()
@@ -423,11 +421,7 @@ impl Room {
 
     /// The whole document as one v1 update (for snapshots and export).
     pub fn encode_state(&self) -> Vec<u8> {
-        self.state
-            .lock()
-            .doc
-            .transact()
-            .encode_state_as_update_v1(&StateVector::default())
+        self.encode_beyond(&StateVector::default())
     }
 
     /// The document's state for a compaction snapshot, or `None` while parts of it wait for

@@ -19,6 +19,14 @@ pub fn config(server: &ServerProcess, token: Option<String>) -> ClientConfig {
     config
 }
 
+/// A client of `server` with `token`, its edits kept in memory.
+pub fn start_client(server: &ServerProcess, token: &str) -> Client {
+    Client::start(
+        config(server, Some(token.to_owned())),
+        std::sync::Arc::new(quire_client::MemoryStore::default()),
+    )
+}
+
 /// Waits until the watched value satisfies `done`, or fails after `deadline`.
 pub async fn until_state<T: Clone + std::fmt::Debug>(
     rx: &mut watch::Receiver<T>,

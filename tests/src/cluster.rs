@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use quire_client::{Access, Client, ClientConfig, ConnectionState, DocHandle, MemoryStore, Trust};
 
-use quire_protocol::StateDigest;
+use quire_protocol::{ChannelId, StateDigest};
 
 use crate::client_util::until_state;
 use crate::digests::{until_converged, verify, Verified};
+use crate::doc_peer::Peer;
 use crate::postgres::Postgres;
 use crate::redis::Redis;
 use crate::server_process::{command_in, stdout_of, ServerProcess};
@@ -83,6 +84,24 @@ impl Backends {
         until_converged(nodes, &store, Some(SECRET), docs, deadline, replicas).await;
     }
 
+    /// [`Backends::until_converged`] for raw peers, each holding `doc` on `channel`.
+    pub async fn until_peers_converged(
+        &self,
+        nodes: &[&ServerProcess],
+        doc: &str,
+        channel: ChannelId,
+        peers: &[&Peer],
+    ) {
+        let replicas = || {
+            peers
+                .iter()
+                .map(|peer| (doc.to_owned(), peer.digest(channel)))
+                .collect()
+        };
+        self.until_converged(nodes, &[doc], crate::wait::DEADLINE, replicas)
+            .await;
+    }
+
     /// `quire-server verify` of `doc` on `nodes` against PostgreSQL, once.
     pub async fn verify(&self, nodes: &[&ServerProcess], doc: &str) -> Verified {
         let store = ["--database-url", self.database_url.as_str()];
@@ -95,6 +114,18 @@ impl Backends {
             self.dir.path(),
             &["export", doc, "--database-url", self.database_url.as_str()],
         ))
+    }
+}
+
+/// Waits until each of `servers` has both its connections to Redis up.
+pub async fn until_on_redis(servers: &[&ServerProcess]) {
+    for server in servers {
+        crate::wait::until(
+            "both connections to Redis",
+            crate::wait::DEADLINE,
+            || async { (server.metric("quire_redis_up").await == 1.0).then_some(()) },
+        )
+        .await;
     }
 }
 

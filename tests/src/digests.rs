@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use quire_client::{Comparison, DocHandle};
 use quire_protocol::StateDigest;
 
 use crate::server_process::{server_binary, ServerProcess};
@@ -114,4 +115,16 @@ pub async fn until_converged<F>(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The replica's comparison with its server's copy, asked again while an edit made meanwhile
+/// spoils it (at most ten times: nothing should be editing the replica then).
+pub async fn compare_settled(doc: &DocHandle) -> Comparison {
+    for _ in 0..10 {
+        match doc.compare_with_server().await.expect("asking the digest") {
+            Comparison::EditedMeanwhile => continue,
+            answer => return answer,
+        }
+    }
+    panic!("edited meanwhile, ten times in a row");
 }

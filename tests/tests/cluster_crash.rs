@@ -103,14 +103,8 @@ async fn kill_9_of_a_server_mid_writes_loses_no_acknowledged_update() {
     fresh.open_synced(CH, DOC).await;
     assert_eq!(fresh.text(CH), stored);
     assert_eq!(replica, stored);
-    let replicas = || {
-        vec![
-            (DOC.to_owned(), watcher.digest(CH)),
-            (DOC.to_owned(), fresh.digest(CH)),
-        ]
-    };
     backends
-        .until_converged(&[&doomed, &survivor], &[DOC], wait::DEADLINE, replicas)
+        .until_peers_converged(&[&doomed, &survivor], DOC, CH, &[&watcher, &fresh])
         .await;
     let distinct: HashSet<&String> = acked_markers.iter().collect();
     assert_eq!(distinct.len(), acked_markers.len());
@@ -127,8 +121,8 @@ async fn kill_9_of_a_server_mid_writes_loses_no_acknowledged_update() {
 /// server could not store and sends them again: every one ends stored exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_crashing_mid_writes_acknowledges_only_what_it_committed() {
-    use quire_client::{Access, Client, MemoryStore};
-    use quire_tests::client_util::{append, config, until_saved};
+    use quire_client::Access;
+    use quire_tests::client_util::{append, start_client, until_saved};
 
     let mut backends = Backends::start("pgcrash").await;
     let mut server = ServerProcess::start(&backends.flags(&[]));
@@ -143,10 +137,7 @@ async fn postgres_crashing_mid_writes_acknowledges_only_what_it_committed() {
         };
         writers.push(Writer::start(&server, &token, DOC.to_owned(), plan).await);
     }
-    let client = Client::start(
-        config(&server, Some(token.clone())),
-        std::sync::Arc::new(MemoryStore::default()),
-    );
+    let client = start_client(&server, &token);
     let doc = client.open(DOC, Access::Write).await.unwrap();
     for n in 0..20 {
         append(&doc, &format!("<c{n}>"));

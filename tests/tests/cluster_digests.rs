@@ -5,12 +5,12 @@
 //! the cluster's back is then found: by `verify`, and by the nodes, which count it in
 //! `quire_digest_mismatches_total` and store the lost content again.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use quire_client::{Access, Client, Comparison, DocHandle, MemoryStore};
-use quire_tests::client_util::{append, config, until_saved, until_text};
+use quire_client::{Access, Comparison, DocHandle};
+use quire_tests::client_util::{append, start_client, until_saved, until_text};
 use quire_tests::cluster::Backends;
+use quire_tests::digests::compare_settled;
 use quire_tests::server_process::ServerProcess;
 use quire_tests::wait;
 use sqlx::Connection;
@@ -19,22 +19,8 @@ use yrs::{Text, Transact};
 const DEADLINE: Duration = Duration::from_secs(30);
 const DOC: &str = "cluster/digest";
 
-fn start_client(server: &ServerProcess, token: &str) -> Client {
-    Client::start(
-        config(server, Some(token.to_owned())),
-        Arc::new(MemoryStore::default()),
-    )
-}
-
 async fn same_as_server(doc: &DocHandle) -> bool {
-    for _ in 0..10 {
-        match doc.compare_with_server().await.expect("asking the digest") {
-            Comparison::EditedMeanwhile => continue,
-            Comparison::Same(_) => return true,
-            Comparison::Different { .. } => return false,
-        }
-    }
-    panic!("edited meanwhile, ten times in a row");
+    matches!(compare_settled(doc).await, Comparison::Same(_))
 }
 
 async fn until_metric(node: &ServerProcess, name: &str, at_least: f64) {

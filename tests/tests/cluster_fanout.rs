@@ -7,7 +7,7 @@
 //! digest.
 
 use quire_protocol::{ChannelId, Message};
-use quire_tests::cluster::{Backends, SECRET};
+use quire_tests::cluster::{until_on_redis, Backends, SECRET};
 use quire_tests::doc_peer::Peer;
 use quire_tests::http_probe;
 use quire_tests::proxy::Proxy;
@@ -32,6 +32,21 @@ async fn exchange(alice: &mut Peer, bob: &mut Peer, round: &str, count: usize) {
     }
 }
 
+/// Alice and Bob hold the same text, with each mark of each `(round, count)` of
+/// [`exchange`] exactly once.
+fn assert_each_mark_once(alice: &Peer, bob: &Peer, rounds: &[(&str, usize)]) {
+    let text = alice.text(CH);
+    assert_eq!(bob.text(CH), text);
+    for (round, count) in rounds {
+        for n in 0..*count {
+            for who in ["a", "b"] {
+                let mark = format!("<{round}-{who}{n}>");
+                assert_eq!(text.matches(&mark).count(), 1, "{mark} in {text}");
+            }
+        }
+    }
+}
+
 async fn healthz(server: &ServerProcess) -> String {
     let response = http_probe::get(server.addr, server.tls(), "/healthz").await;
     assert_eq!(response.status, 200);
@@ -45,11 +60,8 @@ async fn redis_carries_updates_between_servers_and_its_loss_falls_back_to_the_da
     let flags = backends.flags(&["--shared-poll-ms", "100", "--no-auth"]);
     let one = ServerProcess::start(&flags);
     let two = ServerProcess::start(&flags);
+    until_on_redis(&[&one, &two]).await;
     for server in [&one, &two] {
-        wait::until("both connections to Redis", wait::DEADLINE, || async {
-            (server.metric("quire_redis_up").await == 1.0).then_some(())
-        })
-        .await;
         assert_eq!(healthz(server).await.trim(), "ok");
     }
     let mut alice = Peer::connect(&one, None).await;
@@ -101,35 +113,19 @@ async fn redis_carries_updates_between_servers_and_its_loss_falls_back_to_the_da
 
     // Redis back (empty): both servers reconnect and updates travel through it again.
     backends.redis.restart();
-    for server in [&one, &two] {
-        wait::until("Redis reconnected", wait::DEADLINE, || async {
-            (server.metric("quire_redis_up").await == 1.0).then_some(())
-        })
-        .await;
-    }
+    until_on_redis(&[&one, &two]).await;
     let received = two.metric("quire_redis_received_total").await;
     exchange(&mut alice, &mut bob, "redis-again", 5).await;
     assert!(two.metric("quire_redis_received_total").await >= received + 5.0);
 
-    let text = alice.text(CH);
-    assert_eq!(bob.text(CH), text);
-    for round in ["redis", "no-redis", "redis-again"] {
-        for n in 0..5 {
-            for who in ["a", "b"] {
-                let mark = format!("<{round}-{who}{n}>");
-                assert_eq!(text.matches(&mark).count(), 1, "{mark} in {text}");
-            }
-        }
-    }
+    assert_each_mark_once(
+        &alice,
+        &bob,
+        &[("redis", 5), ("no-redis", 5), ("redis-again", 5)],
+    );
     // Both clients, both servers and PostgreSQL hold the same state.
-    let replicas = || {
-        vec![
-            (DOC.to_owned(), alice.digest(CH)),
-            (DOC.to_owned(), bob.digest(CH)),
-        ]
-    };
     backends
-        .until_converged(&[&one, &two], &[DOC], wait::DEADLINE, replicas)
+        .until_peers_converged(&[&one, &two], DOC, CH, &[&alice, &bob])
         .await;
 }
 
@@ -148,12 +144,7 @@ async fn a_split_between_one_server_and_redis_falls_back_for_that_server_alone()
     split_flags.extend(common);
     let one = ServerProcess::start(&split_flags);
     let two = ServerProcess::start(&backends.flags(&common));
-    for server in [&one, &two] {
-        wait::until("both connections to Redis", wait::DEADLINE, || async {
-            (server.metric("quire_redis_up").await == 1.0).then_some(())
-        })
-        .await;
-    }
+    until_on_redis(&[&one, &two]).await;
     let mut alice = Peer::connect(&one, None).await;
     let mut bob = Peer::connect(&two, None).await;
     alice.open_synced(CH, DOC).await;
@@ -177,32 +168,14 @@ async fn a_split_between_one_server_and_redis_falls_back_for_that_server_alone()
     // Healed: the stalled connections are dropped and the server connects again.
     proxy.reset_all();
     proxy.resume();
-    wait::until("the split server back on Redis", wait::DEADLINE, || async {
-        (one.metric("quire_redis_up").await == 1.0).then_some(())
-    })
-    .await;
+    until_on_redis(&[&one]).await;
     let received = one.metric("quire_redis_received_total").await;
     exchange(&mut alice, &mut bob, "healed", 5).await;
     assert!(one.metric("quire_redis_received_total").await >= received + 5.0);
 
-    let text = alice.text(CH);
-    assert_eq!(bob.text(CH), text);
-    for (round, count) in [("joined", 3), ("split", 5), ("healed", 5)] {
-        for n in 0..count {
-            for who in ["a", "b"] {
-                let mark = format!("<{round}-{who}{n}>");
-                assert_eq!(text.matches(&mark).count(), 1, "{mark} in {text}");
-            }
-        }
-    }
-    let replicas = || {
-        vec![
-            (DOC.to_owned(), alice.digest(CH)),
-            (DOC.to_owned(), bob.digest(CH)),
-        ]
-    };
+    assert_each_mark_once(&alice, &bob, &[("joined", 3), ("split", 5), ("healed", 5)]);
     backends
-        .until_converged(&[&one, &two], &[DOC], wait::DEADLINE, replicas)
+        .until_peers_converged(&[&one, &two], DOC, CH, &[&alice, &bob])
         .await;
 }
 
@@ -215,12 +188,7 @@ async fn a_document_closed_here_unloads_while_other_servers_keep_it_busy() {
     let backends = Backends::start("idle").await;
     let one = ServerProcess::start(&backends.flags(&["--no-auth", "--idle-unload-ms", "300"]));
     let two = ServerProcess::start(&backends.flags(&["--no-auth"]));
-    for server in [&one, &two] {
-        wait::until("both connections to Redis", wait::DEADLINE, || async {
-            (server.metric("quire_redis_up").await == 1.0).then_some(())
-        })
-        .await;
-    }
+    until_on_redis(&[&one, &two]).await;
     let mut alice = Peer::connect(&one, None).await;
     let mut bob = Peer::connect(&two, None).await;
     alice.open_synced(CH, DOC).await;
@@ -284,12 +252,7 @@ async fn presence_travels_between_servers_and_leaves_with_its_client_or_server()
     let flags = backends.flags(&["--no-auth", "--remote-awareness-timeout-ms", "1500"]);
     let mut one = ServerProcess::start(&flags);
     let two = ServerProcess::start(&flags);
-    for server in [&one, &two] {
-        wait::until("both connections to Redis", wait::DEADLINE, || async {
-            (server.metric("quire_redis_up").await == 1.0).then_some(())
-        })
-        .await;
-    }
+    until_on_redis(&[&one, &two]).await;
     let mut alice = Peer::connect(&one, None).await;
     let mut bob = Peer::connect(&two, None).await;
     alice.open_synced(CH, "presence/doc").await;

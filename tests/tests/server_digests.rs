@@ -2,13 +2,12 @@
 //! deletions included, each hold the server's digest when they ask for it; `quire-server
 //! verify` finds the server's copy equal to its SQLite file; `/digests` wants a token.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use quire_client::{Access, Client, Comparison, DocHandle, MemoryStore};
+use quire_client::{Access, Comparison, DocHandle};
 use quire_protocol::StateDigest;
-use quire_tests::client_util::{append, config, until_saved, until_text};
-use quire_tests::digests::{until_converged, verify};
+use quire_tests::client_util::{append, start_client, until_saved, until_text};
+use quire_tests::digests::{compare_settled, until_converged, verify};
 use quire_tests::http_probe;
 use quire_tests::server_process::ServerProcess;
 use yrs::{Text, Transact};
@@ -16,29 +15,10 @@ use yrs::{Text, Transact};
 const DEADLINE: Duration = Duration::from_secs(20);
 const DOC: &str = "team/digest";
 
-fn start_client(server: &ServerProcess, token: &str) -> Client {
-    Client::start(
-        config(server, Some(token.to_owned())),
-        Arc::new(MemoryStore::default()),
-    )
-}
-
 /// Deletes `len` characters at `at` of the document's text.
 fn delete(doc: &DocHandle, at: u32, len: u32) {
     let content = doc.doc().get_or_insert_text(quire_client::CONTENT);
     content.remove_range(&mut doc.doc().transact_mut(), at, len);
-}
-
-/// Compares with the server until the answer is not spoiled by an edit made meanwhile.
-async fn compare(doc: &DocHandle) -> Comparison {
-    // Nothing edits the replica here: one retry would already be a surprise.
-    for _ in 0..10 {
-        match doc.compare_with_server().await.expect("asking the digest") {
-            Comparison::EditedMeanwhile => continue,
-            answer => return answer,
-        }
-    }
-    panic!("edited meanwhile, ten times in a row");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,10 +46,10 @@ async fn replicas_hold_the_servers_digest_and_verify_finds_the_store_equal() {
     until_text(&b, "Alice's edits at Bob's", DEADLINE, |t| t == text).await;
     until_text(&a, "Bob's edits at Alice's", DEADLINE, |t| t == b.text()).await;
 
-    let Comparison::Same(digest) = compare(&a).await else {
+    let Comparison::Same(digest) = compare_settled(&a).await else {
         panic!("Alice's replica differs from the server's");
     };
-    assert_eq!(compare(&b).await, Comparison::Same(digest));
+    assert_eq!(compare_settled(&b).await, Comparison::Same(digest));
     assert_eq!(a.digest(), b.digest());
 
     // A reader may ask too.
