@@ -87,6 +87,12 @@ impl Persister {
         self.tx.clone().reserve_owned().await.ok().map(Slot)
     }
 
+    /// [`Persister::reserve`] without waiting: `None` when the queue is full (or the
+    /// persister is gone).
+    pub fn try_reserve(&self) -> Option<Slot> {
+        self.tx.clone().try_reserve_owned().ok().map(Slot)
+    }
+
     /// Waits until everything queued so far is committed or failed.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();

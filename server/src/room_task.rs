@@ -230,10 +230,7 @@ async fn run<R: Registry>(rooms: Arc<R>, room: Arc<Room>, queue: Arc<Lane<RoomJo
         room,
         jobs: queue.clone(),
         size,
-        clock: VersionClock {
-            newest_ms: newest_version_ms,
-            ..VersionClock::default()
-        },
+        clock: VersionClock::new(newest_version_ms),
         trashed: false,
     };
     // Since when no channel has had the room open. Jobs that come meanwhile (other servers'
@@ -275,7 +272,11 @@ async fn run<R: Registry>(rooms: Arc<R>, room: Arc<Room>, queue: Arc<Lane<RoomJo
             }
             continue;
         }
-        Box::pin(task.handle(job)).await;
+        match task.handle_now(job) {
+            None => {}
+            Some(Later::Job(job)) => Box::pin(task.handle(job)).await,
+            Some(Later::Rebuild) => Box::pin(task.rebuild()).await,
+        }
     }
 }
 
@@ -315,6 +316,24 @@ enum LoadError {
     Trashed,
 }
 
+/// What [`Task::handle_now`] could not do without waiting.
+enum Later {
+    /// The job, for [`Task::handle`].
+    Job(RoomJob),
+    /// A refused update left the document to be rebuilt, on the work pool.
+    Rebuild,
+}
+
+/// A SYNC message's way through [`Task::handle_now`].
+enum Prepared {
+    /// Refused: the memory budget is exceeded.
+    Refused,
+    /// To be applied now, with its place in the persister's queue if it is a write.
+    Now(Option<crate::persist::Slot>),
+    /// It needs a wait: through [`Task::handle`].
+    Later,
+}
+
 struct Task<R> {
     rooms: Arc<R>,
     room: Arc<Room>,
@@ -329,6 +348,132 @@ struct Task<R> {
 }
 
 impl<R: Registry> Task<R> {
+    /// Handles `job` at once when it needs no wait, which is nearly every job: an open, a
+    /// leave, or a small SYNC or AWARENESS message that needs no thread hop, no automatic
+    /// version saved first and no wait for the persister's queue. The rest is handed back,
+    /// for [`Task::handle`], whose future is boxed: an allocation and a poll per job, a few
+    /// percent of the server's time when a client streams small writes (docs/BENCHMARKS.md,
+    /// F0). Returns what is left to do, if anything.
+    fn handle_now(&mut self, job: RoomJob) -> Option<Later> {
+        match job {
+            RoomJob::Open { sub, access } => self.open(sub, access),
+            RoomJob::Leave { key } => self.leave(key),
+            RoomJob::Sync {
+                sub,
+                seq,
+                payload,
+                received,
+                budget,
+            } => {
+                let slot = match self.prepare_now(&sub, &payload, received) {
+                    Prepared::Now(slot) => slot,
+                    Prepared::Refused => return None,
+                    Prepared::Later => {
+                        return Some(Later::Job(RoomJob::Sync {
+                            sub,
+                            seq,
+                            payload,
+                            received,
+                            budget,
+                        }))
+                    }
+                };
+                let len = payload.len();
+                let outcome = apply_sync(&self.room, &sub, seq, payload, received, slot);
+                drop(budget);
+                if self.count_applied(outcome, len) {
+                    return Some(Later::Rebuild);
+                }
+            }
+            RoomJob::Awareness {
+                sub,
+                payload,
+                budget,
+            } if payload.len() <= INLINE_MESSAGE_BYTES => {
+                let relayed = relay_awareness(&self.room, &sub, payload);
+                self.publish_awareness(relayed);
+                drop(budget);
+            }
+            job => return Some(Later::Job(job)),
+        }
+        None
+    }
+
+    /// Whether a SYNC message can be handled now, and its place in the persister's queue if
+    /// it is a write; see [`Task::sync`], which does the same with waits.
+    fn prepare_now(&mut self, sub: &Subscription, payload: &[u8], received: Instant) -> Prepared {
+        if payload.len() > INLINE_MESSAGE_BYTES {
+            return Prepared::Later;
+        }
+        if !is_write(payload) {
+            return match self.size > INLINE_DOCUMENT_BYTES {
+                true => Prepared::Later,
+                false => Prepared::Now(None),
+            };
+        }
+        if self.refused_for_memory(sub, payload) {
+            return Prepared::Refused;
+        }
+        let edit = !carries_nothing(payload);
+        if edit && !self.clock.surely_not_due(received) {
+            return Prepared::Later;
+        }
+        let Some(slot) = self.rooms.persister().try_reserve() else {
+            return Prepared::Later;
+        };
+        if edit {
+            self.clock.note_author(&sub.author);
+        }
+        Prepared::Now(Some(slot))
+    }
+
+    /// Refuses a write that would grow the process past its memory budget: nothing of it is
+    /// kept or acknowledged, and the client re-opens later and sends it again (§6.5). An
+    /// empty update (a step 2 from a client that has nothing new) is taken: refusing it would
+    /// keep that client from ever finishing its sync. Whether it was refused.
+    fn refused_for_memory(&self, sub: &Subscription, payload: &[u8]) -> bool {
+        if !self.rooms.memory().is_over() || carries_nothing(payload) {
+            return false;
+        }
+        self.rooms.memory().count_refusal();
+        sub.close(ChannelCode::Overloaded);
+        true
+    }
+
+    /// Keeps count of an applied SYNC message of `len` bytes; whether it was refused and left
+    /// the document to be rebuilt.
+    fn count_applied(&mut self, outcome: Option<Applied>, len: usize) -> bool {
+        match outcome {
+            Some(Applied::Changed) => {
+                self.size += len;
+                self.rooms
+                    .metrics()
+                    .updates_applied
+                    .fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            Some(Applied::Refused) => self.room.needs_rebuild(),
+            Some(Applied::Unchanged) | None => false,
+        }
+    }
+
+    /// Rebuilds the document after a refused update, on the work pool.
+    async fn rebuild(&self) {
+        let room = self.room.clone();
+        run_sized(move || room.rebuild(), true).await;
+        self.rooms
+            .metrics()
+            .document_rebuilds
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Other servers of a shared database relay what changed presence here.
+    fn publish_awareness(&self, relayed: Option<Vec<u8>>) {
+        if let (Some(payload), Some(fanout)) = (relayed, self.rooms.fanout()) {
+            fanout.publish_awareness(self.room.id.as_str(), &payload);
+        }
+    }
+
     async fn handle(&mut self, job: RoomJob) {
         match job {
             RoomJob::Open { sub, access } => self.open(sub, access),
@@ -349,24 +494,8 @@ impl<R: Registry> Task<R> {
             } => {
                 let heavy = payload.len() > INLINE_MESSAGE_BYTES;
                 let room = self.room.clone();
-                // Returns the payload when it changed something: the other servers of a
-                // shared database relay it too.
-                let relay = move || {
-                    let refused = match decode_awareness(&payload) {
-                        Ok(update) => match room.relay_awareness(sub.key, &update, &payload) {
-                            Ok(changed) => return changed.then_some(payload),
-                            Err(refused) => refused.to_string(),
-                        },
-                        Err(err) => err.to_string(),
-                    };
-                    tracing::debug!(channel = %sub.channel(), error = %refused, "awareness update refused");
-                    sub.close(ChannelCode::InvalidUpdate);
-                    None
-                };
-                let relayed = run_sized(relay, heavy).await;
-                if let (Some(payload), Some(fanout)) = (relayed, self.rooms.fanout()) {
-                    fanout.publish_awareness(self.room.id.as_str(), &payload);
-                }
+                let relayed = run_sized(move || relay_awareness(&room, &sub, payload), heavy).await;
+                self.publish_awareness(relayed);
                 drop(budget);
             }
             RoomJob::Leave { key } => self.leave(key),
@@ -489,13 +618,7 @@ impl<R: Registry> Task<R> {
 
     async fn sync(&mut self, sub: Subscription, seq: u64, payload: Vec<u8>, received: Instant) {
         let write = is_write(&payload);
-        if write && self.rooms.memory().is_over() && !carries_nothing(&payload) {
-            // Taking the write would grow the process past its budget. Nothing of it is kept
-            // or acknowledged: the client re-opens later and sends it again (§6.5). An empty
-            // update (a step 2 from a client that has nothing new) is taken: refusing it
-            // would keep that client from ever finishing its sync.
-            self.rooms.memory().count_refusal();
-            sub.close(ChannelCode::Overloaded);
+        if write && self.refused_for_memory(&sub, &payload) {
             return;
         }
         if write && !carries_nothing(&payload) {
@@ -505,6 +628,7 @@ impl<R: Registry> Task<R> {
                 &self.room,
                 &mut self.clock,
                 &sub.author,
+                received,
                 self.size > INLINE_DOCUMENT_BYTES,
             )
             .await;
@@ -523,26 +647,10 @@ impl<R: Registry> Task<R> {
         };
         let len = payload.len();
         let room = self.room.clone();
-        let work_sub = sub.clone();
-        let work = move || apply_sync(&room, &work_sub, seq, payload, received, slot);
+        let work = move || apply_sync(&room, &sub, seq, payload, received, slot);
         let outcome = run_sized(work, heavy).await;
-        match outcome {
-            Some(Applied::Changed) => {
-                self.size += len;
-                self.rooms
-                    .metrics()
-                    .updates_applied
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            Some(Applied::Unchanged) | None => {}
-        }
-        if self.room.needs_rebuild() {
-            let room = self.room.clone();
-            run_sized(move || room.rebuild(), true).await;
-            self.rooms
-                .metrics()
-                .document_rebuilds
-                .fetch_add(1, Ordering::Relaxed);
+        if self.count_applied(outcome, len) {
+            self.rebuild().await;
         }
     }
 
@@ -626,6 +734,8 @@ impl<R: Registry> Task<R> {
 enum Applied {
     Changed,
     Unchanged,
+    /// The update was refused; the channel is being closed.
+    Refused,
 }
 
 /// Decodes one SYNC message and acts on it: answers step 1, or applies a write and hands it
@@ -677,9 +787,24 @@ fn apply_sync(
         Err(err) => {
             tracing::warn!(%channel, doc = %room.id, error = %err, "update not applied");
             sub.close(ChannelCode::InvalidUpdate);
-            None
+            Some(Applied::Refused)
         }
     }
+}
+
+/// Applies an AWARENESS message and relays it; returns the payload when it changed
+/// something, for the other servers of a shared database. A refused one closes the channel.
+fn relay_awareness(room: &Room, sub: &Subscription, payload: Vec<u8>) -> Option<Vec<u8>> {
+    let refused = match decode_awareness(&payload) {
+        Ok(update) => match room.relay_awareness(sub.key, &update, &payload) {
+            Ok(changed) => return changed.then_some(payload),
+            Err(refused) => refused.to_string(),
+        },
+        Err(err) => err.to_string(),
+    };
+    tracing::debug!(channel = %sub.channel(), error = %refused, "awareness update refused");
+    sub.close(ChannelCode::InvalidUpdate);
+    None
 }
 
 /// Whether a SYNC write holds the empty v1 update: no structs, no deletions.

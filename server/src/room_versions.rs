@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use quire_protocol::request::{Reply, ReplyBody, Request, RequestOp, VersionInfo, VersionKind};
 use quire_protocol::ysync::{decode_sync_with_references, encode_update, SyncPayload};
@@ -48,6 +48,39 @@ pub(crate) struct VersionClock {
     pub newest_ms: Option<u64>,
     /// Who wrote since then.
     pub authors: BTreeSet<String>,
+    /// Before this moment no automatic version is due: a write received earlier needs no
+    /// reading of the wall clock (a small but per-write cost, docs/BENCHMARKS.md, F0).
+    /// `None` when not known; cleared whenever `newest_ms` changes.
+    not_due_before: Option<Instant>,
+}
+
+impl VersionClock {
+    pub(crate) fn new(newest_ms: Option<u64>) -> Self {
+        Self {
+            newest_ms,
+            ..Self::default()
+        }
+    }
+
+    /// Whether a write received at `received` is known, without reading the clock, to come
+    /// before the next automatic version is due.
+    pub(crate) fn surely_not_due(&self, received: Instant) -> bool {
+        self.not_due_before.is_some_and(|due| received < due)
+    }
+
+    /// Counts `author` among those who wrote since the newest version.
+    pub(crate) fn note_author(&mut self, author: &str) {
+        if !self.authors.contains(author) {
+            self.authors.insert(author.to_owned());
+        }
+    }
+
+    /// A version was saved at `now_ms`: those who wrote before are in it.
+    fn saved(&mut self, now_ms: u64) {
+        self.newest_ms = Some(now_ms);
+        self.authors.clear();
+        self.not_due_before = None;
+    }
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -58,22 +91,27 @@ pub(crate) fn now_ms() -> u64 {
 
 /// Before a write by `author` is applied: saves the document as it is now if an automatic
 /// version is due. The state is encoded here, before the write (on the document work pool
-/// when the document is `large`); storing it happens in the background.
+/// when the document is `large`); storing it happens in the background. `received` is when
+/// the write came in.
 pub(crate) async fn before_write<S: Store>(
     store: &Arc<S>,
     policy: &HistoryPolicy,
     room: &Arc<Room>,
     clock: &mut VersionClock,
     author: &str,
+    received: Instant,
     large: bool,
 ) {
+    if clock.surely_not_due(received) {
+        return clock.note_author(author);
+    }
     let now = now_ms();
     if policy.auto_due(clock.newest_ms, now) {
         let state = encode(room, large).await;
         // A document that holds nothing yet has no past worth keeping.
         if state != [0, 0] {
             let authors: Vec<String> = std::mem::take(&mut clock.authors).into_iter().collect();
-            clock.newest_ms = Some(now);
+            clock.saved(now);
             let (store, policy, doc) = (store.clone(), *policy, room.id.clone());
             tokio::spawn(async move {
                 let version = NewVersion {
@@ -90,10 +128,19 @@ pub(crate) async fn before_write<S: Store>(
         } else {
             clock.newest_ms.get_or_insert(now);
         }
+    } else {
+        // Not due yet: the writes until it is need not read the clock. Without automatic
+        // versions, the clock is read again once an hour all the same.
+        let due_in = match clock.newest_ms {
+            Some(newest) if !policy.auto_interval.is_zero() => Duration::from_millis(
+                (policy.auto_interval.as_millis() as u64)
+                    .saturating_sub(now.saturating_sub(newest)),
+            ),
+            _ => Duration::from_secs(3600),
+        };
+        clock.not_due_before = Some(Instant::now() + due_in);
     }
-    if !clock.authors.contains(author) {
-        clock.authors.insert(author.to_owned());
-    }
+    clock.note_author(author);
 }
 
 /// Answers one request. Reads run in the background; a named version and a restore run
@@ -247,8 +294,7 @@ async fn save<S: Store>(
     if saved.is_ok() {
         // What was edited up to now is in this version; the next automatic one is an
         // interval away.
-        clock.newest_ms = Some(now);
-        clock.authors.clear();
+        clock.saved(now);
     }
     Ok(saved)
 }

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use quire_protocol::request::{Reply, Request};
 use quire_protocol::session::{ServerConfig, ServerOutput, ServerSession};
 use quire_protocol::{Access, ChannelCode, ChannelId, CloseCode, ConnId, DocId, Message};
@@ -37,6 +37,11 @@ const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// [`SMALL_MESSAGES_BUDGET`] bytes per connection.
 const SMALL_MESSAGE_BYTES: usize = 64 * 1024;
 const SMALL_MESSAGES_BUDGET: usize = 1024 * 1024;
+/// Frames already read from the socket that the reader handles in a row before it looks at
+/// its timers, the room's events and shutdown again. Each look sets up a timer, an event
+/// wait and a shutdown watch: per frame, a few percent of the server's time when a client
+/// streams small writes (docs/BENCHMARKS.md, F0).
+const READY_FRAMES_IN_A_ROW: usize = 16;
 /// Bytes a queued job counts for beyond its payload, so that many tiny messages are bounded
 /// too.
 const JOB_OVERHEAD: usize = 1024;
@@ -95,6 +100,7 @@ pub async fn serve<S, W>(
             budget: Arc::new(Semaphore::new(config.limits.max_message_size as usize)),
             small_budget: Arc::new(Semaphore::new(SMALL_MESSAGES_BUDGET)),
             unyielded: 0,
+            received: Instant::now(),
             requests: OnceLock::new(),
             author: OnceLock::new(),
         };
@@ -185,6 +191,8 @@ struct Reader<S> {
     small_budget: Arc<Semaphore>,
     /// Bytes read since the reader last yielded to other tasks.
     unyielded: usize,
+    /// When the frame being handled came in: the time of the writes it completes.
+    received: Instant,
     /// Requests (§5.4, §6.9) in flight: past [`MAX_REQUESTS_IN_FLIGHT`], more are refused.
     /// Made at the first request (most connections never ask one: idle connections stay small).
     requests: OnceLock<Arc<Semaphore>>,
@@ -209,16 +217,19 @@ impl<S: Store> Reader<S> {
             let wake = self.core.poll_timeout().map(tokio::time::Instant::from_std);
             tokio::select! {
                 message = stream.next() => {
-                    let Some(message) = message else { return Ending::Lost };
-                    match message {
-                        Ok(message) => {
-                            let len = message.len();
-                            if let Some(ending) = self.on_ws_message(message) {
-                                return ending;
-                            }
-                            self.yield_after(len).await;
+                    if let Some(ending) = self.on_read(message).await {
+                        return ending;
+                    }
+                    for _ in 1..READY_FRAMES_IN_A_ROW {
+                        if let Some(ending) = self.carry_out().await {
+                            return ending;
                         }
-                        Err(err) => return self.on_ws_error(err),
+                        // A poll without a waker: when nothing is ready, the select above
+                        // registers one again.
+                        let Some(message) = stream.next().now_or_never() else { break };
+                        if let Some(ending) = self.on_read(message).await {
+                            return ending;
+                        }
                     }
                 }
                 event = self.conn.next_event() => {
@@ -229,6 +240,27 @@ impl<S: Store> Reader<S> {
                 _ = sleep_until_opt(wake) => self.core.handle_timeout(Instant::now()),
                 _ = async { let _ = shutdown.wait_for(|down| *down).await; } => return Ending::Shutdown,
             }
+        }
+    }
+
+    /// Handles what the socket gave; the ending if the connection is over.
+    async fn on_read(
+        &mut self,
+        message: Option<Result<WsMessage, tungstenite::Error>>,
+    ) -> Option<Ending> {
+        let Some(message) = message else {
+            return Some(Ending::Lost);
+        };
+        match message {
+            Ok(message) => {
+                let len = message.len();
+                let ending = self.on_ws_message(message);
+                if ending.is_none() {
+                    self.yield_after(len).await;
+                }
+                ending
+            }
+            Err(err) => Some(self.on_ws_error(err)),
         }
     }
 
@@ -291,6 +323,7 @@ impl<S: Store> Reader<S> {
 
     fn on_ws_message(&mut self, message: WsMessage) -> Option<Ending> {
         let now = Instant::now();
+        self.received = now;
         match message {
             WsMessage::Binary(bytes) => {
                 let metrics = &self.server.metrics;
@@ -344,7 +377,7 @@ impl<S: Store> Reader<S> {
                     seq,
                     payload,
                 } => {
-                    let received = Instant::now();
+                    let received = self.received;
                     let Some(budget) = self.take_budget(payload.len()).await else {
                         continue;
                     };
