@@ -2,6 +2,12 @@
 //! and each open document's jobs. A tokio channel allocates a block of 32 slots up front, about
 //! 1–3 KiB per channel, mostly never used; a lane allocates only while something waits in it
 //! (docs/BENCHMARKS.md, S5 and S7). A lane can be closed: pushes fail from then on.
+//!
+//! A lane made with [`Lane::with_worker`] has no task waiting on it for good: the push that
+//! finds it idle says so ([`Pushed::StartWorker`]), and the worker it starts stops once the
+//! lane is empty ([`Lane::pop_or_park`]), leaving what it must remember (`M`) in the lane for
+//! the next one. A thousand open documents nobody writes to then hold no task each
+//! (docs/BENCHMARKS.md, S7).
 
 use std::collections::VecDeque;
 
@@ -9,25 +15,52 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 #[derive(Debug)]
-struct State<T> {
+struct State<T, M> {
     items: VecDeque<T>,
     closed: bool,
+    /// Whether a task is draining the lane (always, for a lane made with [`Lane::new`]).
+    working: bool,
+    /// What the last worker left for the next one.
+    memo: Option<M>,
 }
 
 #[derive(Debug)]
-pub(crate) struct Lane<T> {
-    state: Mutex<State<T>>,
+pub(crate) struct Lane<T, M = ()> {
+    state: Mutex<State<T, M>>,
     ready: Notify,
     capacity: usize,
 }
 
-impl<T> Lane<T> {
-    /// A lane holding at most `capacity` items.
+/// What became of a push to a lane with a worker.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// Queued for the worker at work.
+    Queued,
+    /// Queued, and no worker is at work: the caller starts one.
+    StartWorker,
+    /// The lane is full or closed: the item is dropped.
+    Refused,
+}
+
+impl<T, M> Lane<T, M> {
+    /// A lane holding at most `capacity` items, drained by a task that waits on it for good.
     pub(crate) fn new(capacity: usize) -> Self {
+        Self::make(capacity, true)
+    }
+
+    /// A lane holding at most `capacity` items, drained by a worker started by the push that
+    /// finds none at work.
+    pub(crate) fn with_worker(capacity: usize) -> Self {
+        Self::make(capacity, false)
+    }
+
+    fn make(capacity: usize, working: bool) -> Self {
         Self {
             state: Mutex::new(State {
                 items: VecDeque::new(),
                 closed: false,
+                working,
+                memo: None,
             }),
             ready: Notify::new(),
             capacity,
@@ -36,18 +69,54 @@ impl<T> Lane<T> {
 
     /// Queues `item`; false (and the item dropped) when the lane is full or closed.
     pub(crate) fn push(&self, item: T) -> bool {
+        self.push_to_worker(item) != Pushed::Refused
+    }
+
+    /// Queues `item`, and says whether a worker must be started to drain the lane.
+    pub(crate) fn push_to_worker(&self, item: T) -> Pushed {
         let mut state = self.state.lock();
         if state.closed || state.items.len() >= self.capacity {
-            return false;
+            return Pushed::Refused;
+        }
+        if state.items.capacity() == 0 {
+            // Most lanes hold one item at a time: room for exactly one, not the four a
+            // growing VecDeque starts with (a thousand documents being opened at once each
+            // queue an OPEN; docs/BENCHMARKS.md, S7).
+            state.items.reserve_exact(1);
         }
         state.items.push_back(item);
+        if !state.working {
+            state.working = true;
+            return Pushed::StartWorker;
+        }
         drop(state);
         self.ready.notify_one();
-        true
+        Pushed::Queued
+    }
+
+    /// What the last worker left ([`Lane::pop_or_park`]); `None` for the first.
+    pub(crate) fn take_memo(&self) -> Option<M> {
+        self.state.lock().memo.take()
+    }
+
+    /// The next item; or, when there is none, the worker stops: `memo()` is kept for the
+    /// next worker, and the next push starts it. Atomic with pushes: an item is never left
+    /// queued with no worker.
+    pub(crate) fn pop_or_park(&self, memo: impl FnOnce() -> M) -> Option<T> {
+        let mut state = self.state.lock();
+        if let Some(item) = Self::take_front(&mut state) {
+            return Some(item);
+        }
+        state.memo = Some(memo());
+        state.working = false;
+        None
     }
 
     pub(crate) fn try_pop(&self) -> Option<T> {
-        let mut state = self.state.lock();
+        Self::take_front(&mut self.state.lock())
+    }
+
+    fn take_front(state: &mut State<T, M>) -> Option<T> {
         let item = state.items.pop_front();
         if state.items.is_empty() && state.items.capacity() > 0 {
             // A burst is over: give its memory back rather than keep it per lane.
@@ -86,7 +155,7 @@ mod tests {
 
     #[test]
     fn keeps_order_and_refuses_past_capacity() {
-        let lane = Lane::new(2);
+        let lane: Lane<i32> = Lane::new(2);
         assert!(lane.push(1));
         assert!(lane.push(2));
         assert!(!lane.push(3));
@@ -99,7 +168,7 @@ mod tests {
 
     #[tokio::test]
     async fn pop_wakes_for_an_item_pushed_while_it_waits() {
-        let lane = Arc::new(Lane::new(8));
+        let lane: Arc<Lane<i32>> = Arc::new(Lane::new(8));
         let waiter = tokio::spawn({
             let lane = lane.clone();
             async move { lane.pop().await }
@@ -115,7 +184,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cancelled_pop_loses_nothing() {
-        let lane = Lane::new(8);
+        let lane: Lane<&str> = Lane::new(8);
         tokio::select! {
             biased;
             _ = std::future::ready(()) => {}
@@ -126,8 +195,24 @@ mod tests {
     }
 
     #[test]
+    fn a_worker_is_started_by_the_push_that_finds_none_and_stops_when_empty() {
+        let lane: Lane<u32, &str> = Lane::with_worker(8);
+        assert_eq!(lane.push_to_worker(1), Pushed::StartWorker);
+        assert_eq!(lane.push_to_worker(2), Pushed::Queued);
+        assert_eq!(lane.take_memo(), None, "the first worker starts afresh");
+        assert_eq!(lane.pop_or_park(|| unreachable!()), Some(1));
+        assert_eq!(lane.pop_or_park(|| unreachable!()), Some(2));
+        assert_eq!(lane.pop_or_park(|| "remembered"), None);
+        assert_eq!(lane.push_to_worker(3), Pushed::StartWorker);
+        assert_eq!(lane.take_memo(), Some("remembered"));
+        assert_eq!(lane.pop_or_park(|| unreachable!()), Some(3));
+        lane.close();
+        assert_eq!(lane.push_to_worker(4), Pushed::Refused);
+    }
+
+    #[test]
     fn a_closed_lane_hands_back_its_items_and_refuses_more() {
-        let lane = Lane::new(8);
+        let lane: Lane<i32> = Lane::new(8);
         assert!(lane.push(1));
         assert_eq!(lane.close().into_iter().collect::<Vec<_>>(), vec![1]);
         assert!(!lane.push(2));

@@ -31,6 +31,7 @@
 //! - [`outbox`]: the sending half of a connection: a fair schedule of frames and its writer.
 //! - [`subscription`]: who a subscriber is (a channel on a connection).
 //! - [`lane`]: a queue that allocates only while something waits (events, room jobs).
+//! - [`turns`]: at most n at once, the rest waiting in order without a task (document loads).
 //! - [`fanout`]: Redis pub/sub between servers sharing a database: stored updates out, other
 //!   servers' updates in.
 //! - [`store`]: the storage trait and its engines, SQLite (embedded) and PostgreSQL (shared):
@@ -83,5 +84,6 @@ pub mod store;
 pub mod subscription;
 pub mod tls;
 pub mod trash;
+pub mod turns;
 pub mod versions;
 pub mod work;

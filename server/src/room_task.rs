@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use quire_protocol::ysync::{decode_awareness, decode_sync_with_references, is_write, SyncPayload};
 use quire_protocol::{Access, ChannelCode, ChannelId, Message};
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use crate::divergence::{compare_quiet_room, HeldDigest};
 use crate::fanout::Publisher;
-use crate::lane::Lane;
+use crate::lane::{Lane, Pushed};
 use crate::memory::{Charge, MemoryBudget};
 use crate::metrics::Metrics;
 use crate::outbox::{ConnEvent, ConnHandle};
@@ -28,6 +28,7 @@ use crate::persist::{AckTarget, Job, Persister};
 use crate::room::{Room, SubKey};
 use crate::room_versions::{VersionClock, VersionRequest};
 use crate::store::{Store, StoredDoc};
+use crate::turns::Turns;
 use crate::versions::HistoryPolicy;
 
 /// Messages up to this size are handled on the room's task itself: decoding and applying a
@@ -139,8 +140,19 @@ pub(crate) enum RoomJob {
 #[derive(Debug, Clone)]
 pub struct RoomHandle {
     room: Arc<Room>,
-    /// The task's queue; closed once the task has ended (unloaded, or its load failed).
-    jobs: Arc<Lane<RoomJob>>,
+    /// The task's queue; closed once the room is unloaded (or its load failed).
+    jobs: Arc<Lane<RoomJob, Memo>>,
+    worker: Worker,
+}
+
+/// Starts a task to drain a room's queue.
+#[derive(Clone)]
+struct Worker(Arc<dyn Fn(RoomHandle) + Send + Sync>);
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Worker")
+    }
 }
 
 impl RoomHandle {
@@ -148,10 +160,26 @@ impl RoomHandle {
         &self.room
     }
 
-    /// Queues a job; false if the room's task is gone (its document failed to load).
+    /// Queues a job, starting the room's task if none is at work; false if the room is
+    /// gone (unloaded, or its document failed to load).
     pub(crate) fn submit(&self, job: RoomJob) -> bool {
-        self.jobs.push(job)
+        match self.jobs.push_to_worker(job) {
+            Pushed::Queued => true,
+            Pushed::StartWorker => {
+                (self.worker.0)(self.clone());
+                true
+            }
+            Pushed::Refused => false,
+        }
     }
+}
+
+/// What a room's task remembers while none is at work.
+#[derive(Debug, Default)]
+pub(crate) struct Memo {
+    size: usize,
+    clock: VersionClock,
+    trashed: bool,
 }
 
 /// What a room's task needs from the registry of open rooms that started it: storage, the
@@ -173,65 +201,87 @@ pub(crate) trait Registry: Send + Sync + 'static {
     fn forget(&self, room: &Arc<Room>);
     /// Removes the room if no channel holds it; whether it is gone.
     fn unload_if_unused(&self, room: &Arc<Room>) -> bool;
-    /// A load waits for one of these before it starts.
-    fn load_slots(&self) -> &Semaphore;
+    /// A load waits for one of these turns before it starts.
+    fn loads(&self) -> &Turns<RoomHandle>;
     /// Redis, when the store is shared with other servers: presence goes to them too.
     fn fanout(&self) -> Option<&Publisher>;
 }
 
-/// Starts the task of a new room; `rooms` unloads it when idle.
+/// A new room, whose task starts with the first job (the first of which loads the document);
+/// `rooms` unloads it when idle.
+///
+/// A room's task runs while its queue holds jobs, and while nobody has the room open (to
+/// unload it after the idle delay). A room that is open and has nothing to do has no task:
+/// it stops, leaving its [`Memo`] in the queue, and the next job starts another (a thousand
+/// open documents nobody writes to would otherwise hold a thousand waiting tasks, ~0.9 KiB
+/// each; docs/BENCHMARKS.md, S7).
 pub(crate) fn start<R: Registry>(rooms: Arc<R>, room: Arc<Room>) -> RoomHandle {
-    let jobs = Arc::new(Lane::new(usize::MAX));
-    tokio::spawn(run(rooms, room.clone(), jobs.clone()));
-    RoomHandle { room, jobs }
-}
-
-async fn run<R: Registry>(rooms: Arc<R>, room: Arc<Room>, queue: Arc<Lane<RoomJob>>) {
-    // The load, each job, the idle wait and the unload run boxed, and a job is never held
-    // across a wait: a room's task spends its life waiting for the next job, and its future is
-    // as large as the largest state it can be in (832 bytes before the last three, 512 after;
-    // docs/BENCHMARKS.md, S7: one task per open document). Loads wait for a slot first.
-    let loaded = {
-        let _slot = rooms.load_slots().acquire().await;
-        Box::pin(load(rooms.as_ref(), &room)).await
-    };
-    let (size, newest_version_ms) = match loaded {
-        Ok(loaded) => loaded,
-        Err(err) => {
-            let code = match err {
-                LoadError::Trashed => {
-                    tracing::debug!(doc = %room.id, "open of a trashed document refused");
-                    ChannelCode::Trashed
-                }
-                err => {
-                    tracing::error!(doc = %room.id, error = %err, "loading document failed");
-                    ChannelCode::StorageFailure
-                }
-            };
-            // The next opener loads afresh; whoever already queued here is refused, and
-            // whoever still holds this room finds its queue closed.
-            rooms.forget(&room);
-            for job in queue.close() {
-                match job {
-                    RoomJob::Open { sub, .. } => sub.conn.event(ConnEvent::OpenFailed {
-                        channel: sub.channel(),
-                        generation: sub.generation,
-                        code,
-                    }),
-                    RoomJob::Flush(done) => drop(done.send(())),
-                    _ => {}
+    // Weak: the registry holds this handle; the registry is alive whenever it has jobs.
+    let registry = Arc::downgrade(&rooms);
+    let runtime = tokio::runtime::Handle::current();
+    let worker = Worker(Arc::new(move |handle: RoomHandle| {
+        let Some(rooms) = registry.upgrade() else {
+            return;
+        };
+        match handle.jobs.take_memo() {
+            Some(memo) => drop(runtime.spawn(serve(rooms, handle, memo))),
+            // The first job: the document is loaded first, in its turn.
+            None => {
+                if let Some(handle) = rooms.loads().take(handle) {
+                    runtime.spawn(load_and_serve(rooms, handle));
                 }
             }
-            return;
         }
+    }));
+    RoomHandle {
+        room,
+        jobs: Arc::new(Lane::with_worker(usize::MAX)),
+        worker,
+    }
+}
+
+/// The room's first task, in its load turn: loads the document, passes the turn on, then
+/// serves.
+async fn load_and_serve<R: Registry>(rooms: Arc<R>, handle: RoomHandle) {
+    let loaded = {
+        let _turn = LoadTurn(rooms.clone());
+        Box::pin(load_room(&rooms, &handle)).await
     };
+    if let Some(memo) = loaded {
+        Box::pin(serve(rooms, handle, memo)).await;
+    }
+}
+
+/// A load turn, passed to the next room waiting for one when dropped (also if the load
+/// panicked).
+struct LoadTurn<R: Registry>(Arc<R>);
+
+impl<R: Registry> Drop for LoadTurn<R> {
+    fn drop(&mut self) {
+        let Some(next) = self.0.loads().done() else {
+            return;
+        };
+        // Dropped outside a runtime only when the runtime itself is going away.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(load_and_serve(self.0.clone(), next));
+        }
+    }
+}
+
+/// Handles the room's jobs until there are none (or the room is unloaded).
+async fn serve<R: Registry>(rooms: Arc<R>, handle: RoomHandle, memo: Memo) {
+    // Each job, the idle wait and the unload run boxed, and a job is never held across a
+    // wait: a room's task may spend a long time waiting for the next job, and its future is
+    // as large as the largest state it can be in (832 bytes before the last three, 512 after;
+    // docs/BENCHMARKS.md, S7).
+    let queue = handle.jobs.clone();
     let mut task = Task {
         rooms,
-        room,
-        jobs: queue.clone(),
-        size,
-        clock: VersionClock::new(newest_version_ms),
-        trashed: false,
+        room: handle.room.clone(),
+        handle,
+        size: memo.size,
+        clock: memo.clock,
+        trashed: memo.trashed,
     };
     // Since when no channel has had the room open. Jobs that come meanwhile (other servers'
     // updates and presence, their expiry every second, digests) do not restart the wait:
@@ -259,7 +309,10 @@ async fn run<R: Registry>(rooms: Arc<R>, room: Arc<Room>, queue: Arc<Lane<RoomJo
             }
         } else {
             unused_since = None;
-            queue.pop().await
+            match queue.pop_or_park(|| task.memo()) {
+                Some(job) => job,
+                None => return, // the next job starts another task
+            }
         };
         if matches!(job, RoomJob::UnloadIfUnused) {
             // Not kept across the wait below: the task's future would hold room for a job.
@@ -276,6 +329,46 @@ async fn run<R: Registry>(rooms: Arc<R>, room: Arc<Room>, queue: Arc<Lane<RoomJo
             None => {}
             Some(Later::Job(job)) => Box::pin(task.handle(job)).await,
             Some(Later::Rebuild) => Box::pin(task.rebuild()).await,
+        }
+    }
+}
+
+/// Loads the room's document. If that fails, the room is forgotten and whoever queued here is
+/// refused.
+async fn load_room<R: Registry>(rooms: &Arc<R>, handle: &RoomHandle) -> Option<Memo> {
+    let (room, queue) = (&handle.room, &handle.jobs);
+    match load(rooms.as_ref(), room).await {
+        Ok((size, newest_version_ms)) => Some(Memo {
+            size,
+            clock: VersionClock::new(newest_version_ms),
+            trashed: false,
+        }),
+        Err(err) => {
+            let code = match err {
+                LoadError::Trashed => {
+                    tracing::debug!(doc = %room.id, "open of a trashed document refused");
+                    ChannelCode::Trashed
+                }
+                err => {
+                    tracing::error!(doc = %room.id, error = %err, "loading document failed");
+                    ChannelCode::StorageFailure
+                }
+            };
+            // The next opener loads afresh; whoever already queued here is refused, and
+            // whoever still holds this room finds its queue closed.
+            rooms.forget(room);
+            for job in queue.close() {
+                match job {
+                    RoomJob::Open { sub, .. } => sub.conn.event(ConnEvent::OpenFailed {
+                        channel: sub.channel(),
+                        generation: sub.generation,
+                        code,
+                    }),
+                    RoomJob::Flush(done) => drop(done.send(())),
+                    _ => {}
+                }
+            }
+            None
         }
     }
 }
@@ -337,8 +430,8 @@ enum Prepared {
 struct Task<R> {
     rooms: Arc<R>,
     room: Arc<Room>,
-    /// The room's own queue, for work that comes back to it (a repair).
-    jobs: Arc<Lane<RoomJob>>,
+    /// The room's own handle, for work that comes back to it (a repair).
+    handle: RoomHandle,
     /// Bytes stored plus bytes accepted since: whether step 1 answers are worth a thread.
     size: usize,
     /// When the newest version was saved, and who wrote since.
@@ -348,6 +441,15 @@ struct Task<R> {
 }
 
 impl<R: Registry> Task<R> {
+    /// What the next task needs of this one's state, taken as this one stops.
+    fn memo(&mut self) -> Memo {
+        Memo {
+            size: self.size,
+            clock: std::mem::take(&mut self.clock),
+            trashed: self.trashed,
+        }
+    }
+
     /// Handles `job` at once when it needs no wait, which is nearly every job: an open, a
     /// leave, or a small SYNC or AWARENESS message that needs no thread hop, no automatic
     /// version saved first and no wait for the persister's queue. The rest is handed back,
@@ -555,14 +657,14 @@ impl<R: Registry> Task<R> {
                 let held = self.digest().await;
                 if held.head == head {
                     let (rooms, room) = (self.rooms.clone(), self.room.clone());
-                    let jobs = self.jobs.clone();
+                    let handle = self.handle.clone();
                     // The read and the rebuild run beside the room: it goes on serving.
                     tokio::spawn(async move {
                         let store = &**rooms.store();
                         if let Some(stored) =
                             compare_quiet_room(store, rooms.metrics(), &room, held).await
                         {
-                            jobs.push(RoomJob::Repair(stored));
+                            handle.submit(RoomJob::Repair(stored));
                         }
                     });
                 }

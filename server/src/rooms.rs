@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use quire_protocol::DocId;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::divergence::HeldDigest;
 use crate::fanout::{Publisher, Remote};
@@ -21,6 +21,7 @@ use crate::persist::Persister;
 use crate::room::Room;
 use crate::room_task::{self, Registry, RoomHandle, RoomJob};
 use crate::store::Store;
+use crate::turns::Turns;
 use crate::versions::HistoryPolicy;
 
 #[derive(Debug)]
@@ -41,8 +42,8 @@ pub struct Rooms<S> {
     history: HistoryPolicy,
     /// Redis, to tell other servers of a shared database about presence.
     fanout: Option<Publisher>,
-    /// Loads in progress at once (see [`LOADS_AT_ONCE`]).
-    loads: Semaphore,
+    /// Loads in progress at once (see [`LOADS_AT_ONCE`]), and the rooms waiting to load.
+    loads: Turns<RoomHandle>,
     /// On a shared store: how often at most a quiet document is compared with the store.
     digest_check: Option<Duration>,
 }
@@ -50,7 +51,7 @@ pub struct Rooms<S> {
 /// Documents loaded at once. Each room loads on its own task, so a client opening 1,000
 /// documents starts 1,000 loads; past the store's few read connections they would only wait
 /// there, each holding its query's state meanwhile (docs/BENCHMARKS.md, S7). Waiting for a
-/// slot costs almost nothing.
+/// turn costs almost nothing: the room waits in a queue, with no task.
 const LOADS_AT_ONCE: usize = 8;
 
 /// A document whose stored head has not moved for this long, and whose room holds everything
@@ -88,7 +89,7 @@ impl<S: Store> Rooms<S> {
             memory,
             history: HistoryPolicy::default(),
             fanout: None,
-            loads: Semaphore::new(LOADS_AT_ONCE),
+            loads: Turns::new(LOADS_AT_ONCE),
             digest_check: None,
         }
     }
@@ -320,7 +321,7 @@ impl<S: Store> Unloader for Rooms<S> {
 impl<S: Store> Registry for Rooms<S> {
     type Store = S;
 
-    fn load_slots(&self) -> &Semaphore {
+    fn loads(&self) -> &Turns<RoomHandle> {
         &self.loads
     }
 
