@@ -18,7 +18,8 @@
 //!   per-address counts, the shutdown switch.
 //! - [`rooms`]: the registry of open documents, one [`room_task`] each.
 //! - [`room_task`]: each room's own task, where all work on its document happens in order,
-//!   the heavy parts on the document work pool; it also unloads the room when idle.
+//!   the heavy parts on the document work pool; it runs while the room has work, and unloads
+//!   the room when idle.
 //! - [`room_versions`]: requests on a document's versions and its automatic versions, run by
 //!   its room task.
 //! - [`divergence`]: state digests of rooms and of the store, and the comparison of a quiet
@@ -30,7 +31,8 @@
 //! - [`history`]: what a room's document was built from, to undo an update yrs applied in part.
 //! - [`outbox`]: the sending half of a connection: a fair schedule of frames and its writer.
 //! - [`subscription`]: who a subscriber is (a channel on a connection).
-//! - [`lane`]: a queue that allocates only while something waits (events, room jobs).
+//! - [`lane`]: a queue that allocates only while something waits (events, room jobs), with
+//!   a worker started by the push that finds none (room jobs).
 //! - [`turns`]: at most n at once, the rest waiting in order without a task (document loads).
 //! - [`fanout`]: Redis pub/sub between servers sharing a database: stored updates out, other
 //!   servers' updates in.
