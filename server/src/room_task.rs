@@ -241,14 +241,15 @@ pub(crate) fn start<R: Registry>(rooms: Arc<R>, room: Arc<Room>) -> RoomHandle {
 }
 
 /// The room's first task, in its load turn: loads the document, passes the turn on, then
-/// serves.
+/// serves. Nothing is boxed here: at most [`Registry::loads`]' few turns of these run at
+/// once, the rooms waiting for one have no task.
 async fn load_and_serve<R: Registry>(rooms: Arc<R>, handle: RoomHandle) {
     let loaded = {
         let _turn = LoadTurn(rooms.clone());
-        Box::pin(load_room(&rooms, &handle)).await
+        load_room(&rooms, &handle).await
     };
     if let Some(memo) = loaded {
-        Box::pin(serve(rooms, handle, memo)).await;
+        serve(rooms, handle, memo).await;
     }
 }
 
