@@ -75,6 +75,20 @@ impl VersionClock {
         }
     }
 
+    /// No automatic version is due at `now_ms` (read at `now`): the writes until one is
+    /// need not read the clock. Without automatic versions, it is read again once an hour
+    /// all the same.
+    fn not_due(&mut self, policy: &HistoryPolicy, now_ms: u64, now: Instant) {
+        let due_in = match self.newest_ms {
+            Some(newest) if !policy.auto_interval.is_zero() => Duration::from_millis(
+                (policy.auto_interval.as_millis() as u64)
+                    .saturating_sub(now_ms.saturating_sub(newest)),
+            ),
+            _ => Duration::from_secs(3600),
+        };
+        self.not_due_before = Some(now + due_in);
+    }
+
     /// A version was saved at `now_ms`: those who wrote before are in it.
     fn saved(&mut self, now_ms: u64) {
         self.newest_ms = Some(now_ms);
@@ -129,16 +143,7 @@ pub(crate) async fn before_write<S: Store>(
             clock.newest_ms.get_or_insert(now);
         }
     } else {
-        // Not due yet: the writes until it is need not read the clock. Without automatic
-        // versions, the clock is read again once an hour all the same.
-        let due_in = match clock.newest_ms {
-            Some(newest) if !policy.auto_interval.is_zero() => Duration::from_millis(
-                (policy.auto_interval.as_millis() as u64)
-                    .saturating_sub(now.saturating_sub(newest)),
-            ),
-            _ => Duration::from_secs(3600),
-        };
-        clock.not_due_before = Some(Instant::now() + due_in);
+        clock.not_due(policy, now, Instant::now());
     }
     clock.note_author(author);
 }
@@ -433,4 +438,46 @@ fn storage_failed(id: u32, err: &StoreError) -> Reply {
     tracing::error!(error = %err, "version request failed in storage");
     let code = ChannelCode::StorageFailure;
     Reply::refused(id, code.as_u16(), code.description())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_before_the_next_version_is_due_need_no_clock_and_a_saved_version_resets_it() {
+        let policy = HistoryPolicy {
+            auto_interval: Duration::from_secs(10),
+            ..HistoryPolicy::default()
+        };
+        let t0 = Instant::now();
+        let mut clock = VersionClock::new(Some(1_000));
+        assert!(
+            !clock.surely_not_due(t0),
+            "unknown until the clock was read once"
+        );
+        clock.not_due(&policy, 4_000, t0);
+        assert!(clock.surely_not_due(t0 + Duration::from_millis(6_999)));
+        assert!(
+            !clock.surely_not_due(t0 + Duration::from_secs(7)),
+            "due 10 s after 1,000"
+        );
+        clock.note_author("ada");
+        clock.saved(5_000);
+        assert!(
+            clock.authors.is_empty(),
+            "the authors are in the saved version"
+        );
+        assert!(
+            !clock.surely_not_due(t0),
+            "read again after a version is saved"
+        );
+
+        let off = HistoryPolicy {
+            auto_interval: Duration::ZERO,
+            ..HistoryPolicy::default()
+        };
+        clock.not_due(&off, 6_000, t0);
+        assert!(clock.surely_not_due(t0 + Duration::from_secs(3_599)));
+    }
 }
