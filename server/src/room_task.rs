@@ -278,7 +278,6 @@ async fn serve<R: Registry>(rooms: Arc<R>, handle: RoomHandle, memo: Memo) {
     let queue = handle.jobs.clone();
     let mut task = Task {
         rooms,
-        room: handle.room.clone(),
         handle,
         size: memo.size,
         clock: memo.clock,
@@ -289,7 +288,7 @@ async fn serve<R: Registry>(rooms: Arc<R>, handle: RoomHandle, memo: Memo) {
     // they would keep a document nobody here uses loaded for ever.
     let mut unused_since: Option<Instant> = None;
     loop {
-        let job = if task.room.subscriber_count() == 0 {
+        let job = if task.handle.room.subscriber_count() == 0 {
             let since = *unused_since.get_or_insert_with(Instant::now);
             let left = task.rooms.idle_unload().saturating_sub(since.elapsed());
             match Box::pin(tokio::time::timeout(left, queue.pop())).await {
@@ -318,7 +317,7 @@ async fn serve<R: Registry>(rooms: Arc<R>, handle: RoomHandle, memo: Memo) {
         if matches!(job, RoomJob::UnloadIfUnused) {
             // Not kept across the wait below: the task's future would hold room for a job.
             drop(job);
-            if task.room.subscriber_count() == 0 && Box::pin(task.try_unload()).await {
+            if task.handle.room.subscriber_count() == 0 && Box::pin(task.try_unload()).await {
                 for job in queue.close() {
                     Box::pin(task.handle(job)).await;
                 }
@@ -430,8 +429,7 @@ enum Prepared {
 
 struct Task<R> {
     rooms: Arc<R>,
-    room: Arc<Room>,
-    /// The room's own handle, for work that comes back to it (a repair).
+    /// The room, and its queue for work that comes back to it (a repair).
     handle: RoomHandle,
     /// Bytes stored plus bytes accepted since: whether step 1 answers are worth a thread.
     size: usize,
@@ -482,7 +480,7 @@ impl<R: Registry> Task<R> {
                     }
                 };
                 let len = payload.len();
-                let outcome = apply_sync(&self.room, &sub, seq, payload, received, slot);
+                let outcome = apply_sync(&self.handle.room, &sub, seq, payload, received, slot);
                 drop(budget);
                 if self.count_applied(outcome, len) {
                     return Some(Later::Rebuild);
@@ -493,7 +491,7 @@ impl<R: Registry> Task<R> {
                 payload,
                 budget,
             } if payload.len() <= INLINE_MESSAGE_BYTES => {
-                let relayed = relay_awareness(&self.room, &sub, payload);
+                let relayed = relay_awareness(&self.handle.room, &sub, payload);
                 self.publish_awareness(relayed);
                 drop(budget);
             }
@@ -555,14 +553,14 @@ impl<R: Registry> Task<R> {
                     .fetch_add(1, Ordering::Relaxed);
                 false
             }
-            Some(Applied::Refused) => self.room.needs_rebuild(),
+            Some(Applied::Refused) => self.handle.room.needs_rebuild(),
             Some(Applied::Unchanged) | None => false,
         }
     }
 
     /// Rebuilds the document after a refused update, on the work pool.
     async fn rebuild(&self) {
-        let room = self.room.clone();
+        let room = self.handle.room.clone();
         run_sized(move || room.rebuild(), true).await;
         self.rooms
             .metrics()
@@ -573,7 +571,7 @@ impl<R: Registry> Task<R> {
     /// Other servers of a shared database relay what changed presence here.
     fn publish_awareness(&self, relayed: Option<Vec<u8>>) {
         if let (Some(payload), Some(fanout)) = (relayed, self.rooms.fanout()) {
-            fanout.publish_awareness(self.room.id.as_str(), &payload);
+            fanout.publish_awareness(self.handle.room.id.as_str(), &payload);
         }
     }
 
@@ -596,7 +594,7 @@ impl<R: Registry> Task<R> {
                 budget,
             } => {
                 let heavy = payload.len() > INLINE_MESSAGE_BYTES;
-                let room = self.room.clone();
+                let room = self.handle.room.clone();
                 let relayed = run_sized(move || relay_awareness(&room, &sub, payload), heavy).await;
                 self.publish_awareness(relayed);
                 drop(budget);
@@ -622,7 +620,7 @@ impl<R: Registry> Task<R> {
                     store,
                     persister,
                     policy,
-                    &self.room,
+                    &self.handle.room,
                     &mut self.clock,
                     request,
                 )
@@ -633,8 +631,8 @@ impl<R: Registry> Task<R> {
                 // Out of the registry at once: the next opener loads afresh and finds the
                 // document trashed, restored or purged, whichever it is by then. This task
                 // ends once its channels are closed, like any idle room's.
-                self.rooms.forget(&self.room);
-                for (key, conn, generation) in self.room.subscribers() {
+                self.rooms.forget(&self.handle.room);
+                for (key, conn, generation) in self.handle.room.subscribers() {
                     conn.event(ConnEvent::CloseChannel {
                         channel: key.channel,
                         generation,
@@ -644,12 +642,12 @@ impl<R: Registry> Task<R> {
             }
             RoomJob::CatchUp => self.catch_up().await,
             RoomJob::RemoteAwareness(payload) => match decode_awareness(&payload) {
-                Ok(update) => self.room.relay_remote_awareness(&update, &payload),
+                Ok(update) => self.handle.room.relay_remote_awareness(&update, &payload),
                 Err(err) => {
-                    tracing::debug!(doc = %self.room.id, error = %err, "awareness from another server refused")
+                    tracing::debug!(doc = %self.handle.room.id, error = %err, "awareness from another server refused")
                 }
             },
-            RoomJob::ExpireAwareness(timeout) => self.room.expire_remote_awareness(timeout),
+            RoomJob::ExpireAwareness(timeout) => self.handle.room.expire_remote_awareness(timeout),
             RoomJob::Remote { seq, update } => self.remote(seq, update).await,
             RoomJob::Digest(done) => {
                 let _ = done.send(self.digest().await);
@@ -657,7 +655,7 @@ impl<R: Registry> Task<R> {
             RoomJob::CompareWithStore { head } => {
                 let held = self.digest().await;
                 if held.head == head {
-                    let (rooms, room) = (self.rooms.clone(), self.room.clone());
+                    let (rooms, room) = (self.rooms.clone(), self.handle.room.clone());
                     let handle = self.handle.clone();
                     // The read and the rebuild run beside the room: it goes on serving.
                     tokio::spawn(async move {
@@ -671,14 +669,14 @@ impl<R: Registry> Task<R> {
                 }
             }
             RoomJob::Repair(stored) => {
-                let room = self.room.clone();
+                let room = self.handle.room.clone();
                 let lost = crate::work::run(move || crate::divergence::repair(&room, stored)).await;
                 // Stored like a client's write, and published to the other servers; nobody
                 // waits for its ACK.
                 if let Some(lost) = lost {
                     if let Some(slot) = self.rooms.persister().reserve().await {
                         slot.submit(Job::Write {
-                            room: self.room.clone(),
+                            room: self.handle.room.clone(),
                             data: Some(lost),
                             ack: None,
                             received: Instant::now(),
@@ -706,7 +704,8 @@ impl<R: Registry> Task<R> {
             return;
         }
         let (step1, awareness) =
-            self.room
+            self.handle
+                .room
                 .subscribe(sub.key, sub.conn.clone(), sub.generation, access);
         let (conn, channel, generation) = (&sub.conn, sub.channel(), sub.generation);
         conn.send(channel, generation, Message::Opened { access });
@@ -716,7 +715,7 @@ impl<R: Registry> Task<R> {
         if let Some(awareness) = awareness {
             conn.send(channel, generation, Message::Awareness(awareness));
         }
-        tracing::debug!(%channel, doc = %self.room.id, ?access, "channel opened");
+        tracing::debug!(%channel, doc = %self.handle.room.id, ?access, "channel opened");
     }
 
     async fn sync(&mut self, sub: Subscription, seq: u64, payload: Vec<u8>, received: Instant) {
@@ -728,7 +727,7 @@ impl<R: Registry> Task<R> {
             crate::room_versions::before_write(
                 self.rooms.store(),
                 self.rooms.history(),
-                &self.room,
+                &self.handle.room,
                 &mut self.clock,
                 &sub.author,
                 received,
@@ -749,7 +748,7 @@ impl<R: Registry> Task<R> {
             None
         };
         let len = payload.len();
-        let room = self.room.clone();
+        let room = self.handle.room.clone();
         let work = move || apply_sync(&room, &sub, seq, payload, received, slot);
         let outcome = run_sized(work, heavy).await;
         if self.count_applied(outcome, len) {
@@ -758,7 +757,7 @@ impl<R: Registry> Task<R> {
     }
 
     async fn remote(&mut self, seq: i64, update: Vec<u8>) {
-        let held = self.room.seen_through();
+        let held = self.handle.room.seen_through();
         if seq <= held {
             return;
         }
@@ -775,35 +774,37 @@ impl<R: Registry> Task<R> {
             ..StoredDoc::default()
         };
         let heavy = stored_size(&stored) > INLINE_MESSAGE_BYTES;
-        let room = self.room.clone();
+        let room = self.handle.room.clone();
         self.size += run_sized(move || room.apply_remote(stored), heavy).await;
     }
 
     /// Unsubscribes `key`; the other servers hear of its presence's removal.
     fn leave(&self, key: SubKey) {
-        if let (Some(removal), Some(fanout)) = (self.room.unsubscribe(key), self.rooms.fanout()) {
-            fanout.publish_awareness(self.room.id.as_str(), &removal);
+        if let (Some(removal), Some(fanout)) =
+            (self.handle.room.unsubscribe(key), self.rooms.fanout())
+        {
+            fanout.publish_awareness(self.handle.room.id.as_str(), &removal);
         }
     }
 
     /// Applies what other servers stored since the room last held everything stored.
     async fn catch_up(&mut self) {
-        let after = self.room.seen_through();
+        let after = self.handle.room.seen_through();
         let stored = match self
             .rooms
             .store()
-            .load_after(self.room.id.as_str(), after)
+            .load_after(self.handle.room.id.as_str(), after)
             .await
         {
             Ok(stored) if stored.head > after => stored,
             Ok(_) => return,
             Err(err) => {
-                tracing::warn!(doc = %self.room.id, error = %err, "reading other servers' updates failed; retried at the next check");
+                tracing::warn!(doc = %self.handle.room.id, error = %err, "reading other servers' updates failed; retried at the next check");
                 return;
             }
         };
         let heavy = stored_size(&stored) > INLINE_MESSAGE_BYTES;
-        let room = self.room.clone();
+        let room = self.handle.room.clone();
         let added = run_sized(move || room.apply_remote(stored), heavy).await;
         if added > 0 {
             self.size += added;
@@ -818,7 +819,7 @@ impl<R: Registry> Task<R> {
     /// so nothing is applied between the flush and the digest.
     async fn digest(&self) -> HeldDigest {
         self.rooms.persister().flush().await;
-        let room = self.room.clone();
+        let room = self.handle.room.clone();
         let (digest, head) = crate::work::run(move || room.digest()).await;
         HeldDigest { head, digest }
     }
@@ -826,10 +827,10 @@ impl<R: Registry> Task<R> {
     /// Unloads the room if nobody has it open and everything it was given is durable.
     async fn try_unload(&self) -> bool {
         self.rooms.persister().flush().await;
-        if self.room.needs_snapshot.load(Ordering::Acquire) {
+        if self.handle.room.needs_snapshot.load(Ordering::Acquire) {
             return false; // a failed commit: keep the state until a write stores it
         }
-        self.rooms.unload_if_unused(&self.room)
+        self.rooms.unload_if_unused(&self.handle.room)
     }
 }
 
