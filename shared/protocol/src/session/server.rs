@@ -70,9 +70,17 @@ struct OpenChannel<R> {
     access: Access,
     /// Writes (sync step 2 / update) received so far: the sequence number for ACK.
     writes: u64,
+    /// The fragmented message in progress, if one is. Boxed: a channel is rarely in the
+    /// middle of one, and a connection may hold a thousand channels (docs/BENCHMARKS.md, S7).
+    unfinished: Option<Box<Unfinished>>,
+}
+
+/// A fragmented message arriving on a channel.
+#[derive(Debug)]
+struct Unfinished {
     reassembler: Reassembler,
-    /// When the fragmented message in progress began, if one is.
-    fragment_started: Option<Instant>,
+    /// When its first piece arrived.
+    started: Instant,
 }
 
 /// What the driver must do, in order.
@@ -325,8 +333,7 @@ impl<R: Clone> ServerSession<R> {
                 generation,
                 access,
                 writes: 0,
-                reassembler: Reassembler::default(),
-                fragment_started: None,
+                unfinished: None,
             }),
         );
         Ok(generation)
@@ -454,19 +461,30 @@ impl<R: Clone> ServerSession<R> {
             Some(Channel::Closing | Channel::Draining(_) | Channel::Asked) => return,
             None => return self.send_close(channel, ChannelCode::UnknownChannel),
         };
-        let message = match open.reassembler.push(message, max_message) {
+        let pushed = match &mut open.unfinished {
+            Some(unfinished) => unfinished.reassembler.push(message, max_message),
+            None => {
+                let mut reassembler = Reassembler::default();
+                let pushed = reassembler.push(message, max_message);
+                if matches!(pushed, Ok(None)) {
+                    open.unfinished = Some(Box::new(Unfinished {
+                        reassembler,
+                        started: now,
+                    }));
+                }
+                pushed
+            }
+        };
+        let message = match pushed {
             Ok(Some(message)) => {
-                open.fragment_started = None;
+                open.unfinished = None;
                 if buffered_piece.is_some() {
                     self.unfinished_changed();
                 }
                 message
             }
             Ok(None) => {
-                if open.fragment_started.is_none() {
-                    open.fragment_started = Some(now);
-                    self.arm_fragment_timer();
-                }
+                // Also arms the fragment timer for a message that just began.
                 self.unfinished_changed();
                 return;
             }
@@ -571,7 +589,7 @@ impl<R: Clone> ServerSession<R> {
     fn close_channel(&mut self, channel: ChannelId, code: ChannelCode) {
         match self.channels.remove(&channel) {
             Some(Channel::Open(open)) => {
-                let was_reassembling = open.reassembler.in_progress();
+                let was_reassembling = open.unfinished.is_some();
                 self.release(channel, open);
                 self.send_close(channel, code);
                 self.channels.insert(channel, Channel::Closing);
@@ -630,14 +648,17 @@ impl<R: Clone> ServerSession<R> {
     }
 
     fn reassembling(&self, channel: ChannelId) -> bool {
-        matches!(self.channels.get(&channel), Some(Channel::Open(open)) if open.reassembler.in_progress())
+        matches!(self.channels.get(&channel), Some(Channel::Open(open)) if open.unfinished.is_some())
     }
 
     fn unfinished_bytes(&self) -> usize {
         self.channels
             .values()
             .map(|state| match state {
-                Channel::Open(open) => open.reassembler.buffered(),
+                Channel::Open(open) => open
+                    .unfinished
+                    .as_ref()
+                    .map_or(0, |unfinished| unfinished.reassembler.buffered()),
                 _ => 0,
             })
             .sum()
@@ -654,7 +675,10 @@ impl<R: Clone> ServerSession<R> {
         self.channels
             .values()
             .filter_map(|state| match state {
-                Channel::Open(open) => open.fragment_started,
+                Channel::Open(open) => open
+                    .unfinished
+                    .as_ref()
+                    .map(|unfinished| unfinished.started),
                 _ => None,
             })
             .min()
