@@ -17,6 +17,7 @@
 //! - [`server`]: what every connection shares: configuration, rooms, persister, metrics,
 //!   per-address counts, the shutdown switch.
 //! - [`rooms`]: the registry of open documents, one [`room_task`] each.
+//! - [`room_table`]: the registry's table, found by each room's own document ID.
 //! - [`room_task`]: each room's own task, where all work on its document happens in order,
 //!   the heavy parts on the document work pool; it runs while the room has work, and unloads
 //!   the room when idle.
@@ -31,6 +32,7 @@
 //! - [`history`]: what a room's document was built from, to undo an update yrs applied in part.
 //! - [`outbox`]: the sending half of a connection: a fair schedule of frames and its writer.
 //! - [`subscription`]: who a subscriber is (a channel on a connection).
+//! - [`subscribers`]: a room's subscribers, a short list.
 //! - [`lane`]: a queue that allocates only while something waits (events, room jobs), with
 //!   a worker started by the push that finds none (room jobs).
 //! - [`turns`]: at most n at once, the rest waiting in order without a task (document loads).
@@ -75,6 +77,7 @@ pub mod persist;
 pub mod private;
 pub mod restore;
 pub mod room;
+pub mod room_table;
 pub mod room_task;
 pub mod room_versions;
 pub mod rooms;
@@ -83,6 +86,7 @@ pub mod serve_lock;
 pub mod server;
 pub mod shutdown;
 pub mod store;
+pub mod subscribers;
 pub mod subscription;
 pub mod tls;
 pub mod trash;

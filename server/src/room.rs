@@ -4,7 +4,6 @@
 //! Only the room's own task ([`crate::room_task`]) calls into a served room, so no
 //! connection ever waits on its lock.
 
-use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,18 +22,9 @@ use crate::history::History;
 use crate::memory::{Charge, MemoryBudget, Use};
 use crate::outbox::ConnHandle;
 use crate::store::{CorruptContent, StoredDoc};
+use crate::subscribers::{Subscriber, Subscribers};
 
 pub use crate::subscription::SubKey;
-
-#[derive(Debug)]
-struct Subscriber {
-    conn: ConnHandle,
-    /// The channel's opening on its connection: relays for an earlier opening of the same
-    /// channel ID are dropped by the connection.
-    generation: u64,
-    /// What the channel may do (read-only channels publish only their own presence).
-    access: Access,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -55,7 +45,7 @@ struct State {
     /// What `doc` was built from, to undo an update yrs applied only in part.
     history: History,
     awareness: RoomAwareness,
-    subscribers: HashMap<SubKey, Subscriber>,
+    subscribers: Subscribers,
     /// An update failed part way: `doc` may hold part of it until [`Room::rebuild`].
     needs_rebuild: bool,
     /// The document's memory, estimated from its history (see [`DOCUMENT_MEMORY_FACTOR`]).
@@ -119,7 +109,7 @@ impl Room {
                 doc: Doc::new(),
                 history: History::default(),
                 awareness: RoomAwareness::default(),
-                subscribers: HashMap::new(),
+                subscribers: Subscribers::default(),
                 needs_rebuild: false,
                 document_charge: memory.charge(Use::Documents, 0),
                 awareness_charge: memory.charge(Use::Awareness, 0),
@@ -176,7 +166,7 @@ impl Room {
     /// announcement, if any (for the other servers of a shared database).
     pub fn unsubscribe(&self, key: SubKey) -> Option<Vec<u8>> {
         let mut state = self.state.lock();
-        state.subscribers.remove(&key);
+        state.subscribers.remove(key);
         let removal = state.awareness.remove_owned_by(key)?;
         state.charge_awareness();
         let relay = self.memory.output_bytes(removal.clone());
@@ -191,7 +181,7 @@ impl Room {
             .lock()
             .subscribers
             .iter()
-            .map(|(key, sub)| (*key, sub.conn.clone(), sub.generation))
+            .map(|(key, sub)| (key, sub.conn.clone(), sub.generation))
             .collect()
     }
 
@@ -313,7 +303,7 @@ impl Room {
         payload: &[u8],
     ) -> Result<bool, AwarenessRefused> {
         let mut state = self.state.lock();
-        let Some(access) = state.subscribers.get(&from).map(|s| s.access) else {
+        let Some(access) = state.subscribers.get(from).map(|s| s.access) else {
             return Ok(false); // the channel left meanwhile
         };
         if !state.awareness.apply(from, access, update)? {
@@ -474,9 +464,9 @@ fn is_update_message(payload: &[u8]) -> bool {
 }
 
 /// Queues `body` for every subscriber but `from`: one allocation, shared by all their queues.
-fn broadcast(subscribers: &HashMap<SubKey, Subscriber>, from: SubKey, body_kind: u8, body: Bytes) {
-    for (key, subscriber) in subscribers {
-        if *key != from {
+fn broadcast(subscribers: &Subscribers, from: SubKey, body_kind: u8, body: Bytes) {
+    for (key, subscriber) in subscribers.iter() {
+        if key != from {
             subscriber
                 .conn
                 .send_body(key.channel, subscriber.generation, body_kind, body.clone());

@@ -136,18 +136,32 @@ pub(crate) enum RoomJob {
     Repair(StoredDoc),
 }
 
-/// A reference to a served room: the document, and the queue of its task.
+/// A reference to a served room: the document, and the queue of its task. One pointer: the
+/// registry, every channel on the room and its task each hold one (docs/BENCHMARKS.md, S7).
 #[derive(Debug, Clone)]
-pub struct RoomHandle {
+pub struct RoomHandle(Arc<Served>);
+
+/// A served room, shared by its handles.
+#[derive(Debug)]
+pub struct Served {
     room: Arc<Room>,
     /// The task's queue; closed once the room is unloaded (or its load failed).
-    jobs: Arc<Lane<RoomJob, Memo>>,
+    jobs: Lane<RoomJob, Memo>,
     worker: Worker,
 }
 
-/// Starts a task to drain a room's queue.
+impl std::ops::Deref for RoomHandle {
+    type Target = Served;
+
+    fn deref(&self) -> &Served {
+        &self.0
+    }
+}
+
+/// Starts a task to drain a room's queue. One per registry, shared by its rooms
+/// ([`worker`]).
 #[derive(Clone)]
-struct Worker(Arc<dyn Fn(RoomHandle) + Send + Sync>);
+pub(crate) struct Worker(Arc<dyn Fn(RoomHandle) + Send + Sync>);
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -208,18 +222,27 @@ pub(crate) trait Registry: Send + Sync + 'static {
 }
 
 /// A new room, whose task starts with the first job (the first of which loads the document);
-/// `rooms` unloads it when idle.
+/// the registry that made `worker` unloads it when idle.
 ///
 /// A room's task runs while its queue holds jobs, and while nobody has the room open (to
 /// unload it after the idle delay). A room that is open and has nothing to do has no task:
 /// it stops, leaving its [`Memo`] in the queue, and the next job starts another (a thousand
 /// open documents nobody writes to would otherwise hold a thousand waiting tasks, ~0.9 KiB
 /// each; docs/BENCHMARKS.md, S7).
-pub(crate) fn start<R: Registry>(rooms: Arc<R>, room: Arc<Room>) -> RoomHandle {
-    // Weak: the registry holds this handle; the registry is alive whenever it has jobs.
-    let registry = Arc::downgrade(&rooms);
+pub(crate) fn start(worker: &Worker, room: Arc<Room>) -> RoomHandle {
+    RoomHandle(Arc::new(Served {
+        room,
+        jobs: Lane::with_worker(usize::MAX),
+        worker: worker.clone(),
+    }))
+}
+
+/// What starts the tasks of `rooms`' rooms, on the current runtime: made once per registry.
+pub(crate) fn worker<R: Registry>(rooms: &Arc<R>) -> Worker {
+    // Weak: the registry holds its rooms' handles; it is alive whenever they have jobs.
+    let registry = Arc::downgrade(rooms);
     let runtime = tokio::runtime::Handle::current();
-    let worker = Worker(Arc::new(move |handle: RoomHandle| {
+    Worker(Arc::new(move |handle: RoomHandle| {
         let Some(rooms) = registry.upgrade() else {
             return;
         };
@@ -232,12 +255,7 @@ pub(crate) fn start<R: Registry>(rooms: Arc<R>, room: Arc<Room>) -> RoomHandle {
                 }
             }
         }
-    }));
-    RoomHandle {
-        room,
-        jobs: Arc::new(Lane::with_worker(usize::MAX)),
-        worker,
-    }
+    }))
 }
 
 /// The room's first task, in its load turn: loads the document, passes the turn on, then
@@ -275,7 +293,8 @@ async fn serve<R: Registry>(rooms: Arc<R>, handle: RoomHandle, memo: Memo) {
     // wait: a room's task may spend a long time waiting for the next job, and its future is
     // as large as the largest state it can be in (832 bytes before the last three, 512 after;
     // docs/BENCHMARKS.md, S7).
-    let queue = handle.jobs.clone();
+    let served = handle.0.clone();
+    let queue = &served.jobs;
     let mut task = Task {
         rooms,
         handle,

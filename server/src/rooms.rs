@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -19,21 +19,15 @@ use crate::memory::{MemoryBudget, Unloader};
 use crate::metrics::Metrics;
 use crate::persist::Persister;
 use crate::room::Room;
-use crate::room_task::{self, Registry, RoomHandle, RoomJob};
+use crate::room_table::{Entry, RoomTable};
+use crate::room_task::{self, Registry, RoomHandle, RoomJob, Worker};
 use crate::store::Store;
 use crate::turns::Turns;
 use crate::versions::HistoryPolicy;
 
 #[derive(Debug)]
-struct Entry {
-    handle: RoomHandle,
-    /// Channels holding the room.
-    refs: usize,
-}
-
-#[derive(Debug)]
 pub struct Rooms<S> {
-    map: Mutex<HashMap<DocId, Entry>>,
+    map: Mutex<RoomTable>,
     store: Arc<S>,
     persister: Persister,
     idle_unload: Duration,
@@ -46,6 +40,8 @@ pub struct Rooms<S> {
     loads: Turns<RoomHandle>,
     /// On a shared store: how often at most a quiet document is compared with the store.
     digest_check: Option<Duration>,
+    /// Starts the rooms' tasks; made with the first room (it needs the registry's `Arc`).
+    worker: OnceLock<Worker>,
 }
 
 /// Documents loaded at once. Each room loads on its own task, so a client opening 1,000
@@ -81,7 +77,7 @@ impl<S: Store> Rooms<S> {
         memory: Arc<MemoryBudget>,
     ) -> Self {
         Self {
-            map: Mutex::new(HashMap::new()),
+            map: Mutex::new(RoomTable::default()),
             store,
             persister,
             idle_unload,
@@ -91,6 +87,7 @@ impl<S: Store> Rooms<S> {
             fanout: None,
             loads: Turns::new(LOADS_AT_ONCE),
             digest_check: None,
+            worker: OnceLock::new(),
         }
     }
 
@@ -127,11 +124,11 @@ impl<S: Store> Rooms<S> {
     /// would grow the process (the channel is refused with 4503).
     pub fn acquire(self: &Arc<Self>, doc: &DocId) -> Option<RoomHandle> {
         let mut map = self.map.lock();
-        if !map.contains_key(doc) && self.memory.is_over() {
+        if map.get(doc).is_none() && self.memory.is_over() {
             self.memory.count_refusal();
             return None;
         }
-        let entry = map.entry(doc.clone()).or_insert_with(|| {
+        let entry = map.get_or_insert_with(doc, || {
             self.metrics
                 .documents_loaded
                 .fetch_add(1, Ordering::Relaxed);
@@ -140,7 +137,7 @@ impl<S: Store> Rooms<S> {
             }
             let room = Arc::new(Room::with_budget(doc.clone(), &self.memory));
             Entry {
-                handle: room_task::start(self.clone(), room),
+                handle: room_task::start(self.worker.get_or_init(|| room_task::worker(self)), room),
                 refs: 0,
             }
         });
@@ -220,14 +217,14 @@ impl<S: Store> Rooms<S> {
     pub async fn digests(&self, wants: impl Fn(&DocId) -> bool) -> Vec<(DocId, HeldDigest)> {
         let asked: Vec<_> = {
             let map = self.map.lock();
-            map.iter()
-                .filter(|(doc, _)| wants(doc))
-                .filter_map(|(doc, entry)| {
+            map.values()
+                .filter(|entry| wants(&entry.handle.room().id))
+                .filter_map(|entry| {
                     let (tx, rx) = oneshot::channel();
                     entry
                         .handle
                         .submit(RoomJob::Digest(tx))
-                        .then(|| (doc.clone(), rx))
+                        .then(|| (entry.handle.room().id.clone(), rx))
                 })
                 .collect()
         };
