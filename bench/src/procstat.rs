@@ -19,14 +19,26 @@ pub(crate) fn cpu_time(pid: &str) -> Option<Duration> {
 /// `(VmRSS, VmHWM)` of `pid` in KiB: resident now and peak resident.
 pub(crate) fn rss_kib(pid: &str) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))?
-            .split_whitespace()
-            .nth(1)?
-            .parse::<u64>()
-            .ok()
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    Some((
+        status_kib(&status, "VmRSS:")?,
+        status_kib(&status, "VmHWM:")?,
+    ))
+}
+
+/// `RssAnon` of `pid` in KiB: the resident memory that is the process's own data (heap,
+/// stacks), without the pages of its binary and libraries. Code runs for the first time
+/// during a scenario and its pages then count in VmRSS once per process, not per client.
+pub(crate) fn anon_kib(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status_kib(&status, "RssAnon:")
+}
+
+fn status_kib(status: &str, name: &str) -> Option<u64> {
+    status
+        .lines()
+        .find(|l| l.starts_with(name))?
+        .split_whitespace()
+        .nth(1)?
+        .parse::<u64>()
+        .ok()
 }

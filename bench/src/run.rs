@@ -100,6 +100,11 @@ pub(crate) async fn run_once(settings: &Settings, shape: Shape, label: &str) -> 
             Some((now + n, peak + p))
         })
     };
+    let server_anon = || {
+        (!pids.is_empty()).then_some(())?;
+        pids.iter()
+            .try_fold(0, |sum, pid| Some(sum + procstat::anon_kib(pid)?))
+    };
     let server_cpu = || {
         (!pids.is_empty()).then_some(())?;
         pids.iter().try_fold(Duration::ZERO, |sum, pid| {
@@ -107,6 +112,7 @@ pub(crate) async fn run_once(settings: &Settings, shape: Shape, label: &str) -> 
         })
     };
     let rss_before = server_rss();
+    let anon_before = server_anon();
 
     let slots = shape.connections * shape.docs_per_conn;
     let docs = slots.div_ceil(shape.clients_per_doc.max(1)).max(1);
@@ -192,6 +198,7 @@ pub(crate) async fn run_once(settings: &Settings, shape: Shape, label: &str) -> 
     }
     let all_synced = last_synced - spawned;
     let rss_connected = server_rss();
+    let anon_connected = server_anon();
 
     let start = Instant::now() + START_DELAY;
     let from = start + settings.warmup;
@@ -286,6 +293,7 @@ pub(crate) async fn run_once(settings: &Settings, shape: Shape, label: &str) -> 
             "before": kib(rss_before), "connected": kib(rss_connected),
             "loaded": kib(rss_loaded), "peak": peak,
         },
+        "server_anon_kib": { "before": anon_before, "connected": anon_connected },
         "server_kib_per_connection": per_conn_kib,
         "driver_core_share": driver_core_share,
         "valid": driver_core_share <= DRIVER_CPU_LIMIT && failures.is_empty(),

@@ -122,9 +122,11 @@ pub(crate) async fn run(
                 "scenario": "S7",
                 "protocol": format!("{:?}", settings.protocol),
                 "one_conn_all_synced_ms": a["all_synced_ms"],
-                "one_conn_rss_delta_kib": rss_delta(&a),
+                "one_conn_rss_delta_kib": rss_delta(&a, "server_rss_kib"),
+                "one_conn_anon_delta_kib": rss_delta(&a, "server_anon_kib"),
                 "many_conns_all_synced_ms": b["all_synced_ms"],
-                "many_conns_rss_delta_kib": rss_delta(&b),
+                "many_conns_rss_delta_kib": rss_delta(&b, "server_rss_kib"),
+                "many_conns_anon_delta_kib": rss_delta(&b, "server_anon_kib"),
             }))
         }
         "S10" => {
@@ -141,7 +143,8 @@ pub(crate) async fn run(
     }
 }
 
-fn rss_delta(run: &Value) -> Option<i64> {
-    let rss = &run["server_rss_kib"];
+/// What connecting added to `figure` (`server_rss_kib` or `server_anon_kib`).
+fn rss_delta(run: &Value, figure: &str) -> Option<i64> {
+    let rss = &run[figure];
     Some(rss["connected"].as_i64()? - rss["before"].as_i64()?)
 }
