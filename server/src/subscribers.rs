@@ -1,7 +1,8 @@
 //! A room's subscribers: the channels that have its document open. Kept as a list, not a
 //! hash map: most rooms have one or two, and a hash map's smallest table holds four (180
-//! bytes per room against 40; docs/BENCHMARKS.md, S7). Every relay visits them all anyway,
-//! so a search through the list costs no more than the relay it comes with.
+//! bytes per room against 40; docs/BENCHMARKS.md, S7). Finding one walks the list; every
+//! update and presence change the room relays walks it too, so a room with many subscribers
+//! spends no more on the search than on the relay.
 
 use quire_protocol::Access;
 
