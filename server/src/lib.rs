@@ -28,11 +28,11 @@
 //! - [`persist`]: group commit to storage, durable acks after commit, compaction.
 //! - [`room`]: one document in memory (a yrs Doc and awareness), shared by its subscribers;
 //!   fan-out.
+//! - [`subscribers`]: a room's subscribers, a short list.
 //! - [`awareness`]: presence per room, bounded, cleared for subscribers that leave.
 //! - [`history`]: what a room's document was built from, to undo an update yrs applied in part.
 //! - [`outbox`]: the sending half of a connection: a fair schedule of frames and its writer.
 //! - [`subscription`]: who a subscriber is (a channel on a connection).
-//! - [`subscribers`]: a room's subscribers, a short list.
 //! - [`lane`]: a queue that allocates only while something waits (events, room jobs), with
 //!   a worker started by the push that finds none (room jobs).
 //! - [`turns`]: at most n at once, the rest waiting in order without a task (document loads).
