@@ -1,7 +1,8 @@
 //! A small queue for messages that are rare or come in bursts: a connection's reader events,
 //! and each open document's jobs. A tokio channel allocates a block of 32 slots up front, about
 //! 1–3 KiB per channel, mostly never used; a lane allocates only while something waits in it
-//! (docs/BENCHMARKS.md, S5 and S7). A lane can be closed: pushes fail from then on.
+//! (docs/BENCHMARKS.md, S5 and S7). A lane has no bound of its own: it takes every item
+//! pushed until it is closed, and fails every push from then on.
 //!
 //! A lane made with [`Lane::with_worker`] has no task waiting on it for good: the push that
 //! finds it idle says so ([`Pushed::StartWorker`]), and the worker it starts stops once the
@@ -28,7 +29,6 @@ struct State<T, M> {
 pub(crate) struct Lane<T, M = ()> {
     state: Mutex<State<T, M>>,
     ready: Notify,
-    capacity: usize,
 }
 
 /// What became of a push to a lane with a worker.
@@ -38,23 +38,22 @@ pub(crate) enum Pushed {
     Queued,
     /// Queued, and no worker is at work: the caller starts one.
     StartWorker,
-    /// The lane is full or closed: the item is dropped.
+    /// The lane is closed: the item is dropped.
     Refused,
 }
 
 impl<T, M> Lane<T, M> {
-    /// A lane holding at most `capacity` items, drained by a task that waits on it for good.
-    pub(crate) fn new(capacity: usize) -> Self {
-        Self::make(capacity, true)
+    /// A lane drained by a task that waits on it for good.
+    pub(crate) fn new() -> Self {
+        Self::make(true)
     }
 
-    /// A lane holding at most `capacity` items, drained by a worker started by the push that
-    /// finds none at work.
-    pub(crate) fn with_worker(capacity: usize) -> Self {
-        Self::make(capacity, false)
+    /// A lane drained by a worker started by the push that finds none at work.
+    pub(crate) fn with_worker() -> Self {
+        Self::make(false)
     }
 
-    fn make(capacity: usize, working: bool) -> Self {
+    fn make(working: bool) -> Self {
         Self {
             state: Mutex::new(State {
                 items: VecDeque::new(),
@@ -63,11 +62,10 @@ impl<T, M> Lane<T, M> {
                 memo: None,
             }),
             ready: Notify::new(),
-            capacity,
         }
     }
 
-    /// Queues `item`; false (and the item dropped) when the lane is full or closed.
+    /// Queues `item`; false (and the item dropped) when the lane is closed.
     pub(crate) fn push(&self, item: T) -> bool {
         self.push_to_worker(item) != Pushed::Refused
     }
@@ -75,7 +73,7 @@ impl<T, M> Lane<T, M> {
     /// Queues `item`, and says whether a worker must be started to drain the lane.
     pub(crate) fn push_to_worker(&self, item: T) -> Pushed {
         let mut state = self.state.lock();
-        if state.closed || state.items.len() >= self.capacity {
+        if state.closed {
             return Pushed::Refused;
         }
         if state.items.capacity() == 0 {
@@ -154,21 +152,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keeps_order_and_refuses_past_capacity() {
-        let lane: Lane<i32> = Lane::new(2);
+    fn keeps_order() {
+        let lane: Lane<i32> = Lane::new();
         assert!(lane.push(1));
         assert!(lane.push(2));
-        assert!(!lane.push(3));
         assert_eq!(lane.try_pop(), Some(1));
-        assert!(lane.push(4));
+        assert!(lane.push(3));
         assert_eq!(lane.try_pop(), Some(2));
-        assert_eq!(lane.try_pop(), Some(4));
+        assert_eq!(lane.try_pop(), Some(3));
         assert_eq!(lane.try_pop(), None);
     }
 
     #[tokio::test]
     async fn pop_wakes_for_an_item_pushed_while_it_waits() {
-        let lane: Arc<Lane<i32>> = Arc::new(Lane::new(8));
+        let lane: Arc<Lane<i32>> = Arc::new(Lane::new());
         let waiter = tokio::spawn({
             let lane = lane.clone();
             async move { lane.pop().await }
@@ -184,7 +181,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cancelled_pop_loses_nothing() {
-        let lane: Lane<&str> = Lane::new(8);
+        let lane: Lane<&str> = Lane::new();
         tokio::select! {
             biased;
             _ = std::future::ready(()) => {}
@@ -196,7 +193,7 @@ mod tests {
 
     #[test]
     fn a_worker_is_started_by_the_push_that_finds_none_and_stops_when_empty() {
-        let lane: Lane<u32, &str> = Lane::with_worker(8);
+        let lane: Lane<u32, &str> = Lane::with_worker();
         assert_eq!(lane.push_to_worker(1), Pushed::StartWorker);
         assert_eq!(lane.push_to_worker(2), Pushed::Queued);
         assert_eq!(lane.take_memo(), None, "the first worker starts afresh");
@@ -212,7 +209,7 @@ mod tests {
 
     #[test]
     fn a_closed_lane_hands_back_its_items_and_refuses_more() {
-        let lane: Lane<i32> = Lane::new(8);
+        let lane: Lane<i32> = Lane::new();
         assert!(lane.push(1));
         assert_eq!(lane.close().into_iter().collect::<Vec<_>>(), vec![1]);
         assert!(!lane.push(2));

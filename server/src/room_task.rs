@@ -232,7 +232,7 @@ pub(crate) trait Registry: Send + Sync + 'static {
 pub(crate) fn start(worker: &Worker, room: Arc<Room>) -> RoomHandle {
     RoomHandle(Arc::new(Served {
         room,
-        jobs: Lane::with_worker(usize::MAX),
+        jobs: Lane::with_worker(),
         worker: worker.clone(),
     }))
 }

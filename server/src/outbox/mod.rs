@@ -171,7 +171,7 @@ impl ConnHandle {
             }),
             wake: Notify::new(),
             // Rare: a closed channel or a drained one, or the one kill.
-            events: Lane::new(usize::MAX),
+            events: Lane::new(),
             kill: Notify::new(),
             kill_code: AtomicU16::new(0),
             metrics,
