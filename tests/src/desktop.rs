@@ -50,34 +50,86 @@ pub struct Display {
     pub number: u32,
 }
 
+/// How long Xvfb has to remove its lock and socket after SIGTERM before it is killed.
+const XVFB_STOP_WITHIN: Duration = Duration::from_secs(5);
+
 impl Display {
+    /// Starts Xvfb on the first display number no running X server holds. Another test may
+    /// take the same number at the same moment: the display is ours only once its lock file
+    /// names our Xvfb, and if that Xvfb exits instead, the next number is tried.
     pub fn start() -> Self {
-        let number = (90..400)
-            .find(|n| !Path::new(&format!("/tmp/.X{n}-lock")).exists())
-            .expect("a free X display number");
-        let child = Command::new("Xvfb")
-            .args([
-                &format!(":{number}"),
-                "-screen",
-                "0",
-                "1280x800x24",
-                "-nolisten",
-                "tcp",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting Xvfb (apt-get install xvfb)");
-        let socket = format!("/tmp/.X11-unix/X{number}");
-        wait_until("the X display", Duration::from_secs(20), || {
-            Path::new(&socket).exists()
-        });
-        Self { child, number }
+        for number in 90..400 {
+            if display_in_use(number) {
+                continue;
+            }
+            let mut child = Command::new("Xvfb")
+                .args([
+                    &format!(":{number}"),
+                    "-screen",
+                    "0",
+                    "1280x800x24",
+                    "-nolisten",
+                    "tcp",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("starting Xvfb (apt-get install xvfb)");
+            let socket = format!("/tmp/.X11-unix/X{number}");
+            let mut exited = false;
+            wait_until("the X display", Duration::from_secs(20), || {
+                exited = matches!(child.try_wait(), Ok(Some(_)));
+                exited || (lock_pid(number) == Some(child.id()) && Path::new(&socket).exists())
+            });
+            if !exited {
+                return Self { child, number };
+            }
+        }
+        panic!("no free X display number in 90..400");
+    }
+}
+
+/// The process named in display `number`'s lock file, if there is a lock.
+fn lock_pid(number: u32) -> Option<u32> {
+    let text = std::fs::read_to_string(format!("/tmp/.X{number}-lock")).ok()?;
+    text.trim().parse().ok()
+}
+
+/// Whether a running X server holds display `number`. A lock left by one that was killed
+/// names a process that is gone: it is removed, with its socket, and the number is free
+/// (Xvfb would remove them itself; removing them first keeps a stale socket from looking
+/// like a live display).
+fn display_in_use(number: u32) -> bool {
+    let lock = format!("/tmp/.X{number}-lock");
+    if !Path::new(&lock).exists() {
+        return false;
+    }
+    match lock_pid(number) {
+        Some(pid) if !Path::new(&format!("/proc/{pid}")).exists() => {
+            let _ = std::fs::remove_file(&lock);
+            let _ = std::fs::remove_file(format!("/tmp/.X11-unix/X{number}"));
+            false
+        }
+        // Alive, or a lock still being written: leave it.
+        _ => true,
     }
 }
 
 impl Drop for Display {
+    /// SIGTERM, so that Xvfb removes its lock file and socket (SIGKILL would leave them, and
+    /// every number would look taken after a few hundred tests); killed if it does not stop.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + XVFB_STOP_WITHIN;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
