@@ -119,19 +119,7 @@ impl Drop for Display {
     /// SIGTERM, so that Xvfb removes its lock file and socket (SIGKILL would leave them, and
     /// every number would look taken after a few hundred tests); killed if it does not stop.
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + XVFB_STOP_WITHIN;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::wait::terminate(&mut self.child, XVFB_STOP_WITHIN);
     }
 }
 

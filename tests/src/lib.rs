@@ -17,7 +17,8 @@
 //! - [`postgres`]: a PostgreSQL server of the test's own (initdb, a loopback port, crash restarts).
 //! - [`redis`]: a Redis server of the test's own (a loopback port, killed and restarted).
 //! - [`nginx`]: nginx of the test's own with the docs' cluster configuration, in front of nodes.
-//! - [`wait`]: polling with a deadline (tests never sleep to wait).
+//! - [`wait`]: polling with a deadline (tests never sleep to wait), and stopping a child
+//!   process with SIGTERM within one.
 //! - [`proxy`]: a TCP proxy that injects delay, stalls, resets, mid-frame cuts and throttling.
 //! - [`netns`]: a network namespace of the test's own, with nftables packet loss and partitions.
 //! - [`seeded_rng`]: a replayable random generator for randomized scenarios (`QUIRE_SEED`).

@@ -93,22 +93,9 @@ impl Drop for Nginx {
     /// [`STOP_WITHIN`]; SIGKILL of the master alone would leave its workers running (and
     /// holding the port).
     fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + STOP_WITHIN;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(mut child) = self.child.take() {
+            crate::wait::terminate(&mut child, STOP_WITHIN);
         }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
 
