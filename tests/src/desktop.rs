@@ -101,17 +101,15 @@ fn lock_pid(number: u32) -> Option<u32> {
 /// like a live display).
 fn display_in_use(number: u32) -> bool {
     let lock = format!("/tmp/.X{number}-lock");
-    if !Path::new(&lock).exists() {
-        return false;
-    }
     match lock_pid(number) {
         Some(pid) if !Path::new(&format!("/proc/{pid}")).exists() => {
             let _ = std::fs::remove_file(&lock);
             let _ = std::fs::remove_file(format!("/tmp/.X11-unix/X{number}"));
             false
         }
-        // Alive, or a lock still being written: leave it.
-        _ => true,
+        Some(_) => true,
+        // No lock, or one still being written (taken, then).
+        None => Path::new(&lock).exists(),
     }
 }
 
