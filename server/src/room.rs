@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use quire_protocol::frame::kind;
-use quire_protocol::ysync::{encode_step1, encode_step2, encode_update, References, SYNC_UPDATE};
+use quire_protocol::ysync::{
+    encode_step1, encode_step2, encode_update, References, EMPTY_UPDATE, SYNC_UPDATE,
+};
 use quire_protocol::{Access, DocId, StateDigest};
 use yrs::sync::awareness::AwarenessUpdate;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
@@ -229,6 +231,14 @@ impl Room {
         payload: &[u8],
         persist: impl FnOnce(bool),
     ) -> Result<bool, ApplyError> {
+        if raw_update == EMPTY_UPDATE {
+            // A step 2 from a client with nothing new. Applying it would change nothing, and
+            // would take yrs's write lock, whose first release allocates the lock's wait lists:
+            // 144 bytes kept by every document that is opened and never edited
+            // (docs/BENCHMARKS.md, S7).
+            persist(false);
+            return Ok(false);
+        }
         let mut state = self.state.lock();
         let state = &mut *state;
         let applied = {
@@ -501,4 +511,68 @@ pub fn merge_stored(stored: &StoredDoc) -> Result<Vec<u8>, CorruptContent> {
         .transact()
         .encode_state_as_update_v1(&StateVector::default());
     Ok(merged)
+}
+
+#[cfg(test)]
+mod tests {
+    use quire_protocol::ysync::{decode_sync_with_references, SyncPayload};
+    use yrs::{GetString, Text};
+
+    use super::*;
+
+    /// Applies the SYNC payload `payload` as `SubKey::SERVER`; whether it changed the
+    /// document, and what `persist` was told.
+    fn apply(room: &Room, payload: &[u8]) -> (bool, Option<bool>) {
+        let (decoded, references) = decode_sync_with_references(payload).unwrap();
+        let (SyncPayload::Step2(update) | SyncPayload::Update(update)) = decoded else {
+            panic!("not an update");
+        };
+        let raw = quire_protocol::ysync::update_bytes(payload);
+        let mut persisted = None;
+        let changed = room
+            .apply(
+                SubKey::SERVER,
+                (update, &references),
+                raw,
+                payload,
+                |changed| persisted = Some(changed),
+            )
+            .unwrap();
+        (changed, persisted)
+    }
+
+    fn text_update(text: &str) -> Vec<u8> {
+        let doc = Doc::with_client_id(7);
+        let content = doc.get_or_insert_text(crate::restore::CONTENT);
+        let mut txn = doc.transact_mut();
+        content.insert(&mut txn, 0, text);
+        txn.encode_update_v1()
+    }
+
+    #[test]
+    fn an_empty_step_2_is_acknowledged_as_unchanged_and_leaves_the_document_as_it_was() {
+        let room = Room::new(DocId::parse("d", 16).unwrap());
+        let empty = encode_step2(EMPTY_UPDATE.to_vec());
+        assert_eq!(apply(&room, &empty), (false, Some(false)), "new document");
+        assert_eq!(room.encode_state(), EMPTY_UPDATE);
+
+        assert_eq!(
+            apply(&room, &encode_update(text_update("kept"))),
+            (true, Some(true))
+        );
+        let before = room.encode_state();
+        assert_eq!(apply(&room, &empty), (false, Some(false)), "after an edit");
+        assert_eq!(room.encode_state(), before);
+        let doc = Doc::new();
+        apply_stored(
+            &doc,
+            &StoredDoc {
+                snapshot: Some(before),
+                ..StoredDoc::default()
+            },
+        )
+        .unwrap();
+        let text = doc.get_or_insert_text(crate::restore::CONTENT);
+        assert_eq!(text.get_string(&doc.transact()), "kept");
+    }
 }

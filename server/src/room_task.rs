@@ -932,7 +932,7 @@ fn relay_awareness(room: &Room, sub: &Subscription, payload: Vec<u8>) -> Option<
 
 /// Whether a SYNC write holds the empty v1 update: no structs, no deletions.
 fn carries_nothing(payload: &[u8]) -> bool {
-    quire_protocol::ysync::update_bytes(payload) == [0, 0]
+    quire_protocol::ysync::update_bytes(payload) == quire_protocol::ysync::EMPTY_UPDATE
 }
 
 /// Runs `work` here, or on the document work pool when it is `heavy`.

@@ -123,7 +123,7 @@ pub(crate) async fn before_write<S: Store>(
     if policy.auto_due(clock.newest_ms, now) {
         let state = encode(room, large).await;
         // A document that holds nothing yet has no past worth keeping.
-        if state != [0, 0] {
+        if state != quire_protocol::ysync::EMPTY_UPDATE {
             let authors: Vec<String> = std::mem::take(&mut clock.authors).into_iter().collect();
             clock.saved(now);
             let (store, policy, doc) = (store.clone(), *policy, room.id.clone());

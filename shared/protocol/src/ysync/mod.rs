@@ -27,6 +27,10 @@ pub const SYNC_STEP_1: u64 = 0;
 pub const SYNC_STEP_2: u64 = 1;
 pub const SYNC_UPDATE: u64 = 2;
 
+/// The v1 update that holds nothing: no structs, no deletions. What a client with nothing new
+/// sends as its step 2.
+pub const EMPTY_UPDATE: [u8; 2] = [0, 0];
+
 /// A decoded and validated SYNC payload.
 #[derive(Debug)]
 pub enum SyncPayload {
