@@ -18,7 +18,7 @@ use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
 use quire_protocol::fragment::encode_piece;
-use quire_protocol::ChannelId;
+use quire_protocol::{ChannelId, ChannelMap};
 
 /// One queued document message.
 #[derive(Debug)]
@@ -82,7 +82,7 @@ pub(crate) struct Schedule {
     /// Channels with document traffic waiting, in turn.
     ready: VecDeque<ChannelId>,
     /// Open channels and the generation of each.
-    open: HashMap<ChannelId, u64>,
+    open: ChannelMap<u64>,
     queued_bytes: usize,
     queued_messages: usize,
     max_messages: usize,
@@ -103,7 +103,7 @@ impl Schedule {
             channels: HashMap::new(),
             urgent: VecDeque::new(),
             ready: VecDeque::new(),
-            open: HashMap::new(),
+            open: ChannelMap::new(),
             queued_bytes: 0,
             queued_messages: 0,
             max_messages: max_messages.max(1),
@@ -128,7 +128,7 @@ impl Schedule {
     }
 
     pub(crate) fn is_open(&self, channel: ChannelId, generation: u64) -> bool {
-        self.open.get(&channel) == Some(&generation)
+        self.open.get(channel) == Some(&generation)
     }
 
     /// Queues document traffic for `channel`'s `generation`-th opening.
@@ -178,7 +178,7 @@ impl Schedule {
     /// begun is dropped, a message already part-way out is finished first (§7), and control
     /// frames queued before (its ACKs) still go ahead of the CLOSE.
     pub(crate) fn close_channel(&mut self, channel: ChannelId, close: Bytes) {
-        self.open.remove(&channel);
+        self.open.remove(channel);
         if let Some(queue) = self.channels.get_mut(&channel) {
             let keep = usize::from(queue.mid_message());
             for out in queue.data.drain(keep..) {

@@ -6,6 +6,7 @@
 //! # Layout
 //! - [`varint`]: LEB128 varints and length-prefixed strings (lib0's encoding).
 //! - [`id`]: `ChannelId`, `DocId`, `ConnId`.
+//! - [`channel_map`]: per-channel state of one connection, in a sorted list.
 //! - [`limits`]: every size and count limit, with defaults.
 //! - [`frame`]: the mux frame and the typed messages it carries.
 //! - [`fragment`]: splitting large messages into bounded frames and joining them again.
@@ -23,6 +24,7 @@
 //!   are walked in full first ([`ysync::validate`]).
 
 pub mod backoff;
+pub mod channel_map;
 pub mod close_code;
 pub mod digest;
 pub mod error;
@@ -38,6 +40,7 @@ pub mod varint;
 pub mod ysync;
 
 pub use backoff::BackoffPolicy;
+pub use channel_map::ChannelMap;
 pub use close_code::{ChannelCode, CloseCode, Reaction};
 pub use digest::StateDigest;
 pub use error::{FrameError, PayloadError};

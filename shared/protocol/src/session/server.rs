@@ -12,7 +12,7 @@
 //! through [`ServerSession::room_closed`], [`ServerSession::open_failed`] and
 //! [`ServerSession::drained`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::error_budget::ErrorBudget;
@@ -21,7 +21,7 @@ use crate::frame::peek_channel;
 use crate::request::{Reply, Request};
 use crate::ysync::is_write;
 use crate::{
-    Access, ChannelCode, ChannelId, CloseCode, DocId, Frame, FrameError, Heartbeat,
+    Access, ChannelCode, ChannelId, ChannelMap, CloseCode, DocId, Frame, FrameError, Heartbeat,
     HeartbeatConfig, HeartbeatEvent, Limits, Message, Reassembler, Welcome, PROTOCOL_REVISION,
 };
 
@@ -157,7 +157,7 @@ pub struct ServerSession<R> {
     closed: bool,
     heartbeat: Heartbeat,
     timers: Timers<Timer>,
-    channels: HashMap<ChannelId, Channel<R>>,
+    channels: ChannelMap<Channel<R>>,
     error_budget: ErrorBudget,
     next_generation: u64,
     out: VecDeque<ServerOutput<R>>,
@@ -184,7 +184,7 @@ impl<R: Clone> ServerSession<R> {
             closed: false,
             heartbeat,
             timers,
-            channels: HashMap::new(),
+            channels: ChannelMap::new(),
             error_budget: ErrorBudget::new(now),
             next_generation: 1,
             out: VecDeque::new(),
@@ -321,7 +321,7 @@ impl<R: Clone> ServerSession<R> {
     /// The application opened the channel it was asked for, with `access`; returns the
     /// channel's generation, or the room back if the channel no longer waits for this answer.
     pub fn accept_open(&mut self, channel: ChannelId, access: Access, room: R) -> Result<u64, R> {
-        if !matches!(self.channels.get(&channel), Some(Channel::Asked)) {
+        if !matches!(self.channels.get(channel), Some(Channel::Asked)) {
             return Err(room);
         }
         let generation = self.next_generation;
@@ -341,8 +341,8 @@ impl<R: Clone> ServerSession<R> {
 
     /// The application refused the channel it was asked for (§6.2: the ID is free again).
     pub fn refuse_open(&mut self, channel: ChannelId, code: ChannelCode) {
-        if matches!(self.channels.get(&channel), Some(Channel::Asked)) {
-            self.channels.remove(&channel);
+        if matches!(self.channels.get(channel), Some(Channel::Asked)) {
+            self.channels.remove(channel);
             self.send_close(channel, code);
         }
     }
@@ -359,7 +359,7 @@ impl<R: Clone> ServerSession<R> {
     pub fn open_failed(&mut self, channel: ChannelId, generation: u64, code: ChannelCode) {
         if self.generation_of(channel) == Some(generation) {
             if let Some(Channel::Open(open) | Channel::Draining(open)) =
-                self.channels.remove(&channel)
+                self.channels.remove(channel)
             {
                 self.release(channel, open);
             }
@@ -369,9 +369,9 @@ impl<R: Clone> ServerSession<R> {
 
     /// Every write before the client's CLOSE is acknowledged: reply to it; the ID is free.
     pub fn drained(&mut self, channel: ChannelId, generation: u64) {
-        if matches!(self.channels.get(&channel), Some(Channel::Draining(open)) if open.generation == generation)
+        if matches!(self.channels.get(channel), Some(Channel::Draining(open)) if open.generation == generation)
         {
-            if let Some(Channel::Draining(open)) = self.channels.remove(&channel) {
+            if let Some(Channel::Draining(open)) = self.channels.remove(channel) {
                 self.release(channel, open);
                 self.send_close(channel, ChannelCode::Normal);
             }
@@ -405,7 +405,7 @@ impl<R: Clone> ServerSession<R> {
                 }
                 if self.generation_of(channel).is_some() {
                     self.close_channel(channel, code);
-                } else if !self.channels.contains_key(&channel) {
+                } else if !self.channels.contains_key(channel) {
                     self.send_close(channel, code);
                 }
             }
@@ -418,7 +418,7 @@ impl<R: Clone> ServerSession<R> {
             // §7: only the rest of the message may follow its first fragment.
             return self.violation(CloseCode::ProtocolError);
         }
-        if self.channels.contains_key(&channel) {
+        if self.channels.contains_key(channel) {
             self.close_channel(channel, ChannelCode::ChannelInUse);
             return;
         }
@@ -456,7 +456,7 @@ impl<R: Clone> ServerSession<R> {
                 return self.violation(CloseCode::MessageTooBig);
             }
         }
-        let open = match self.channels.get_mut(&channel) {
+        let open = match self.channels.get_mut(channel) {
             Some(Channel::Open(open)) => open,
             Some(Channel::Closing | Channel::Draining(_) | Channel::Asked) => return,
             None => return self.send_close(channel, ChannelCode::UnknownChannel),
@@ -490,7 +490,7 @@ impl<R: Clone> ServerSession<R> {
             }
             Err(err) => return self.violation(err.close_code()),
         };
-        let Some(Channel::Open(open)) = self.channels.get_mut(&channel) else {
+        let Some(Channel::Open(open)) = self.channels.get_mut(channel) else {
             return;
         };
         let (generation, room) = (open.generation, open.room.clone());
@@ -525,7 +525,7 @@ impl<R: Clone> ServerSession<R> {
     /// A request: refused at once if it cannot be read (1002 if it has no ID to answer),
     /// otherwise handed to the application.
     fn on_request(&mut self, channel: ChannelId, body: &[u8]) {
-        let (generation, room) = match self.channels.get(&channel) {
+        let (generation, room) = match self.channels.get(channel) {
             Some(Channel::Open(open)) => (open.generation, Some((open.room.clone(), open.access))),
             _ => (0, None),
         };
@@ -564,7 +564,7 @@ impl<R: Clone> ServerSession<R> {
             // §7: only the rest of the message may follow its first fragment.
             return self.violation(CloseCode::ProtocolError);
         }
-        match self.channels.remove(&channel) {
+        match self.channels.remove(channel) {
             Some(Channel::Open(open)) => {
                 self.out.push_back(ServerOutput::CloseAfterWrites {
                     channel,
@@ -587,7 +587,7 @@ impl<R: Clone> ServerSession<R> {
     /// the channel until the client's CLOSE arrives. A draining channel already had the
     /// client's CLOSE: this CLOSE is the reply, and the channel is free.
     fn close_channel(&mut self, channel: ChannelId, code: ChannelCode) {
-        match self.channels.remove(&channel) {
+        match self.channels.remove(channel) {
             Some(Channel::Open(open)) => {
                 let was_reassembling = open.unfinished.is_some();
                 self.release(channel, open);
@@ -641,14 +641,14 @@ impl<R: Clone> ServerSession<R> {
     }
 
     fn generation_of(&self, channel: ChannelId) -> Option<u64> {
-        match self.channels.get(&channel) {
+        match self.channels.get(channel) {
             Some(Channel::Open(open) | Channel::Draining(open)) => Some(open.generation),
             _ => None,
         }
     }
 
     fn reassembling(&self, channel: ChannelId) -> bool {
-        matches!(self.channels.get(&channel), Some(Channel::Open(open)) if open.unfinished.is_some())
+        matches!(self.channels.get(channel), Some(Channel::Open(open)) if open.unfinished.is_some())
     }
 
     fn unfinished_bytes(&self) -> usize {
